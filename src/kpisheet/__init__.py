@@ -1,0 +1,35 @@
+"""kpisheet: monthly KPI sheets with KPIs declared in YAML."""
+
+from __future__ import annotations
+
+from kpisheet.errors import (
+    DataError,
+    DefinitionError,
+    FormulaError,
+    HierarchyError,
+    KpisheetError,
+    Problem,
+    QueryError,
+    StoreError,
+)
+from kpisheet.hookspecs import hookimpl
+from kpisheet.plugins import get_plugin_manager, load_kpis
+from kpisheet.registry import Registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DataError",
+    "DefinitionError",
+    "FormulaError",
+    "HierarchyError",
+    "KpisheetError",
+    "Problem",
+    "QueryError",
+    "Registry",
+    "StoreError",
+    "__version__",
+    "get_plugin_manager",
+    "hookimpl",
+    "load_kpis",
+]

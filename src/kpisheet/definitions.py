@@ -1,0 +1,300 @@
+"""What a KPI is: the pydantic model of a KPI declaration and the loader of KPI YAML files.
+
+A file holds one KPI (a mapping) or a list of KPIs. Loading collects every problem of every file
+(YAML syntax, unknown keys, missing fields, wrong words) instead of stopping at the first one;
+cross-file checks (duplicates, references, cycles) live in :mod:`kpisheet.registry`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kpisheet.constants import EntityAggregation, TimeAggregation, Unit
+from kpisheet.errors import FormulaError, Problem
+from kpisheet.formula import Formula, parse_formula
+
+KPI_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+class Source(BaseModel):
+    """How ingestion recognises a KPI in upstream data: by name, or by id (plus period id)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kpi_name: str | None = None
+    kpi_id: int | str | None = None
+    period_id: int | str | None = None
+
+    @model_validator(mode="after")
+    def _names_something(self) -> Source:
+        if self.kpi_name is None and self.kpi_id is None:
+            raise ValueError("needs kpi_name or kpi_id")
+        if self.period_id is not None and self.kpi_id is None:
+            raise ValueError("period_id needs kpi_id")
+        return self
+
+
+class KPIDefinition(BaseModel):
+    """One KPI as declared in YAML (SPEC §3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    id: str = Field(pattern=KPI_ID_PATTERN)
+    label: str = Field(min_length=1)
+    group: str = Field(min_length=1)
+    unit: Unit
+    time_aggregation: TimeAggregation | None = None
+    entity_aggregation: EntityAggregation = EntityAggregation.SUM
+    average_per: str | None = None
+    description: str = ""
+    source: Source | None = None
+    formula: str | None = None
+
+    @field_validator("formula")
+    @classmethod
+    def _formula_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_formula(value)
+        return value
+
+    @model_validator(mode="after")
+    def _source_or_formula(self) -> KPIDefinition:
+        problems = combination_problems(self.model_dump(exclude_defaults=True))
+        if problems:
+            raise ValueError("; ".join(message for _, message in problems))
+        return self
+
+    @property
+    def is_derived(self) -> bool:
+        """True for KPIs computed by a formula from other KPIs."""
+        return self.formula is not None
+
+    @property
+    def parsed_formula(self) -> Formula | None:
+        """The parsed formula of a derived KPI, else ``None``."""
+        return parse_formula(self.formula) if self.formula is not None else None
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """KPI ids this KPI depends on: formula components and the ``average_per`` denominator."""
+        refs = list(self.parsed_formula.references) if self.formula is not None else []
+        if self.average_per is not None and self.average_per not in refs:
+            refs.append(self.average_per)
+        return tuple(refs)
+
+
+FIELDS: tuple[str, ...] = tuple(KPIDefinition.model_fields)
+
+
+def combination_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(field, message)`` for fields that are valid alone but not together."""
+    has = {name for name in ("formula", "source", "time_aggregation") if data.get(name) is not None}
+    problems = []
+    if {"formula", "source"} <= has:
+        problems.append(("source", "a KPI with a formula is derived and takes no source"))
+    if {"formula", "time_aggregation"} <= has:
+        problems.append(
+            (
+                "time_aggregation",
+                "a KPI with a formula is evaluated after aggregation and takes no "
+                "time_aggregation; remove it or the formula",
+            )
+        )
+    if "formula" not in has and "time_aggregation" not in has:
+        problems.append(
+            (
+                "time_aggregation",
+                "missing required field 'time_aggregation' (every KPI without a formula needs "
+                "one of: " + ", ".join(member.value for member in TimeAggregation) + ")",
+            )
+        )
+    return problems
+
+
+SOURCE_FIELDS: tuple[str, ...] = tuple(Source.model_fields)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a KPI was declared: the file, the line of its mapping and the plugin that contributed it."""
+
+    file: str
+    line: int | None
+    plugin: str
+    field_lines: Mapping[str, int] = dataclass_field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def line_of(self, field: str) -> int | None:
+        """Line of a field of the KPI, or of the KPI itself."""
+        return self.field_lines.get(field, self.line)
+
+    def __str__(self) -> str:
+        return f"{self.plugin}: {self.file}" if self.plugin else self.file
+
+
+@dataclass(frozen=True)
+class LoadedKPI:
+    """A validated KPI definition together with its origin."""
+
+    definition: KPIDefinition
+    origin: Origin
+
+
+def iter_definition_files(paths: Iterable[Path | str]) -> Iterator[Path]:
+    """YAML files among ``paths``; directories are searched recursively in sorted order."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file()
+            )
+        else:
+            yield path
+
+
+def display_path(path: Path) -> str:
+    """A path as users should read it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+_ENUM_FIELDS: dict[str, type[Enum]] = {
+    "unit": Unit,
+    "time_aggregation": TimeAggregation,
+    "entity_aggregation": EntityAggregation,
+}
+
+
+def _problem_from_error(
+    error: dict[str, Any], kpi: str | None, file: str, lines: dict[str, int], default_line: int
+) -> Problem:
+    """Turn one pydantic error into a message that names the field and says what was expected."""
+    loc = [str(part) for part in error["loc"]]
+    field = ".".join(loc) if loc else None
+    top = loc[0] if loc else None
+    line = lines.get(top, default_line) if top else default_line
+    kind = error["type"]
+    value = error.get("input")
+    if kind == "missing":
+        message = f"missing required field '{field}'"
+    elif kind == "extra_forbidden":
+        allowed = SOURCE_FIELDS if len(loc) > 1 and loc[0] == "source" else FIELDS
+        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        message = f"unknown key '{field}'{hint}; allowed keys: {', '.join(allowed)}"
+    elif kind == "enum" and top in _ENUM_FIELDS:
+        allowed = ", ".join(member.value for member in _ENUM_FIELDS[top])
+        message = f"{field} {value!r} is not one of: {allowed}"
+    elif kind == "string_pattern_mismatch" and top == "id":
+        message = f"id {value!r} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
+    elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
+        message = str(error["ctx"]["error"])
+    elif kind == "value_error":
+        message = f"{field}: {error.get('ctx', {}).get('error', error['msg'])}"
+    else:
+        message = f"{field}: {error['msg'].lower()}, got {value!r}"
+    return Problem(message=message, file=file, line=line, kpi=kpi, field=field)
+
+
+def _mapping_lines(node: yaml.Node) -> tuple[dict[str, int], list[str]]:
+    """Line (1-based) of each key of a mapping node, and the keys that appear twice."""
+    lines: dict[str, int] = {}
+    duplicates = []
+    for key_node, _ in node.value:
+        key = str(key_node.value)
+        if key in lines:
+            duplicates.append(key)
+        lines[key] = key_node.start_mark.line + 1
+    return lines, duplicates
+
+
+def _read_yaml(path: Path, file: str) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
+    """The YAML items of a file (one mapping or a list), each with its node for line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return [], [Problem(f"cannot read file: {exc}", file=file)]
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        detail = f"{context}, {problem}" if context else problem
+        return [], [Problem(f"YAML syntax error: {detail}", file=file, line=line)]
+    if node is None:
+        return [], [Problem("file is empty; expected a KPI mapping or a list of KPIs", file=file)]
+    if isinstance(node, yaml.MappingNode):
+        return [(data, node)], []
+    if isinstance(node, yaml.SequenceNode):
+        return list(zip(data, node.value, strict=True)), []
+    return [], [
+        Problem(
+            f"expected a KPI mapping or a list of KPIs, found {type(data).__name__}",
+            file=file,
+            line=node.start_mark.line + 1,
+        )
+    ]
+
+
+def load_file(path: Path | str, plugin: str = "") -> tuple[list[LoadedKPI], list[Problem]]:
+    """Load and validate every KPI of one YAML file; returns the KPIs that are valid and all problems."""
+    path = Path(path)
+    file = display_path(path)
+    items, problems = _read_yaml(path, file)
+    loaded: list[LoadedKPI] = []
+    for index, (data, node) in enumerate(items, start=1):
+        line = node.start_mark.line + 1
+        if not isinstance(data, dict):
+            problems.append(
+                Problem(
+                    f"item {index} is {type(data).__name__}; expected a KPI mapping (id, label, ...)",
+                    file=file,
+                    line=line,
+                )
+            )
+            continue
+        lines, duplicate_keys = _mapping_lines(node)
+        raw_id = data.get("id")
+        kpi = str(raw_id) if raw_id is not None else None
+        for key in duplicate_keys:
+            problems.append(
+                Problem(
+                    f"key '{key}' appears twice", file=file, line=lines[key], kpi=kpi, field=key
+                )
+            )
+        combined = [
+            Problem(message, file=file, line=lines.get(field, line), kpi=kpi, field=field)
+            for field, message in combination_problems(data)
+        ]
+        problems += combined
+        try:
+            definition = KPIDefinition.model_validate(data)
+        except ValidationError as exc:
+            problems += [
+                _problem_from_error(error, kpi, file, lines, line)
+                for error in exc.errors()
+                if error["loc"] or not combined  # model-level errors are the combined ones
+            ]
+            continue
+        origin = Origin(file=file, line=line, plugin=plugin, field_lines=lines)
+        loaded.append(LoadedKPI(definition, origin))
+    return loaded, problems

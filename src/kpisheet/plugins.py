@@ -1,0 +1,53 @@
+"""The plugin manager and what it collects from plugins."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pluggy
+
+from kpisheet import builtin, hookspecs
+from kpisheet.registry import Registry, load_registry
+
+#: Name under which the built-in plugin is registered.
+BUILTIN_PLUGIN = "kpisheet.builtin"
+#: Plugin name recorded for definitions given explicitly (``--definitions``, ``definitions=``).
+EXPLICIT_ORIGIN = "definitions"
+
+
+def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
+    """A fresh plugin manager with the built-in plugin and, by default, installed plugins."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    manager.register(builtin, name=BUILTIN_PLUGIN)
+    if entry_points:
+        manager.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+    return manager
+
+
+def definition_sources(manager: pluggy.PluginManager) -> list[tuple[Path, str]]:
+    """``(path, plugin name)`` for every path that every plugin contributes, built-in first."""
+    sources: list[tuple[Path, str]] = []
+    impls = manager.hook.kpisheet_definition_paths.get_hookimpls()
+    ordered = sorted(impls, key=lambda impl: impl.plugin_name != BUILTIN_PLUGIN)
+    for impl in ordered:
+        for path in impl.function() or []:
+            sources.append((Path(path), impl.plugin_name))
+    return sources
+
+
+def load_kpis(
+    definitions: Sequence[Path | str] | Path | str | None = None,
+    manager: pluggy.PluginManager | None = None,
+) -> Registry:
+    """The KPI registry: the given files/directories, or else the built-in sheet plus plugins.
+
+    :raises DefinitionError: with every problem found.
+    """
+    if definitions is not None:
+        paths: Iterable[Path | str] = (
+            [definitions] if isinstance(definitions, str | Path) else definitions
+        )
+        return load_registry((path, EXPLICIT_ORIGIN) for path in paths)
+    return load_registry(definition_sources(manager or get_plugin_manager()))

@@ -1,0 +1,204 @@
+"""The registry of KPIs: every definition from every file and plugin, checked as a whole.
+
+Cross-KPI rules live here: ids unique across files, formulas and ``average_per`` naming known
+KPIs, and no formula cycles. Declared order is kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import graphlib
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+from kpisheet.constants import TimeAggregation
+from kpisheet.definitions import KPIDefinition, LoadedKPI, Origin, iter_definition_files, load_file
+from kpisheet.errors import DefinitionError, Problem
+
+
+class Registry:
+    """An ordered, validated collection of KPI definitions with their origins."""
+
+    def __init__(self, loaded: Iterable[LoadedKPI]) -> None:
+        self._kpis: dict[str, KPIDefinition] = {}
+        self._origins: dict[str, Origin] = {}
+        for item in loaded:
+            self._kpis[item.definition.id] = item.definition
+            self._origins[item.definition.id] = item.origin
+        self.evaluation_order: tuple[str, ...] = _evaluation_order(self._kpis)
+
+    def __iter__(self) -> Iterator[KPIDefinition]:
+        return iter(self._kpis.values())
+
+    def __len__(self) -> int:
+        return len(self._kpis)
+
+    def __contains__(self, kpi_id: object) -> bool:
+        return kpi_id in self._kpis
+
+    def __getitem__(self, kpi_id: str) -> KPIDefinition:
+        return self._kpis[kpi_id]
+
+    def __repr__(self) -> str:
+        return f"<Registry of {len(self)} KPIs in {len(self.groups)} groups>"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """KPI ids in declared order."""
+        return tuple(self._kpis)
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """KPI groups in order of first appearance."""
+        return tuple(dict.fromkeys(kpi.group for kpi in self))
+
+    def get(self, kpi_id: str) -> KPIDefinition | None:
+        """The KPI with this id, or ``None``."""
+        return self._kpis.get(kpi_id)
+
+    def origin(self, kpi_id: str) -> Origin:
+        """Where the KPI was declared."""
+        return self._origins[kpi_id]
+
+    def in_group(self, group: str) -> tuple[KPIDefinition, ...]:
+        """The KPIs of one group, in declared order."""
+        return tuple(kpi for kpi in self if kpi.group == group)
+
+    @property
+    def source_kpis(self) -> tuple[KPIDefinition, ...]:
+        """KPIs that come from data (not derived)."""
+        return tuple(kpi for kpi in self if not kpi.is_derived)
+
+    @property
+    def derived_kpis(self) -> tuple[KPIDefinition, ...]:
+        """Derived KPIs in an order where every formula's components come first."""
+        return tuple(self._kpis[k] for k in self.evaluation_order if self._kpis[k].is_derived)
+
+    def leaf_components(self, kpi_id: str) -> tuple[str, ...]:
+        """The source KPIs a KPI ultimately rests on (itself, for a source KPI)."""
+        kpi = self._kpis[kpi_id]
+        if not kpi.is_derived:
+            return (kpi_id,)
+        found: dict[str, None] = {}
+        for ref in kpi.parsed_formula.references:
+            found.update(dict.fromkeys(self.leaf_components(ref)))
+        return tuple(found)
+
+    def is_stock(self, kpi_id: str) -> bool:
+        """True when the KPI (or a component of a derived KPI) is not summed over time."""
+        return any(
+            self._kpis[ref].time_aggregation is not TimeAggregation.SUM
+            for ref in self.leaf_components(kpi_id)
+        )
+
+
+def _evaluation_order(kpis: dict[str, KPIDefinition]) -> tuple[str, ...]:
+    sorter = graphlib.TopologicalSorter(
+        {kpi.id: kpi.parsed_formula.references if kpi.is_derived else () for kpi in kpis.values()}
+    )
+    return tuple(sorter.static_order())
+
+
+def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
+    """Problems that need all KPIs at once: duplicate ids, unknown references, formula cycles."""
+    problems: list[Problem] = []
+    first: dict[str, LoadedKPI] = {}
+    for item in loaded:
+        kpi_id = item.definition.id
+        if kpi_id in first:
+            earlier = first[kpi_id].origin
+            where = f"{earlier.file}:{earlier.line_of('id')}" if earlier.line else earlier.file
+            problems.append(
+                Problem(
+                    f"duplicate id; already declared in {where}",
+                    file=item.origin.file,
+                    line=item.origin.line_of("id"),
+                    kpi=kpi_id,
+                    field="id",
+                )
+            )
+        else:
+            first[kpi_id] = item
+
+    def unknown(ref: str) -> str:
+        close = difflib.get_close_matches(ref, first, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "known KPIs: " + ", ".join(first)
+        return f"unknown KPI '{ref}'; {hint}"
+
+    for item in first.values():
+        kpi = item.definition
+        origin = item.origin
+        if kpi.is_derived:
+            for ref in kpi.parsed_formula.references:
+                if ref not in first:
+                    problems.append(
+                        Problem(
+                            f"formula {kpi.formula!r} references {unknown(ref)}",
+                            file=origin.file,
+                            line=origin.line_of("formula"),
+                            kpi=kpi.id,
+                            field="formula",
+                        )
+                    )
+        if kpi.average_per is not None and kpi.average_per not in first:
+            problems.append(
+                Problem(
+                    f"average_per references {unknown(kpi.average_per)}",
+                    file=origin.file,
+                    line=origin.line_of("average_per"),
+                    kpi=kpi.id,
+                    field="average_per",
+                )
+            )
+    graph = {
+        kpi_id: [r for r in item.definition.parsed_formula.references if r in first]
+        for kpi_id, item in first.items()
+        if item.definition.is_derived
+    }
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        start = cycle[-1]
+        origin = first[start].origin
+        problems.append(
+            Problem(
+                f"formula cycle: {' -> '.join(reversed(cycle))}",
+                file=origin.file,
+                line=origin.line_of("formula"),
+                kpi=start,
+                field="formula",
+            )
+        )
+    return problems
+
+
+def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
+    """Load KPIs from ``(path, plugin name)`` pairs into a registry, or raise every problem at once.
+
+    :raises DefinitionError: listing every problem of every file.
+    """
+    loaded: list[LoadedKPI] = []
+    problems: list[Problem] = []
+    seen_files: set[Path] = set()
+    for path, plugin in sources:
+        if not Path(path).exists():
+            problems.append(
+                Problem(f"no such file or directory (from {plugin or 'arguments'})", file=str(path))
+            )
+            continue
+        for file in iter_definition_files([path]):
+            if file.resolve() in seen_files:
+                continue
+            seen_files.add(file.resolve())
+            items, file_problems = load_file(file, plugin)
+            loaded += items
+            problems += file_problems
+    problems += check_references(loaded)
+    if problems:
+        files = list(dict.fromkeys(problem.file for problem in problems))
+        problems.sort(key=lambda p: (files.index(p.file), p.line or 0))
+        raise DefinitionError(problems)
+    if not loaded:
+        raise DefinitionError([Problem("no KPI definitions found")])
+    return Registry(loaded)

@@ -1,0 +1,1 @@
+"""kpisheet_ui: the Panel web app on top of the public API of kpisheet."""
