@@ -105,7 +105,9 @@ class Formula:
             return _OPERATIONS[node.op](run(node.left), run(node.right))
 
         with np.errstate(invalid="ignore", over="ignore"):
-            result = np.asarray(run(self.tree), float)
+            # A copy: a formula that is a bare reference must not hand back (and then modify)
+            # the caller's array.
+            result = np.array(run(self.tree), dtype=float, copy=True)
         result[~np.isfinite(result)] = np.nan
         return result
 
@@ -142,7 +144,7 @@ class _Parser:
 
     def parse(self) -> Node:
         if not self.tokens:
-            raise FormulaError(self.text, 0, "an expression")
+            raise FormulaError(self.text, len(self.text), "an expression")
         node = self._expr()
         if self._peek() is not None:
             raise self._fail("an operator")

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from kpisheet.constants import TimeAggregation
-from kpisheet.definitions import KPIDefinition, LoadedKPI, Origin, iter_definition_files, load_file
+from kpisheet.definitions import (
+    KPIDefinition,
+    LoadedKPI,
+    Origin,
+    display_path,
+    iter_definition_files,
+    load_file,
+)
 from kpisheet.errors import DefinitionError, Problem
 
 
@@ -99,8 +106,14 @@ def _evaluation_order(kpis: dict[str, KPIDefinition]) -> tuple[str, ...]:
     return tuple(sorter.static_order())
 
 
-def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
-    """Problems that need all KPIs at once: duplicate ids, unknown references, formula cycles."""
+def check_references(
+    loaded: Sequence[LoadedKPI], invalid_ids: Collection[str] = ()
+) -> list[Problem]:
+    """Problems that need all KPIs at once: duplicate ids, unknown references, formula cycles.
+
+    ``invalid_ids`` are KPIs that are declared but failed validation; referencing them is not
+    reported again as a reference to an unknown KPI.
+    """
     problems: list[Problem] = []
     first: dict[str, LoadedKPI] = {}
     for item in loaded:
@@ -130,7 +143,7 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
         origin = item.origin
         if kpi.is_derived:
             for ref in kpi.parsed_formula.references:
-                if ref not in first:
+                if ref not in first and ref not in invalid_ids:
                     problems.append(
                         Problem(
                             f"formula {kpi.formula!r} references {unknown(ref)}",
@@ -140,7 +153,11 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
                             field="formula",
                         )
                     )
-        if kpi.average_per is not None and kpi.average_per not in first:
+        if (
+            kpi.average_per is not None
+            and kpi.average_per not in first
+            and kpi.average_per not in invalid_ids
+        ):
             problems.append(
                 Problem(
                     f"average_per references {unknown(kpi.average_per)}",
@@ -155,22 +172,26 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
         for kpi_id, item in first.items()
         if item.definition.is_derived
     }
-    try:
-        graphlib.TopologicalSorter(graph).prepare()
-    except graphlib.CycleError as exc:
-        cycle = exc.args[1]
-        start = cycle[-1]
-        origin = first[start].origin
-        problems.append(
-            Problem(
-                f"formula cycle: {' -> '.join(reversed(cycle))}",
-                file=origin.file,
-                line=origin.line_of("formula"),
-                kpi=start,
-                field="formula",
+    while True:  # one problem per cycle: report a cycle, drop its KPIs, look again
+        try:
+            graphlib.TopologicalSorter(graph).prepare()
+        except graphlib.CycleError as exc:
+            cycle = exc.args[1]
+            start = cycle[-1]
+            origin = first[start].origin
+            problems.append(
+                Problem(
+                    f"formula cycle: {' -> '.join(reversed(cycle))}",
+                    file=origin.file,
+                    line=origin.line_of("formula"),
+                    kpi=start,
+                    field="formula",
+                )
             )
-        )
-    return problems
+            for kpi_id in cycle:
+                graph.pop(kpi_id, None)
+        else:
+            return problems
 
 
 def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
@@ -181,8 +202,10 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
     loaded: list[LoadedKPI] = []
     problems: list[Problem] = []
     seen_files: set[Path] = set()
+    file_order: dict[str | None, int] = {}  # problems are reported in the order files were read
     for path, plugin in sources:
         if not Path(path).exists():
+            file_order.setdefault(str(path), len(file_order))
             problems.append(
                 Problem(f"no such file or directory (from {plugin or 'arguments'})", file=str(path))
             )
@@ -191,13 +214,14 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
             if file.resolve() in seen_files:
                 continue
             seen_files.add(file.resolve())
+            file_order.setdefault(display_path(file), len(file_order))
             items, file_problems = load_file(file, plugin)
             loaded += items
             problems += file_problems
-    problems += check_references(loaded)
+    invalid_ids = {problem.kpi for problem in problems if problem.kpi is not None}
+    problems += check_references(loaded, invalid_ids)
     if problems:
-        files = list(dict.fromkeys(problem.file for problem in problems))
-        problems.sort(key=lambda p: (files.index(p.file), p.line or 0))
+        problems.sort(key=lambda p: (file_order.get(p.file, len(file_order)), p.line or 0))
         raise DefinitionError(problems)
     if not loaded:
         raise DefinitionError([Problem("no KPI definitions found")])
