@@ -8,6 +8,7 @@ cross-file checks (duplicates, references, cycles) live in :mod:`kpisheet.regist
 from __future__ import annotations
 
 import difflib
+from functools import cached_property
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -79,7 +80,7 @@ class KPIDefinition(BaseModel):
         """True for KPIs computed by a formula from other KPIs."""
         return self.formula is not None
 
-    @property
+    @cached_property
     def parsed_formula(self) -> Formula | None:
         """The parsed formula of a derived KPI, else ``None``."""
         return parse_formula(self.formula) if self.formula is not None else None

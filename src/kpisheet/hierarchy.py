@@ -1,0 +1,230 @@
+"""The entity hierarchy: leaves (card products) with attributes, rolled up level by level to a total.
+
+Declared in YAML (SPEC §5)::
+
+    total: Kartenwelt AG
+    levels: [sector, mandant]          # group levels, coarse to fine; leaves are level "product"
+    entities:
+      Alpine Visa Gold: {mandant: Alpine, sector: B2C, cardprofile: CC}
+
+Attributes that are not levels (``cardprofile``) are *views*: the same leaves grouped another way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from kpisheet.constants import PRODUCT_LEVEL, TOTAL_LEVEL
+from kpisheet.definitions import display_path
+from kpisheet.errors import HierarchyError, Problem
+
+_KEYS = ("total", "levels", "entities")
+
+
+class Hierarchy:
+    """Leaves with their attributes and the groups they roll up to."""
+
+    def __init__(self, total: str, levels: Sequence[str], attributes: pd.DataFrame) -> None:
+        self.total = total
+        self.levels: tuple[str, ...] = tuple(levels)
+        self.attributes = attributes
+        self.leaves: tuple[str, ...] = tuple(attributes.index)
+        self.views: tuple[str, ...] = tuple(c for c in attributes.columns if c not in self.levels)
+        self._level_of: dict[str, str] = {total: TOTAL_LEVEL}
+        for level in self.levels:
+            self._level_of.update(dict.fromkeys(self.groups(level), level))
+        self._level_of.update(dict.fromkeys(self.leaves, PRODUCT_LEVEL))
+
+    def __repr__(self) -> str:
+        return f"<Hierarchy {self.total!r}: {len(self.leaves)} products, levels {list(self.levels)}>"
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._level_of
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        """Every level, fine to coarse: ``product``, the group levels, ``total``."""
+        return (PRODUCT_LEVEL, *reversed(self.levels), TOTAL_LEVEL)
+
+    @property
+    def entities(self) -> tuple[str, ...]:
+        """Every entity of the tree, coarse to fine: the total, the groups level by level, the leaves."""
+        return tuple(self._level_of)
+
+    def level_of(self, name: str) -> str:
+        """``product``, a level name, or ``total``; raises ``KeyError`` for unknown names."""
+        return self._level_of[name]
+
+    def groups(self, level: str) -> tuple[str, ...]:
+        """The groups of a level or view in order of first appearance."""
+        if level == TOTAL_LEVEL:
+            return (self.total,)
+        if level == PRODUCT_LEVEL:
+            return self.leaves
+        return tuple(pd.unique(self.attributes[level]))
+
+    def members(self, name: str) -> tuple[str, ...]:
+        """The leaves under an entity (the entity itself for a leaf)."""
+        level = self._level_of[name]
+        if level == PRODUCT_LEVEL:
+            return (name,)
+        if level == TOTAL_LEVEL:
+            return self.leaves
+        return tuple(self.attributes.index[self.attributes[level] == name])
+
+    def parent_of(self, name: str) -> str | None:
+        """The next coarser group of an entity (``None`` for the total)."""
+        level = self._level_of[name]
+        if level == TOTAL_LEVEL:
+            return None
+        chain = (PRODUCT_LEVEL, *reversed(self.levels))
+        position = chain.index(level)
+        if position + 1 == len(chain):
+            return self.total
+        leaf = self.members(name)[0]
+        return str(self.attributes.at[leaf, chain[position + 1]])
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per entity of the tree: ``entity``, ``level``, ``parent``."""
+        return pd.DataFrame(
+            {
+                "entity": list(self.entities),
+                "level": [self._level_of[e] for e in self.entities],
+                "parent": [self.parent_of(e) for e in self.entities],
+            }
+        )
+
+
+def _line(node: yaml.Node | None) -> int | None:
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def _key_nodes(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(k.value): (k, v) for k, v in node.value}
+
+
+def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hierarchy:
+    """Validate hierarchy data (as loaded from YAML) and build the :class:`Hierarchy`.
+
+    :raises HierarchyError: listing every problem.
+    """
+    problems: list[Problem] = []
+    top = _key_nodes(node) if node is not None else {}
+
+    def add(message: str, key: str | None = None, line: int | None = None) -> None:
+        where = line if line is not None else _line(top[key][0]) if key in top else None
+        problems.append(Problem(message, file=file, line=where, field=key))
+
+    if not isinstance(data, Mapping):
+        raise HierarchyError(
+            [Problem("expected a mapping with keys: total, levels, entities", file=file, line=_line(node))]
+        )
+    for key in data:
+        if key not in _KEYS:
+            add(f"unknown key '{key}'; allowed keys: {', '.join(_KEYS)}", str(key))
+    total = data.get("total")
+    if not isinstance(total, str) or not total.strip():
+        add(f"total must be the name of the grand-total entity, found {total!r}", "total")
+        total = ""
+    levels = data.get("levels", [])
+    if not isinstance(levels, list) or not all(isinstance(level, str) and level for level in levels):
+        add(f"levels must be a list of attribute names, coarse to fine, found {levels!r}", "levels")
+        levels = []
+    for reserved in (PRODUCT_LEVEL, TOTAL_LEVEL):
+        if reserved in levels:
+            add(f"levels must not contain '{reserved}' (a reserved level name)", "levels")
+    entities = data.get("entities")
+    entity_nodes = _key_nodes(top["entities"][1]) if "entities" in top else {}
+    if not isinstance(entities, Mapping) or not entities:
+        add("entities must be a non-empty mapping of product name to attributes", "entities")
+        entities = {}
+    rows: dict[str, dict[str, str]] = {}
+    for name, attributes in entities.items():
+        line = _line(entity_nodes[str(name)][0]) if str(name) in entity_nodes else None
+        if not isinstance(attributes, Mapping):
+            add(f"entity '{name}': expected a mapping of attributes, found {attributes!r}", "entities", line)
+            continue
+        for level in levels:
+            value = attributes.get(level)
+            if value is None or str(value).strip() == "":
+                add(f"entity '{name}': missing level attribute '{level}'", "entities", line)
+        for key, value in attributes.items():
+            if isinstance(value, Mapping | list):
+                add(f"entity '{name}': attribute '{key}' must be a single value, found {value!r}", "entities", line)
+        rows[str(name).strip()] = {str(k): str(v).strip() for k, v in attributes.items() if v is not None}
+    frame = pd.DataFrame.from_dict(rows, orient="index").fillna("")
+    if not frame.empty:
+        for column in levels:
+            if column not in frame:
+                frame[column] = ""
+        frame = frame[[*levels, *[c for c in frame.columns if c not in levels]]]
+    _check_tree(frame, total, levels, entity_nodes, add)
+    if problems:
+        raise HierarchyError(problems)
+    frame.index.name = "entity"
+    return Hierarchy(total, levels, frame)
+
+
+def _check_tree(frame: pd.DataFrame, total: str, levels: list[str], entity_nodes: dict, add: Any) -> None:
+    """Names are unique across levels and every group sits under exactly one parent."""
+    if frame.empty:
+        return
+    owner: dict[str, str] = dict.fromkeys(frame.index, PRODUCT_LEVEL)
+    if total in owner:
+        add(f"'{total}' is both the total and a product", "total")
+    owner.setdefault(total, TOTAL_LEVEL)
+    for level in levels:
+        for group in pd.unique(frame[level]):
+            if group == "":
+                continue
+            if group in owner:
+                other = owner[group]
+                what = "a product" if other == PRODUCT_LEVEL else f"a group of level '{other}'"
+                add(f"'{group}' is a group of level '{level}' and also {what}; names must be unique", "entities")
+            else:
+                owner[group] = level
+    for coarse, fine in itertools.pairwise(levels):
+        parents = frame[frame[fine] != ""].groupby(fine, sort=False)[coarse].unique()
+        for group, values in parents.items():
+            if len(values) > 1:
+                shown = ", ".join(f"'{v}'" for v in values)
+                add(f"{fine} '{group}' belongs to more than one {coarse}: {shown}", "entities")
+    for view in (c for c in frame.columns if c not in levels):
+        for group in pd.unique(frame[view]):
+            if group in owner:
+                add(f"value '{group}' of attribute '{view}' is also the name of an entity; names must be unique", "entities")
+
+
+def load_hierarchy(path: Path | str) -> Hierarchy:
+    """Read and validate an entity hierarchy YAML file.
+
+    :raises HierarchyError: listing every problem, with file and line.
+    """
+    path = Path(path)
+    file = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HierarchyError([Problem(f"cannot read file: {exc}", file=file)]) from exc
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise HierarchyError(
+            [Problem(f"YAML syntax error: {getattr(exc, 'problem', None) or exc}", file=file, line=line)]
+        ) from exc
+    return parse_hierarchy(data, file, node)

@@ -1,0 +1,271 @@
+"""Canonical observations (SPEC §5): one row per month, KPI and leaf entity, validated with pandera.
+
+Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
+as ``YYYY-MM``, ``YYYYMM`` or any date inside the month. Validation collects every problem — months that
+do not parse, values that are not numbers, unknown KPIs and entities, duplicate rows — and raises one
+:class:`~kpisheet.errors.DataError` quoting the offending rows, so a bad input never half-loads.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
+from kpisheet.definitions import display_path
+from kpisheet.errors import DataError, Problem
+from kpisheet.hierarchy import Hierarchy
+from kpisheet.registry import Registry
+
+#: Column of a failure-case table giving where the row is (``line 7`` of a file, ``row 5`` of a frame).
+WHERE = "where"
+#: How many offending rows a message quotes before it says "and N more".
+QUOTED_ROWS = 5
+
+MonthDtype = pd.PeriodDtype("M")
+
+
+class ObservationModel(pa.DataFrameModel):
+    """The canonical long format; KPI and entity sets are added per sheet by :func:`observation_schema`."""
+
+    month: Series[MonthDtype] = pa.Field(nullable=False)
+    kpi: Series[str] = pa.Field(nullable=False)
+    entity: Series[str] = pa.Field(nullable=False)
+    value: Series[float] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        unique = [MONTH, KPI, ENTITY]  # noqa: RUF012 (pandera reads this list)
+
+    @pa.check(VALUE, name="finite or missing")
+    @classmethod
+    def _finite(cls, value: Series[float]) -> Series[bool]:
+        return value.isna() | np.isfinite(value)
+
+
+def observation_schema(registry: Registry, hierarchy: Hierarchy) -> pa.DataFrameSchema:
+    """The observation schema of one sheet: its source KPIs and its leaf entities."""
+    schema = ObservationModel.to_schema()
+    return schema.update_columns(
+        {
+            KPI: {"checks": [pa.Check.isin([k.id for k in registry.source_kpis], name="known KPI")]},
+            ENTITY: {"checks": [pa.Check.isin(list(hierarchy.leaves), name="known entity")]},
+        }
+    )
+
+
+def _sniff_separator(path: Path) -> str:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        sample = handle.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",;").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+    """Read raw observations from a CSV or Parquet file or a DataFrame, without validating them.
+
+    Columns are kept as given (text for CSV); :func:`validate_observations` parses and checks them.
+    The frame's ``attrs["where"]`` tells validation how to name rows (file lines or frame rows).
+    """
+    if isinstance(source, pd.DataFrame):
+        frame = source.copy()
+        frame.attrs["source"] = "DataFrame"
+        frame.attrs["line_offset"] = None
+        return frame
+    path = Path(source)
+    name = display_path(path)
+    if not path.is_file():
+        raise DataError(name, [Problem("no such file", file=name)], pd.DataFrame())
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+            offset = None
+        else:
+            frame = pd.read_csv(
+                path,
+                sep=_sniff_separator(path),
+                dtype=str,
+                keep_default_na=False,
+                encoding="utf-8-sig",
+                skipinitialspace=True,
+            )
+            offset = 2  # header is line 1
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()) from exc
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame.attrs["source"] = name
+    frame.attrs["line_offset"] = offset
+    return frame
+
+
+def _where(index: pd.Index, offset: int | None) -> list[str]:
+    if offset is None:
+        return [f"row {i}" for i in index]
+    return [f"line {i + offset}" for i in index]
+
+
+def parse_months(raw: pd.Series) -> pd.Series:
+    """Months as ``Period[M]``; text that is no month becomes NaT (reported by validation)."""
+    if isinstance(raw.dtype, pd.PeriodDtype):
+        return raw.dt.asfreq("M")
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        return raw.dt.to_period("M")
+    text = raw.astype("string").str.strip()
+    result = pd.Series(pd.NaT, index=raw.index, dtype=MonthDtype)
+    compact = text.str.fullmatch(r"\d{6}").fillna(False)
+    year_month = text.str.fullmatch(r"\d{4}-\d{1,2}").fillna(False)
+    if compact.any():
+        digits = text[compact]
+        result[compact] = _periods(digits.str[:4], digits.str[4:])
+    if year_month.any():
+        parts = text[year_month].str.split("-", expand=True)
+        result[year_month] = _periods(parts[0], parts[1])
+    other = ~(compact | year_month) & text.notna() & (text != "")
+    if other.any():
+        parsed = pd.to_datetime(text[other], errors="coerce", format="mixed", dayfirst=False)
+        result[other] = parsed.dt.to_period("M")
+    return result
+
+
+def _periods(years: pd.Series, months: pd.Series) -> pd.Series:
+    year = pd.to_numeric(years, errors="coerce")
+    month = pd.to_numeric(months, errors="coerce")
+    valid = month.between(1, 12) & year.between(1900, 2999)
+    ordinal = (year - 1970) * 12 + (month - 1)
+    periods = pd.arrays.PeriodArray(np.where(valid, ordinal, pd.NaT.value).astype("int64"), dtype=MonthDtype)
+    return pd.Series(periods, index=years.index)
+
+
+def _quote(values: Iterable[object], where: Iterable[str]) -> str:
+    pairs = [f"{w} ({v!r})" for v, w in zip(values, where, strict=True)]
+    shown = ", ".join(pairs[:QUOTED_ROWS])
+    more = len(pairs) - QUOTED_ROWS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _suggest(value: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(value, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def validate_observations(
+    frame: pd.DataFrame, registry: Registry, hierarchy: Hierarchy, source: str | None = None
+) -> pd.DataFrame:
+    """Parse and check raw observations; return the canonical frame or raise every problem at once.
+
+    :raises DataError: with one problem per kind of fault, quoting the offending rows, and the
+        rows themselves in ``failure_cases``.
+    """
+    source = source or frame.attrs.get("source", "DataFrame")
+    offset = frame.attrs.get("line_offset")
+    missing = [c for c in OBSERVATION_COLUMNS if c not in frame.columns]
+    if missing:
+        problem = Problem(
+            f"missing column(s) {', '.join(missing)}; expected columns {', '.join(OBSERVATION_COLUMNS)}, "
+            f"found {', '.join(map(str, frame.columns)) or 'none'}",
+            file=source,
+        )
+        raise DataError(source, [problem], pd.DataFrame())
+    problems: list[Problem] = []
+    failures: list[pd.DataFrame] = []
+
+    def fail(mask: pd.Series, column: str, raw: pd.Series, message: str, quoted: bool = True) -> None:
+        rows = raw[mask]
+        where = _where(rows.index, offset)
+        detail = f": {_quote(rows, where)}" if quoted else ""
+        problems.append(Problem(f"{message}{detail}", file=source, field=column))
+        failures.append(
+            pd.DataFrame({WHERE: where, "column": column, "value": rows.astype(str).to_numpy(), "problem": message})
+        )
+
+    extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
+    data = frame[list(OBSERVATION_COLUMNS)].copy()
+    month = parse_months(data[MONTH])
+    bad_month = month.isna()
+    if bad_month.any():
+        fail(bad_month, MONTH, data[MONTH], "month is not a month (expected YYYY-MM, YYYYMM or a date)")
+    kpi = data[KPI].astype("string").str.strip()
+    entity = data[ENTITY].astype("string").str.strip()
+    raw_value = data[VALUE]
+    if pd.api.types.is_numeric_dtype(raw_value):
+        value = raw_value.astype(float)
+    else:
+        text = raw_value.astype("string").str.strip()
+        value = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype(float)
+        not_number = value.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "na", "null"])
+        if not_number.any():
+            fail(not_number, VALUE, raw_value, "value is not a number")
+    infinite = np.isinf(value)
+    if infinite.any():
+        fail(infinite, VALUE, raw_value, "value is not finite")
+    for column, series, known, what in (
+        (KPI, kpi, registry.ids, "KPI id"),
+        (ENTITY, entity, hierarchy.entities, "entity"),
+    ):
+        empty = series.isna() | (series == "")
+        if empty.any():
+            fail(empty, column, data[column], f"{column} is empty")
+        unknown = ~empty & ~series.isin(list(known))
+        for name in pd.unique(series[unknown]):
+            mask = series == name
+            fail(mask, column, data[column], f"unknown {what} '{name}'{_suggest(name, known)}", quoted=False)
+            problems[-1] = Problem(
+                f"{problems[-1].message} in {_count_rows(mask, offset)}", file=source, field=column
+            )
+    derived = kpi.isin([k.id for k in registry.derived_kpis])
+    for name in pd.unique(kpi[derived]):
+        mask = kpi == name
+        message = f"KPI '{name}' is derived (formula); it is computed, not loaded"
+        fail(mask, KPI, data[KPI], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
+    groups = entity.isin([e for e in hierarchy.entities if hierarchy.level_of(e) != "product"])
+    for name in pd.unique(entity[groups]):
+        mask = entity == name
+        message = f"entity '{name}' is a group; data holds products (leaves) only"
+        fail(mask, ENTITY, data[ENTITY], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
+    keys = pd.DataFrame({MONTH: month, KPI: kpi, ENTITY: entity})
+    duplicated = keys.duplicated(keep=False) & ~bad_month
+    if duplicated.any():
+        described = keys[duplicated].astype(str).agg(" / ".join, axis=1)
+        fail(duplicated, f"{MONTH}, {KPI}, {ENTITY}", described, "duplicate (month, kpi, entity)")
+    if extra:
+        problems.append(
+            Problem(
+                f"unexpected column(s) {', '.join(map(str, extra))}; expected {', '.join(OBSERVATION_COLUMNS)}",
+                file=source,
+            )
+        )
+    if problems:
+        raise DataError(source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame())
+    canonical = pd.DataFrame({MONTH: month, KPI: kpi.astype(str), ENTITY: entity.astype(str), VALUE: value})
+    try:
+        return observation_schema(registry, hierarchy).validate(canonical.reset_index(drop=True), lazy=True)
+    except pa.errors.SchemaErrors as exc:  # a rule the checks above do not cover
+        cases = exc.failure_cases
+        problems = [
+            Problem(f"{row.column}: check {row.check} failed for {row.failure_case!r}", file=source)
+            for row in cases.head(20).itertuples()
+        ]
+        raise DataError(source, problems, cases) from exc
+
+
+def _count_rows(mask: pd.Series, offset: int | None) -> str:
+    where = _where(mask[mask].index[:QUOTED_ROWS], offset)
+    count = int(mask.sum())
+    shown = ", ".join(where)
+    return f"{count} row{'s' if count != 1 else ''} ({shown}{', ...' if count > QUOTED_ROWS else ''})"
+
+
+def load_observations(
+    source: str | Path | pd.DataFrame, registry: Registry, hierarchy: Hierarchy
+) -> pd.DataFrame:
+    """Read and validate observations in one step."""
+    return validate_observations(read_observations(source), registry, hierarchy)
