@@ -88,9 +88,9 @@ def test_canonical_long_format(observations: pd.DataFrame) -> None:
 
 
 def test_default_range_is_five_years_ending_october_2026(observations: pd.DataFrame) -> None:
-    """The default range is fixed (not the clock): December 2021 to October 2026."""
+    """The default range is fixed (not the clock): the 60 months November 2021 to October 2026."""
     months = pd.PeriodIndex(observations[MONTH].unique())
-    assert len(months) == 59
+    assert len(months) == 60
     assert str(months.max()) == "2026-10"
 
 

@@ -2,7 +2,7 @@
 
 Kartenwelt AG issues credit (CC), prepaid (PP) and charge (CH) cards: 40 products under
 12 partner brands in the sectors B2C and B2B2C (:data:`DEMO_ENTITIES`). The generator tells
-this story, month by month from December 2021 to October 2026:
+this story, month by month from November 2021 to October 2026 (five years):
 
 - **Accounts.** Each product starts with a portfolio of valid accounts (hundreds to tens of
   thousands, credit cards the largest) that grows by a few percent a year, some products faster,
@@ -37,16 +37,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
+from kpisheet.hierarchy import load_hierarchy
 
 #: The demo sheet's entity hierarchy (SPEC §5), shipped inside the package.
 DEMO_ENTITIES: Path = Path(__file__).resolve().parent / "data" / "demo_entities.yaml"
 
 #: Default first and last month: five years ending with the last complete month before the
 #: demo was frozen (2026-11-26). Fixed, so the demo never depends on the clock.
-DEFAULT_START = "2021-12"
+DEFAULT_START = "2021-11"
 DEFAULT_END = "2026-10"
 DEFAULT_SEED = 20211231
 
@@ -138,9 +138,7 @@ _FOREVER = 100_000
 
 def demo_products(entities: Path = DEMO_ENTITIES) -> pd.DataFrame:
     """The demo products with their attributes, in declared order (index = product name)."""
-    with entities.open(encoding="utf-8") as stream:
-        declared = yaml.safe_load(stream)["entities"]
-    return pd.DataFrame.from_dict(declared, orient="index")
+    return load_hierarchy(entities).attributes
 
 
 def generate_observations(

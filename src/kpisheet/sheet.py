@@ -1,0 +1,320 @@
+"""The analyst's front door: ``kpisheet.open(...)`` gives a :class:`KPISheet` to query."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from kpisheet import engine
+from kpisheet.constants import MONTH_TEXT_FORMAT, Window
+from kpisheet.errors import QueryError
+from kpisheet.hierarchy import Hierarchy, load_hierarchy
+from kpisheet.observations import load_observations, validate_observations
+from kpisheet.plugins import load_kpis
+from kpisheet.registry import Registry
+
+MonthLike = str | int | pd.Period | date | datetime
+
+#: Months a chart series covers by default: the as-of month and the twelve before it.
+SERIES_MONTHS = 13
+
+
+def _one_or_many(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    return list(value)
+
+
+def _unknown(kind: str, names: Sequence[str], known: Sequence[str]) -> QueryError:
+    parts = []
+    for name in names:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    listing = (
+        ", ".join(known)
+        if len(known) <= 30
+        else f"{len(known)} known, e.g. {', '.join(known[:10])}"
+    )
+    return QueryError(f"unknown {kind} {', '.join(parts)}; known: {listing}")
+
+
+def parse_month(value: MonthLike) -> pd.Period:
+    """A month from ``YYYY-MM``, ``YYYYMM``, a date or a Period; raises QueryError otherwise."""
+    if isinstance(value, pd.Period):
+        return value.asfreq("M")
+    if isinstance(value, date | datetime | pd.Timestamp):
+        return pd.Period(value, freq="M")
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d{4})-?(\d{2})", text)
+    if match and 1 <= int(match.group(2)) <= 12:
+        return pd.Period(year=int(match.group(1)), month=int(match.group(2)), freq="M")
+    try:
+        return pd.Period(pd.Timestamp(text), freq="M")
+    except (ValueError, TypeError):
+        raise QueryError(
+            f"as_of {value!r} is not a month; expected YYYY-MM, e.g. 2021-06"
+        ) from None
+
+
+def parse_window(value: str | Window) -> Window:
+    """A :class:`Window` from its word (case-insensitive); raises QueryError listing the allowed ones."""
+    if isinstance(value, Window):
+        return value
+    text = str(value).strip().upper()
+    try:
+        return Window(text)
+    except ValueError:
+        allowed = ", ".join(w.value for w in Window)
+        raise QueryError(f"window {value!r} is not one of: {allowed}") from None
+
+
+class KPISheet:
+    """A validated KPI sheet: observations, KPI registry and entity hierarchy, ready to query.
+
+    Build it with :func:`kpisheet.open`. The monthly cube is computed once; every query reuses it.
+    """
+
+    def __init__(
+        self,
+        observations: pd.DataFrame,
+        registry: Registry,
+        hierarchy: Hierarchy,
+        *,
+        release: Any = None,
+        source: str = "",
+    ) -> None:
+        self.observations = observations
+        self.registry = registry
+        self.hierarchy = hierarchy
+        self.release = release
+        self.source = source
+        self._cube = engine.Cube(observations, registry, hierarchy)
+
+    def __repr__(self) -> str:
+        span = f"{self.months[0]}..{self.months[-1]}" if len(self.months) else "no months"
+        return (
+            f"<KPISheet {self.source or 'data'}: {len(self.registry)} KPIs, "
+            f"{len(self.hierarchy.leaves)} products, {span}>"
+        )
+
+    @property
+    def months(self) -> pd.PeriodIndex:
+        """Every month from the oldest to the newest month with data."""
+        return self._cube.months
+
+    @property
+    def newest_month(self) -> pd.Period | None:
+        """The newest month with data, the default as-of month."""
+        return self._cube.last if len(self.months) else None
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """Level names, fine to coarse: ``product``, the hierarchy's group levels, ``total``."""
+        return self.hierarchy.level_names
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        """Attributes that group the products another way (e.g. ``cardprofile``); usable as levels."""
+        return self.hierarchy.views
+
+    @property
+    def kpis(self) -> pd.DataFrame:
+        """One row per KPI in declared order: id, label, group, unit, aggregation rules, formula, origin."""
+        rows = [
+            {
+                "id": k.id,
+                "label": k.label,
+                "group": k.group,
+                "unit": k.unit.value,
+                "time_aggregation": k.time_aggregation.value if k.time_aggregation else None,
+                "entity_aggregation": k.entity_aggregation.value,
+                "average_per": k.average_per,
+                "formula": k.formula,
+                "stock": self.registry.is_stock(k.id),
+                "description": k.description,
+                "origin": str(self.registry.origin(k.id)),
+            }
+            for k in self.registry
+        ]
+        return pd.DataFrame(rows)
+
+    @property
+    def entities(self) -> pd.DataFrame:
+        """One row per entity, coarse to fine: entity, level, parent; views follow the tree."""
+        tree = self.hierarchy.to_frame()
+        views = [
+            {"entity": group, "level": view, "parent": self.hierarchy.total}
+            for view in self.hierarchy.views
+            for group in self.hierarchy.groups(view)
+        ]
+        return pd.concat([tree, pd.DataFrame(views, columns=tree.columns)], ignore_index=True)
+
+    def _as_of(self, as_of: MonthLike | None) -> pd.Period:
+        if self.newest_month is None:
+            raise QueryError("the sheet has no data")
+        if as_of is None:
+            return self.newest_month
+        month = parse_month(as_of)
+        first, last = self.months[0], self.months[-1]
+        if not first <= month <= last:
+            raise QueryError(
+                f"as_of {month.strftime(MONTH_TEXT_FORMAT)} is outside the data; "
+                f"months go from {first.strftime(MONTH_TEXT_FORMAT)} to {last.strftime(MONTH_TEXT_FORMAT)}"
+            )
+        return month
+
+    def _kpi_ids(self, kpis: str | Iterable[str] | None) -> list[str]:
+        wanted = _one_or_many(kpis)
+        if wanted is None:
+            return list(self.registry.ids)
+        unknown = [k for k in wanted if k not in self.registry]
+        if unknown:
+            raise _unknown("KPI", unknown, self.registry.ids)
+        return [k for k in self.registry.ids if k in set(wanted)]
+
+    def _entity_names(
+        self, entities: str | Iterable[str] | None, levels: str | Iterable[str] | None
+    ) -> list[str]:
+        cube = self._cube
+        wanted_levels = _one_or_many(levels)
+        known_levels = (*self.levels, *self.views)
+        if wanted_levels is not None:
+            unknown = [level for level in wanted_levels if level not in known_levels]
+            if unknown:
+                raise _unknown("level", unknown, known_levels)
+        wanted = _one_or_many(entities)
+        if wanted is not None:
+            unknown = [e for e in wanted if e not in cube.entity_index]
+            if unknown:
+                raise _unknown("entity", unknown, list(dict.fromkeys(cube.entities)))
+        allowed_levels = set(
+            wanted_levels
+            if wanted_levels is not None
+            else (self.levels if wanted is None else known_levels)
+        )
+        chosen = set(wanted) if wanted is not None else None
+        return [
+            name
+            for name, level in zip(cube.entities, cube.entity_levels, strict=True)
+            if level in allowed_levels and (chosen is None or name in chosen)
+        ]
+
+    def query(
+        self,
+        as_of: MonthLike | None = None,
+        window: str | Window = Window.M1,
+        kpis: str | Iterable[str] | None = None,
+        entities: str | Iterable[str] | None = None,
+        levels: str | Iterable[str] | None = None,
+        per_account: bool = False,
+    ) -> pd.DataFrame:
+        """The KPI table for one window, with the previous-year comparison (SPEC §6–§7).
+
+        :param as_of: last month of the window (``YYYY-MM``); default the newest month.
+        :param window: ``1M``, ``3M``, ``6M``, ``12M`` or ``YTD``.
+        :param kpis: KPI ids; default all, in declared order.
+        :param entities: entity names (products or groups: a group gives its own row).
+        :param levels: level names (``product``, a hierarchy level, ``total``, or a view such as
+            ``cardprofile``); default every level of the tree.
+        :param per_account: divide each value by the window's mean of its ``average_per`` KPI.
+        :returns: columns ``as_of, window, level, entity, kpi, value, previous_value, change,
+            change_pct, months, complete``; one row per (entity, KPI) with a value in the current
+            or previous window, entities coarse to fine, KPIs in declared order.
+        :raises QueryError: naming the unknown month, window, KPI, entity or level.
+        """
+        month = self._as_of(as_of)
+        return engine.compute(
+            self._cube,
+            month,
+            parse_window(window),
+            self._kpi_ids(kpis),
+            self._entity_names(entities, levels),
+            per_account=per_account,
+        )
+
+    def series(
+        self,
+        kpis: str | Iterable[str],
+        entities: str | Iterable[str],
+        as_of: MonthLike | None = None,
+        months: int = SERIES_MONTHS,
+        per_account: bool = False,
+    ) -> pd.DataFrame:
+        """Monthly values of KPIs for entities over ``months`` months ending at ``as_of``.
+
+        Groups and derived KPIs are computed month by month; missing months are NaN rows, so a
+        chart shows gaps. Columns: ``month`` (Period), ``entity``, ``kpi``, ``value``.
+        """
+        last = self._as_of(as_of)
+        kpi_ids = self._kpi_ids(kpis)
+        names = _one_or_many(entities) or []
+        unknown = [e for e in names if e not in self._cube.entity_index]
+        if unknown:
+            raise _unknown("entity", unknown, list(dict.fromkeys(self._cube.entities)))
+        return engine.series(self._cube, kpi_ids, names, last - (months - 1), last, per_account)
+
+    def to_excel(
+        self,
+        result: pd.DataFrame,
+        target: str | Path | IO[bytes],
+        selection: Mapping[str, object] | None = None,
+    ) -> None:
+        """Write a query result as a formatted XLSX workbook (see :mod:`kpisheet.export`)."""
+        from kpisheet import export
+
+        export.write_result_xlsx(
+            result, target, registry=self.registry, release=self.release, selection=selection
+        )
+
+
+def _default_entities() -> Path:
+    from kpisheet.demo import DEMO_ENTITIES
+
+    return DEMO_ENTITIES
+
+
+def open(
+    data: str | Path | pd.DataFrame | None = None,
+    definitions: str | Path | Sequence[str | Path] | None = None,
+    entities: str | Path | None = None,
+    *,
+    release: int | None = None,
+) -> KPISheet:
+    """Open a KPI sheet.
+
+    :param data: a CSV or Parquet file of observations, a SQLAlchemy URL of a store, or a
+        DataFrame; default the bundled demo sheet.
+    :param definitions: KPI YAML files or directories; default the built-in sheet plus plugins.
+    :param entities: the entity hierarchy YAML; default the demo hierarchy.
+    :param release: a store release id; default the newest.
+    :raises DefinitionError, HierarchyError, DataError, StoreError: with every problem found.
+    """
+    registry = load_kpis(definitions)
+    hierarchy = load_hierarchy(entities if entities is not None else _default_entities())
+    if data is None:
+        from kpisheet.demo import generate_observations
+
+        observations = validate_observations(
+            generate_observations(), registry, hierarchy, source="demo"
+        )
+        return KPISheet(observations, registry, hierarchy, source="demo")
+    if isinstance(data, str) and "://" in data:
+        from kpisheet.store import Store
+
+        info, raw = Store(data).read(release)
+        observations = validate_observations(
+            raw, registry, hierarchy, source=f"{data} release {info.id}"
+        )
+        return KPISheet(observations, registry, hierarchy, release=info, source=data)
+    name = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "DataFrame"
+    return KPISheet(
+        load_observations(data, registry, hierarchy), registry, hierarchy, source=str(name)
+    )
