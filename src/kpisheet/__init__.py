@@ -15,6 +15,7 @@ from kpisheet.errors import (
 from kpisheet.hookspecs import hookimpl
 from kpisheet.plugins import get_plugin_manager, load_kpis
 from kpisheet.registry import Registry
+from kpisheet.sheet import KPISheet, open
 
 __version__ = "0.1.0"
 
@@ -23,6 +24,7 @@ __all__ = [
     "DefinitionError",
     "FormulaError",
     "HierarchyError",
+    "KPISheet",
     "KpisheetError",
     "Problem",
     "QueryError",
@@ -32,4 +34,5 @@ __all__ = [
     "get_plugin_manager",
     "hookimpl",
     "load_kpis",
+    "open",
 ]
