@@ -8,11 +8,11 @@ cross-file checks (duplicates, references, cycles) live in :mod:`kpisheet.regist
 from __future__ import annotations
 
 import difflib
-from functools import cached_property
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from enum import Enum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,11 @@ def _problem_from_error(
         message = f"{field} {value!r} is not one of: {allowed}"
     elif kind == "string_pattern_mismatch" and top == "id":
         message = f"id {value!r} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
+    elif kind == "model_type" and top == "source":
+        message = (
+            f"source {value!r} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
+            "e.g. source: {kpi_name: \"Umsatz Total\"}"
+        )
     elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
         message = str(error["ctx"]["error"])
     elif kind == "value_error":

@@ -203,7 +203,9 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
     problems: list[Problem] = []
     seen_files: set[Path] = set()
     file_order: dict[str | None, int] = {}  # problems are reported in the order files were read
+    searched: list[str] = []
     for path, plugin in sources:
+        searched.append(str(path))
         if not Path(path).exists():
             file_order.setdefault(str(path), len(file_order))
             problems.append(
@@ -224,5 +226,6 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
         problems.sort(key=lambda p: (file_order.get(p.file, len(file_order)), p.line or 0))
         raise DefinitionError(problems)
     if not loaded:
-        raise DefinitionError([Problem("no KPI definitions found")])
+        where = f" in {', '.join(searched)}" if searched else " (no files or directories given)"
+        raise DefinitionError([Problem(f"no KPI definitions found{where}")])
     return Registry(loaded)
