@@ -1,0 +1,625 @@
+"""The store: canonical observations kept in a SQL database as numbered, immutable releases.
+
+One code path (SQLAlchemy 2 Core) serves SQLite (the embedded default), PostgreSQL and Microsoft
+SQL Server (``mssql+pyodbc``). Three tables, created on first write:
+
+- ``kpisheet_schema``: one row, the schema version; writers also lock it to take turns.
+- ``kpisheet_releases``: one row per release — id (1, 2, ...), created at (UTC), source,
+  row count, newest month, checksum (SHA-256 of the observations) and a note.
+- ``kpisheet_observations``: release id, month, KPI, entity, value; the primary key
+  (release id, month, kpi, entity) is the index that reading one release uses.
+
+Months are stored as integers ``YYYYMM`` (e.g. ``202406``): the same type on every database,
+no time zones, and they sort. A release is written in one transaction, its observations first
+and its row in ``kpisheet_releases`` last, so a reader, which picks the newest release row it
+can see, never sees a release that is not complete. Releases are never changed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import platformdirs
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Double,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Unicode,
+    create_engine,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+)
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import NullPool, StaticPool
+from sqlalchemy.sql import Select
+from sqlalchemy.sql.dml import Insert
+from tqdm import tqdm
+
+from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
+from kpisheet.errors import StoreError
+
+#: Version of the table layout; a store written by a newer kpisheet is refused, not misread.
+SCHEMA_VERSION = 1
+SCHEMA_TABLE = "kpisheet_schema"
+RELEASES_TABLE = "kpisheet_releases"
+OBSERVATIONS_TABLE = "kpisheet_observations"
+
+#: Rows per INSERT batch.
+CHUNK_ROWS = 10_000
+#: Writes of at least this many rows show a progress bar (on a terminal).
+PROGRESS_MIN_ROWS = 50_000
+#: Seconds a SQLite writer waits for another writer before giving up.
+SQLITE_TIMEOUT = 60.0
+#: Environment variable naming the cache directory of the demo store.
+CACHE_DIR_ENV = "KPISHEET_CACHE_DIR"
+
+SOURCE_LENGTH = 1000
+NOTE_LENGTH = 2000
+KPI_LENGTH = 100
+ENTITY_LENGTH = 200
+CHECKSUM_LENGTH = 64
+
+# Execution option that makes a SQLite transaction take the write lock at BEGIN.
+_WRITE_OPTION = "kpisheet_write"
+
+metadata = MetaData()
+
+schema_table = Table(
+    SCHEMA_TABLE,
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+)
+
+releases_table = Table(
+    RELEASES_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("created_at", DateTime(timezone=False), nullable=False),  # UTC
+    Column("source", Unicode(SOURCE_LENGTH), nullable=False),
+    Column("row_count", Integer, nullable=False),
+    Column("newest_month", Integer, nullable=False),  # YYYYMM
+    Column("checksum", String(CHECKSUM_LENGTH), nullable=False),
+    Column("note", Unicode(NOTE_LENGTH), nullable=False),
+)
+
+observations_table = Table(
+    OBSERVATIONS_TABLE,
+    metadata,
+    Column("release_id", Integer, nullable=False),
+    Column(MONTH, Integer, nullable=False),  # YYYYMM
+    Column(KPI, Unicode(KPI_LENGTH), nullable=False),
+    Column(ENTITY, Unicode(ENTITY_LENGTH), nullable=False),
+    Column(VALUE, Double, nullable=True),
+    PrimaryKeyConstraint("release_id", MONTH, KPI, ENTITY, name="pk_kpisheet_observations"),
+)
+
+
+@dataclass(frozen=True)
+class ReleaseInfo:
+    """One release of a store: what was loaded, when, from where."""
+
+    id: int
+    created_at: datetime  # UTC, timezone-aware
+    source: str
+    row_count: int
+    newest_month: str  # "YYYY-MM"
+    checksum: str
+    note: str
+
+
+# Statements, one function each, so tests can compile them for every dialect.
+
+
+def select_releases() -> Select[Any]:
+    """Every release, oldest first."""
+    return select(releases_table).order_by(releases_table.c.id)
+
+
+def select_newest_id() -> Select[Any]:
+    """The id of the newest release (``NULL`` for an empty store)."""
+    return select(func.max(releases_table.c.id))
+
+
+def select_observations(release_id: int) -> Select[Any]:
+    """The observations of one release, in primary-key order."""
+    table = observations_table
+    return (
+        select(table.c[MONTH], table.c[KPI], table.c[ENTITY], table.c[VALUE])
+        .where(table.c.release_id == release_id)
+        .order_by(table.c[MONTH], table.c[KPI], table.c[ENTITY])
+    )
+
+
+def select_schema_version() -> Select[Any]:
+    """The schema version row."""
+    return select(schema_table.c.version)
+
+
+def lock_writers() -> Select[Any]:
+    """Read the schema row with an update lock, so that writers of releases take turns."""
+    return (
+        select(schema_table.c.version)
+        .with_for_update()
+        .with_hint(schema_table, "WITH (UPDLOCK, HOLDLOCK)", dialect_name="mssql")
+    )
+
+
+def insert_observations() -> Insert:
+    """Insert observation rows (executemany)."""
+    return insert(observations_table)
+
+
+def insert_release() -> Insert:
+    """Insert one release row."""
+    return insert(releases_table)
+
+
+def is_store_url(text: str) -> bool:
+    """True for a SQLAlchemy database URL such as ``sqlite:///kpis.db`` or ``postgresql+psycopg://...``."""
+    if not isinstance(text, str) or "://" not in text:
+        return False
+    scheme = text.split("://", 1)[0]
+    if len(scheme) < 2:  # a Windows drive letter, C://...
+        return False
+    try:
+        make_url(text).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError):
+        return False
+    return True
+
+
+def display_url(url: str | URL) -> str:
+    """A database URL as it may be shown and recorded: without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return str(url)
+
+
+def sqlite_url(path: str | Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
+
+
+def month_numbers(months: pd.Series) -> np.ndarray:
+    """``Period[M]`` months as ``YYYYMM`` integers."""
+    return (months.dt.year * 100 + months.dt.month).to_numpy(dtype="int64")
+
+
+def month_periods(numbers: pd.Series | np.ndarray) -> pd.arrays.PeriodArray:
+    """``YYYYMM`` integers as ``Period[M]`` months."""
+    numbers = np.asarray(numbers, dtype="int64")
+    ordinals = (numbers // 100 - 1970) * 12 + numbers % 100 - 1
+    return pd.arrays.PeriodArray(ordinals, dtype=pd.PeriodDtype("M"))
+
+
+def month_text(number: int) -> str:
+    """``202406`` as ``2024-06``."""
+    return f"{number // 100:04d}-{number % 100:02d}"
+
+
+def observations_checksum(observations: pd.DataFrame) -> str:
+    """SHA-256 of canonical observations, independent of row order and of the database."""
+    frame = observations.loc[:, list(OBSERVATION_COLUMNS)].copy()
+    frame[MONTH] = month_numbers(_as_months(frame[MONTH]))
+    frame = frame.sort_values([MONTH, KPI, ENTITY], kind="stable")
+    values = frame[VALUE].astype(float)
+    value_text = values.map(float.__repr__).where(values.notna(), "")
+    lines = (
+        frame[MONTH].astype(str)
+        + "\t"
+        + frame[KPI].astype(str)
+        + "\t"
+        + frame[ENTITY].astype(str)
+        + "\t"
+        + value_text
+    )
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
+def _as_months(months: pd.Series) -> pd.Series:
+    if isinstance(months.dtype, pd.PeriodDtype):
+        return months.dt.asfreq("M")
+    try:
+        return pd.Series(pd.PeriodIndex(months, freq="M"), index=months.index)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"observations: month is not a Period[M] column ({exc})") from exc
+
+
+class Store:
+    """A database of observation releases, addressed by a SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        if not is_store_url(url):
+            raise StoreError(
+                f"{url!r} is not a database URL; expected e.g. sqlite:///kpisheet.db, "
+                "postgresql+psycopg://user@host/db or mssql+pyodbc://user@dsn"
+            )
+        self._url = make_url(url)
+        self.url = display_url(self._url)
+        self._engine: Engine | None = None
+
+    def __repr__(self) -> str:
+        return f"<Store {self.url}>"
+
+    # -- connections -----------------------------------------------------------------------
+
+    @property
+    def _sqlite_path(self) -> Path | None:
+        """The file of a file-backed SQLite store, else ``None``."""
+        if self._url.get_backend_name() != "sqlite":
+            return None
+        database = self._url.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            return None
+        return Path(database)
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine, created on first use."""
+        if self._engine is None:
+            self._engine = self._create_engine()
+        return self._engine
+
+    def _create_engine(self) -> Engine:
+        backend = self._url.get_backend_name()
+        options: dict[str, Any] = {"poolclass": NullPool}
+        if backend == "sqlite":
+            options["connect_args"] = {"timeout": SQLITE_TIMEOUT, "check_same_thread": False}
+            if self._sqlite_path is None:
+                options["poolclass"] = StaticPool
+        if self._url.drivername == "mssql+pyodbc":
+            options["fast_executemany"] = True
+        try:
+            engine = create_engine(self._url, **options)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise StoreError(
+                f"cannot open store {self.url}: the database driver is not installed ({exc}); "
+                "for PostgreSQL use postgresql+psycopg:// and `pip install kpisheet[postgres]`, "
+                "for SQL Server `pip install kpisheet[mssql]`"
+            ) from exc
+        except (ArgumentError, ValueError) as exc:
+            raise StoreError(f"cannot open store {self.url}: {exc}") from exc
+        if backend == "sqlite":
+            _serialise_sqlite_writers(engine)
+        return engine
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn database errors into a :class:`StoreError` that names the store."""
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            reason = getattr(exc, "orig", None) or exc
+            raise StoreError(f"cannot {action} store {self.url}: {reason}") from exc
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A read transaction; a missing SQLite file is an error, not a new empty store."""
+        path = self._sqlite_path
+        if path is not None and not path.is_file():
+            raise StoreError(
+                f"no store at {path}: the file does not exist (`kpisheet ingest --store "
+                f"{self.url}` creates it)"
+            )
+        with self._errors("read"), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A write transaction that holds the writers' lock: one writer at a time."""
+        self._ensure_schema()
+        engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        with self._errors("write to"), engine.begin() as conn:
+            conn.execute(lock_writers())
+            yield conn
+
+    def _ensure_schema(self) -> None:
+        """Create the tables on first use; refuse a store written by a newer kpisheet."""
+        path = self._sqlite_path
+        if path is not None:
+            if not path.parent.is_dir():
+                raise StoreError(f"cannot create store {self.url}: no directory {path.parent}")
+            self._use_wal()
+        engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        attempts = 3
+        for attempt in range(attempts):
+            try:
+                with engine.begin() as conn:
+                    metadata.create_all(conn, checkfirst=True)
+                    version = conn.execute(select_schema_version()).scalar()
+                    if version is None:
+                        conn.execute(insert(schema_table).values(version=SCHEMA_VERSION))
+                    else:
+                        _check_version(version, self.url)
+                return
+            except SQLAlchemyError as exc:
+                # Two first writers racing to create the tables: the loser retries and finds them.
+                if attempt == attempts - 1:
+                    reason = getattr(exc, "orig", None) or exc
+                    raise StoreError(f"cannot create tables in store {self.url}: {reason}") from exc
+
+    def _use_wal(self) -> None:
+        """Put a SQLite file in write-ahead-log mode, so readers go on reading during a write."""
+        with self._errors("open"):
+            raw = self.engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+            finally:
+                raw.close()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _release_infos(self, conn: Connection) -> list[ReleaseInfo]:
+        if not inspect(conn).has_table(RELEASES_TABLE):
+            return []
+        if inspect(conn).has_table(SCHEMA_TABLE):
+            version = conn.execute(select_schema_version()).scalar()
+            if version is not None:
+                _check_version(version, self.url)
+        return [_release_info(row) for row in conn.execute(select_releases()).mappings()]
+
+    def releases(self) -> list[ReleaseInfo]:
+        """Every release, oldest first; empty for a store nothing was written to yet."""
+        with self._reading() as conn:
+            return self._release_infos(conn)
+
+    def latest(self) -> ReleaseInfo | None:
+        """The newest release, or ``None`` for an empty store."""
+        infos = self.releases()
+        return infos[-1] if infos else None
+
+    def read(self, release: int | None = None) -> tuple[ReleaseInfo, pd.DataFrame]:
+        """A release and its observations (``month`` as ``Period[M]``, ``kpi``, ``entity``, ``value``).
+
+        :param release: a release id; default the newest.
+        :raises StoreError: for an empty store or an unknown release.
+        """
+        with self._reading() as conn:
+            infos = self._release_infos(conn)
+            if not infos:
+                raise StoreError(
+                    f"store {self.url} has no releases yet; `kpisheet ingest` writes the first"
+                )
+            if release is None:
+                info = infos[-1]
+            else:
+                by_id = {info.id: info for info in infos}
+                if release not in by_id:
+                    raise StoreError(
+                        f"release {release} does not exist in store {self.url}; "
+                        f"releases: {', '.join(str(i) for i in by_id)}"
+                    )
+                info = by_id[release]
+            frame = pd.read_sql(
+                select_observations(info.id),
+                conn,
+                dtype={KPI: "category", ENTITY: "category"},
+            )
+        frame[MONTH] = month_periods(frame[MONTH])
+        frame[VALUE] = frame[VALUE].astype(float)
+        return info, frame
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write_release(
+        self,
+        observations: pd.DataFrame,
+        source: str,
+        note: str = "",
+        *,
+        progress: bool | None = None,
+    ) -> ReleaseInfo:
+        """Write canonical, validated observations as the next release, in one transaction.
+
+        :param source: where the observations came from (recorded, shortened to fit).
+        :param progress: show a progress bar; default on a terminal for large writes.
+        :raises StoreError: when the store cannot be written; then nothing is written.
+        """
+        missing = [c for c in OBSERVATION_COLUMNS if c not in observations.columns]
+        if missing:
+            raise StoreError(f"observations lack column(s) {', '.join(missing)}")
+        if observations.empty:
+            raise StoreError(f"refusing to write an empty release to store {self.url}")
+        months = month_numbers(_as_months(observations[MONTH]))
+        checksum = observations_checksum(observations)
+        values = observations[VALUE].astype(float).to_numpy()
+        value_objects = np.where(np.isnan(values), None, values).tolist()
+        columns = (
+            months.tolist(),
+            observations[KPI].astype(str).tolist(),
+            observations[ENTITY].astype(str).tolist(),
+            value_objects,
+        )
+        total = len(observations)
+        show = total >= PROGRESS_MIN_ROWS if progress is None else progress
+        created = datetime.now(UTC).replace(microsecond=0)
+        with self._writing() as conn:
+            release_id = (conn.execute(select_newest_id()).scalar() or 0) + 1
+            with tqdm(
+                total=total,
+                unit="rows",
+                unit_scale=True,
+                desc=f"release {release_id}",
+                disable=None if show else True,
+                leave=False,
+            ) as bar:
+                for start in range(0, total, CHUNK_ROWS):
+                    stop = min(start + CHUNK_ROWS, total)
+                    rows = [
+                        {"release_id": release_id, MONTH: m, KPI: k, ENTITY: e, VALUE: v}
+                        for m, k, e, v in zip(
+                            *(column[start:stop] for column in columns), strict=True
+                        )
+                    ]
+                    conn.execute(insert_observations(), rows)
+                    bar.update(stop - start)
+            info = ReleaseInfo(
+                id=release_id,
+                created_at=created,
+                source=_fit(source, SOURCE_LENGTH),
+                row_count=total,
+                newest_month=month_text(int(months.max())),
+                checksum=checksum,
+                note=_fit(note, NOTE_LENGTH),
+            )
+            conn.execute(
+                insert_release().values(
+                    id=info.id,
+                    created_at=created.replace(tzinfo=None),
+                    source=info.source,
+                    row_count=info.row_count,
+                    newest_month=int(months.max()),
+                    checksum=info.checksum,
+                    note=info.note,
+                )
+            )
+        return info
+
+
+def _fit(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 1] + "…"
+
+
+def _check_version(version: int, url: str) -> None:
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {url} has schema version {version}, newer than this kpisheet supports "
+            f"({SCHEMA_VERSION}); upgrade kpisheet"
+        )
+
+
+def _release_info(row: Any) -> ReleaseInfo:
+    created = row["created_at"]
+    return ReleaseInfo(
+        id=int(row["id"]),
+        created_at=created.replace(tzinfo=UTC) if created.tzinfo is None else created,
+        source=row["source"],
+        row_count=int(row["row_count"]),
+        newest_month=month_text(int(row["newest_month"])),
+        checksum=row["checksum"],
+        note=row["note"],
+    )
+
+
+def _serialise_sqlite_writers(engine: Engine) -> None:
+    """Let SQLAlchemy issue BEGIN itself, and make write transactions take SQLite's lock at once.
+
+    With ``BEGIN IMMEDIATE`` a second writer waits for the first instead of failing halfway
+    ("database is locked"), and readers are never blocked in write-ahead-log mode.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# -- the demo store --------------------------------------------------------------------------
+
+#: Source recorded for the demo release.
+DEMO_SOURCE = "kpisheet demo generator"
+
+
+def write_demo_store(url: str) -> ReleaseInfo:
+    """Write the demo sheet's observations, validated, as a release of the store at ``url``."""
+    from kpisheet.builtin import builtin_definitions_dir
+    from kpisheet.demo import DEMO_ENTITIES, generate_observations
+    from kpisheet.hierarchy import load_hierarchy
+    from kpisheet.observations import validate_observations
+    from kpisheet.plugins import load_kpis
+
+    observations = validate_observations(
+        generate_observations(),
+        load_kpis(builtin_definitions_dir()),
+        load_hierarchy(DEMO_ENTITIES),
+        source=DEMO_SOURCE,
+    )
+    with Store(url) as store:
+        return store.write_release(observations, source=DEMO_SOURCE, note="demo data")
+
+
+def cache_dir() -> Path:
+    """kpisheet's cache directory (``$KPISHEET_CACHE_DIR``, else the user cache directory)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("kpisheet"))
+
+
+def demo_store_key() -> str:
+    """A short hash of everything the demo store is made from; a change makes a new store."""
+    from kpisheet.demo import DEMO_ENTITIES
+
+    digest = hashlib.sha256(f"schema {SCHEMA_VERSION}\n".encode())
+    for path in (Path(__file__).with_name("demo.py"), DEMO_ENTITIES):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def demo_store_url() -> str:
+    """The URL of the demo sheet's SQLite store, built once in the cache directory.
+
+    Built in a temporary file and moved into place, so processes racing to build it never
+    see a half-built store; the key in the file name changes with the generator.
+    """
+    directory = cache_dir()
+    path = directory / f"demo-{demo_store_key()}.db"
+    if path.is_file():
+        return sqlite_url(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".building", dir=directory)
+    except OSError as exc:
+        raise StoreError(f"cannot create the demo store in {directory}: {exc}") from exc
+    os.close(handle)
+    building = Path(name)
+    try:
+        write_demo_store(sqlite_url(building))
+        # Back to a rollback journal: a single file that can be moved and read anywhere.
+        with contextlib.closing(sqlite3.connect(building)) as conn:
+            conn.execute("PRAGMA journal_mode=DELETE")
+        try:
+            os.replace(building, path)
+        except OSError:
+            if not path.is_file():  # another process's copy in place and open (Windows) is fine
+                raise
+    except OSError as exc:
+        raise StoreError(f"cannot create the demo store {path}: {exc}") from exc
+    finally:
+        for leftover in (building, *(Path(f"{building}{s}") for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+    return sqlite_url(path)
