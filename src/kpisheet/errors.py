@@ -77,6 +77,12 @@ class HierarchyError(ProblemsError):
     title = "the entity hierarchy"
 
 
+class IngestConfigError(ProblemsError):
+    """Raised when an ingest configuration file (column names, exclusion rules) is invalid."""
+
+    title = "the ingest configuration"
+
+
 class DataError(KpisheetError, ValueError):
     """Raised when observations are invalid; ``failure_cases`` holds the offending rows."""
 
