@@ -251,5 +251,178 @@ def kpis(definitions: tuple[Path, ...]) -> None:
         )
 
 
+def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Print rows as a plain text table under a header and a rule."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        click.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def parse_params(
+    ctx: click.Context, param: click.Parameter, items: Sequence[str]
+) -> dict[str, str]:
+    """``--param NAME=VALUE`` options as a mapping of query parameters."""
+    params: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", ctx=ctx, param=param)
+        params[name.strip()] = value
+    return params
+
+
+@main.command("ingest")
+@click.option(
+    "--source",
+    required=True,
+    help="A CSV or Parquet file, or a database URL to run --query on.",
+)
+@click.option(
+    "--store",
+    "store_url",
+    required=True,
+    help="Store URL to write the release to, e.g. sqlite:///kpisheet.db.",
+)
+@click.option(
+    "--query",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A .sql file run on a database source; its :name parameters are bound from --param.",
+)
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    callback=parse_params,
+    help="Value of a query parameter :NAME (repeatable).",
+)
+@definitions_option
+@click.option(
+    "--entities",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Entity hierarchy YAML. Default: the demo hierarchy.",
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Ingest configuration (YAML or TOML): source column names, exclusion rules.",
+)
+@click.option("--note", default="", help="A note recorded with the release.")
+def ingest_command(
+    source: str,
+    store_url: str,
+    query: Path | None,
+    params: dict[str, str],
+    definitions: tuple[Path, ...],
+    entities: Path | None,
+    config: Path | None,
+    note: str,
+) -> None:
+    """Load a source into the store as a new release: validated completely, or nothing is written."""
+    from kpisheet.ingest import ingest
+    from kpisheet.store import display_url
+
+    info = ingest(
+        source,
+        store_url,
+        query=query,
+        params=params,
+        definitions=definitions_arg(definitions),
+        entities=entities,
+        config=config,
+        note=note,
+        echo=lambda message: click.echo(message, err=True),
+    )
+    click.echo(
+        f"release {info.id} written to {display_url(store_url)}: {info.row_count:,} rows, "
+        f"newest month {info.newest_month}"
+    )
+
+
+@main.command()
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Store URL, e.g. sqlite:///kpisheet.db. Default: the demo store.",
+)
+def releases(store_url: str | None) -> None:
+    """List the releases of a store, oldest first; queries read the newest unless told otherwise."""
+    from kpisheet.store import Store, demo_store_url
+
+    with Store(store_url or demo_store_url()) as store:
+        infos = store.releases()
+    if not infos:
+        click.echo(f"no releases in {store.url}")
+        return
+    header = ("id", "created (UTC)", "newest month", "rows", "source", "note")
+    rows = [
+        (
+            str(info.id),
+            info.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            info.newest_month,
+            f"{info.row_count:,}",
+            info.source,
+            info.note,
+        )
+        for info in infos
+    ]
+    echo_table(header, rows)
+    click.echo(f"\nnewest: release {infos[-1].id} (read by default; --release ID reads another)")
+
+
+@main.command()
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory to write the demo project to (created if needed).",
+)
+def demo(output: Path) -> None:
+    """Write a ready demo project: a SQLite store with the demo data, KPI definitions, entities."""
+    import shutil
+
+    from kpisheet.builtin import builtin_definitions_dir
+    from kpisheet.demo import DEMO_ENTITIES
+    from kpisheet.hierarchy import load_hierarchy
+    from kpisheet.store import sqlite_url, write_demo_store
+
+    store, definitions, entities = (
+        output / "kpisheet.db",
+        output / "kpi_definitions",
+        output / "entities.yaml",
+    )
+    existing = [str(path) for path in (store, definitions, entities) if path.exists()]
+    if existing:
+        raise UserError(
+            f"{', '.join(existing)} already exist; choose a new directory for the demo project"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(builtin_definitions_dir(), definitions)
+    shutil.copyfile(DEMO_ENTITIES, entities)
+    info = write_demo_store(sqlite_url(store))
+    kpi_count = len(load_kpis([definitions]))
+    product_count = len(load_hierarchy(entities).leaves)
+    data = "--data sqlite:///kpisheet.db --definitions kpi_definitions --entities entities.yaml"
+    click.echo(
+        f"Demo project written to {output}:\n"
+        f"  kpisheet.db       store, release {info.id}: {info.row_count:,} observations, "
+        f"newest month {info.newest_month}\n"
+        f"  kpi_definitions/  {kpi_count} KPI definitions (YAML)\n"
+        f"  entities.yaml     entity hierarchy of {product_count} products\n"
+        "Next:\n"
+        f"  cd {output}\n"
+        f"  kpisheet query {data} --window 12M\n"
+        "  kpisheet releases --store sqlite:///kpisheet.db\n"
+        "  kpisheet ingest --source NEW.csv --store sqlite:///kpisheet.db "
+        "--definitions kpi_definitions --entities entities.yaml"
+    )
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
