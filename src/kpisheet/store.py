@@ -18,11 +18,12 @@ can see, never sees a release that is not complete. Releases are never changed a
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,7 +49,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.sql import Select
@@ -219,22 +220,26 @@ def month_text(number: int) -> str:
 
 
 def observations_checksum(observations: pd.DataFrame) -> str:
-    """SHA-256 of canonical observations, independent of row order and of the database."""
-    frame = observations.loc[:, list(OBSERVATION_COLUMNS)].copy()
-    frame[MONTH] = month_numbers(_as_months(frame[MONTH]))
-    frame = frame.sort_values([MONTH, KPI, ENTITY], kind="stable")
-    values = frame[VALUE].astype(float)
-    value_text = values.map(float.__repr__).where(values.notna(), "")
-    lines = (
-        frame[MONTH].astype(str)
-        + "\t"
-        + frame[KPI].astype(str)
-        + "\t"
-        + frame[ENTITY].astype(str)
-        + "\t"
-        + value_text
-    )
-    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+    """SHA-256 of canonical observations, independent of row order and of the database.
+
+    Hashes the rows sorted by (month, kpi, entity): months as ``YYYYMM`` integers, KPI ids and
+    entities as UTF-8 text, values as IEEE doubles (every missing value the same NaN).
+    """
+    frame = pd.DataFrame(
+        {
+            MONTH: month_numbers(_as_months(observations[MONTH])),
+            KPI: observations[KPI].astype(str).to_numpy(),
+            ENTITY: observations[ENTITY].astype(str).to_numpy(),
+            VALUE: observations[VALUE].astype(float).to_numpy(),
+        }
+    ).sort_values([MONTH, KPI, ENTITY], kind="stable")
+    digest = hashlib.sha256()
+    digest.update(frame[MONTH].to_numpy(dtype="<i8").tobytes())
+    for column in (KPI, ENTITY):
+        digest.update("\x00".join(frame[column].tolist()).encode("utf-8"))
+    values = frame[VALUE].to_numpy(dtype="<f8")
+    digest.update(np.where(np.isnan(values), np.nan, values).astype("<f8").tobytes())
+    return digest.hexdigest()
 
 
 def _as_months(months: pd.Series) -> pd.Series:
@@ -423,13 +428,15 @@ class Store:
                         f"releases: {', '.join(str(i) for i in by_id)}"
                     )
                 info = by_id[release]
-            frame = pd.read_sql(
-                select_observations(info.id),
-                conn,
-                dtype={KPI: "category", ENTITY: "category"},
-            )
-        frame[MONTH] = month_periods(frame[MONTH])
-        frame[VALUE] = frame[VALUE].astype(float)
+            months, kpis, entities, values = _fetch_columns(conn, select_observations(info.id))
+        frame = pd.DataFrame(
+            {
+                MONTH: month_periods(np.fromiter(months, dtype="int64", count=len(months))),
+                KPI: pd.Categorical(np.array(kpis, dtype=object)),
+                ENTITY: pd.Categorical(np.array(entities, dtype=object)),
+                VALUE: np.array(values, dtype=float),
+            }
+        )
         return info, frame
 
     # -- writing ---------------------------------------------------------------------------
@@ -468,6 +475,9 @@ class Store:
         created = datetime.now(UTC).replace(microsecond=0)
         with self._writing() as conn:
             release_id = (conn.execute(select_newest_id()).scalar() or 0) + 1
+            # Rows go to the driver as they are: SQLAlchemy's per-row processing would
+            # cost more than the database's work.
+            sql, shape = driver_statement(insert_observations(), conn.dialect)
             with tqdm(
                 total=total,
                 unit="rows",
@@ -479,12 +489,12 @@ class Store:
                 for start in range(0, total, CHUNK_ROWS):
                     stop = min(start + CHUNK_ROWS, total)
                     rows = [
-                        {"release_id": release_id, MONTH: m, KPI: k, ENTITY: e, VALUE: v}
+                        shape({"release_id": release_id, MONTH: m, KPI: k, ENTITY: e, VALUE: v})
                         for m, k, e, v in zip(
                             *(column[start:stop] for column in columns), strict=True
                         )
                     ]
-                    conn.execute(insert_observations(), rows)
+                    conn.exec_driver_sql(sql, rows)
                     bar.update(stop - start)
             info = ReleaseInfo(
                 id=release_id,
@@ -507,6 +517,36 @@ class Store:
                 )
             )
         return info
+
+
+def driver_statement(
+    statement: Insert | Select[Any], dialect: Dialect
+) -> tuple[str, Callable[[dict[str, Any]], Any]]:
+    """SQL text in the driver's parameter style, and how to shape one row of parameters for it."""
+    compiled = statement.compile(dialect=dialect)
+    if compiled.positional:
+        order = tuple(compiled.positiontup or ())
+        return compiled.string, lambda values: tuple(values[name] for name in order)
+    return compiled.string, dict
+
+
+def _fetch_columns(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
+    """The columns of a query's result, straight from the driver's cursor (fast for big reads)."""
+    sql, shape = driver_statement(statement, conn.dialect)
+    params = shape(statement.compile(dialect=conn.dialect).params)
+    cursor = conn.connection.cursor()
+    # Hundreds of thousands of new tuples would trigger the cycle collector again and again.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        width = len(cursor.description)
+        return list(zip(*rows, strict=True)) if rows else [()] * width
+    finally:
+        if paused:
+            gc.enable()
+        cursor.close()
 
 
 def _fit(text: str, length: int) -> str:
