@@ -229,6 +229,66 @@ def query(
 
 
 @main.command()
+@sheet_options
+@click.option("--kpi", "kpi_ids", multiple=True, required=True, help="KPI id (repeatable).")
+@click.option(
+    "--entity",
+    "entity_names",
+    multiple=True,
+    required=True,
+    help="Entity name, product or group (repeatable).",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Last month of the chart, YYYY-MM. Default: the newest month.",
+)
+@click.option(
+    "--per-account",
+    is_flag=True,
+    help="Divide by the mean number of active accounts of each month.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="File to write: .png (for slides) or .html (interactive, works offline).",
+)
+def chart(
+    data: str | None,
+    definitions: tuple[Path, ...],
+    entities: Path | None,
+    release: int | None,
+    kpi_ids: tuple[str, ...],
+    entity_names: tuple[str, ...],
+    as_of: str | None,
+    per_account: bool,
+    output: Path,
+) -> None:
+    """Draw the 13-month line chart: one KPI for up to 8 entities, or one entity with up to 2 KPIs."""
+    suffix = output.suffix.lower()
+    if suffix not in (".png", ".html"):
+        raise click.BadParameter(
+            f"{output.name!r} must end in .png or .html", param_hint="'--output'"
+        )
+    from kpisheet import charts
+
+    sheet = open_sheet(data, definitions, entities, release)
+    reason = charts.chart_rule(kpi_ids, entity_names, sheet.registry)
+    if reason is not None:
+        raise UserError(
+            f"no chart for {len(set(kpi_ids))} KPI(s) and {len(set(entity_names))} entities: "
+            f"a chart shows one KPI for up to {charts.MAX_ENTITIES} entities, "
+            f"or one entity with up to {charts.MAX_KPIS} KPIs"
+        )
+    series = sheet.series(list(kpi_ids), list(entity_names), as_of=as_of, per_account=per_account)
+    save = charts.save_png if suffix == ".png" else charts.save_html
+    save(series, sheet.registry, output, per_account=per_account)
+    click.echo(f"Wrote {output}", err=True)
+
+
+@main.command()
 @definitions_option
 def kpis(definitions: tuple[Path, ...]) -> None:
     """List every KPI with its group, aggregation and the plugin or file it came from."""
