@@ -569,7 +569,12 @@ class Project:
         """The observations as a DataFrame with columns month, kpi, entity, value."""
         return pd.DataFrame(self.observations, columns=["month", "kpi", "entity", "value"])
 
+    def definitions_yaml(self) -> str:
+        """The KPI definitions as one YAML file."""
+        return yaml.safe_dump(self.kpis, sort_keys=False, allow_unicode=True)
+
     def hierarchy_yaml(self) -> str:
+        """The entity hierarchy as YAML (SPEC §5)."""
         data = {"total": self.total, "levels": self.levels, "entities": self.entities}
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
@@ -577,7 +582,7 @@ class Project:
         """Write ``kpis.yaml`` and ``entities.yaml`` into ``directory``; return their paths."""
         definitions = directory / "kpis.yaml"
         entities = directory / "entities.yaml"
-        definitions.write_text(yaml.safe_dump(self.kpis, sort_keys=False), encoding="utf-8")
+        definitions.write_text(self.definitions_yaml(), encoding="utf-8")
         entities.write_text(self.hierarchy_yaml(), encoding="utf-8")
         return definitions, entities
 

@@ -128,9 +128,8 @@ class Cube:
 
         blocks = [_roll_up(leaf, np.zeros(len(leaves), dtype=np.int64), 1)]
         for grouping in groupings:
-            codes = pd.Categorical(
-                hierarchy.attributes[grouping], categories=hierarchy.groups(grouping)
-            ).codes
+            # -1 for a product outside every group of the grouping (a view it has no value for)
+            codes = pd.Index(hierarchy.groups(grouping)).get_indexer(hierarchy.attributes[grouping])
             blocks.append(_roll_up(leaf, codes.astype(np.int64), len(hierarchy.groups(grouping))))
         blocks.append(leaf)
         self.values = np.concatenate(blocks, axis=1)
@@ -226,11 +225,13 @@ class Cube:
                     stack += definition.parsed_formula.references
         return [k for k in self.registry.evaluation_order if k in wanted]
 
-    def _mask_groups(self, kpi_id: str, entities: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Blank the group rows of a KPI whose entity_aggregation is ``none``."""
+    def _mask_groups(
+        self, kpi_id: str, entities: np.ndarray, values: np.ndarray, missing: float = np.nan
+    ) -> np.ndarray:
+        """Blank (set to ``missing``) the group rows of a KPI whose entity_aggregation is ``none``."""
         if self.registry[kpi_id].entity_aggregation is EntityAggregation.NONE:
             values = values.copy()
-            values[self.entity_levels[entities] != PRODUCT_LEVEL] = np.nan
+            values[self.entity_levels[entities] != PRODUCT_LEVEL] = missing
         return values
 
     def window(
@@ -250,8 +251,11 @@ class Cube:
                 values[kpi.id] = self._mask_groups(
                     kpi.id, entities, kpi.parsed_formula.evaluate(values)
                 )
-                months[kpi.id] = np.min(
-                    [months[r] for r in self.registry.leaf_components(kpi.id)], axis=0
+                months[kpi.id] = self._mask_groups(
+                    kpi.id,
+                    entities,
+                    np.min([months[r] for r in self.registry.leaf_components(kpi.id)], axis=0),
+                    missing=0,
                 )
         return WindowValues(
             np.stack([values[k] for k in kpi_ids]),

@@ -62,12 +62,15 @@ class Hierarchy:
         return self._level_of[name]
 
     def groups(self, level: str) -> tuple[str, ...]:
-        """The groups of a level or view in order of first appearance."""
+        """The groups of a level or view in order of first appearance.
+
+        A product without a view attribute belongs to no group of that view.
+        """
         if level == TOTAL_LEVEL:
             return (self.total,)
         if level == PRODUCT_LEVEL:
             return self.leaves
-        return tuple(pd.unique(self.attributes[level]))
+        return tuple(group for group in pd.unique(self.attributes[level]) if group != "")
 
     def members(self, name: str) -> tuple[str, ...]:
         """The leaves under an entity (the entity itself for a leaf)."""
