@@ -8,8 +8,10 @@ do not parse, values that are not numbers, unknown KPIs and entities, duplicate 
 
 from __future__ import annotations
 
+import copy
 import csv
 import difflib
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,6 +50,18 @@ class ObservationModel(pa.DataFrameModel):
     @classmethod
     def _finite(cls, value: Series[float]) -> Series[bool]:
         return value.isna() | np.isfinite(value)
+
+
+@functools.cache
+def _types_schema() -> pa.DataFrameSchema:
+    """The model without its uniqueness rule: what :func:`validate_observations` still asks pandera.
+
+    Uniqueness and the KPI and entity sets are checked before, on integer codes, which is much
+    faster than pandera's checks on millions of strings and gives messages that quote rows.
+    """
+    schema = copy.deepcopy(ObservationModel.to_schema())
+    schema.unique = None
+    return schema
 
 
 def observation_schema(registry: Registry, hierarchy: Hierarchy) -> pa.DataFrameSchema:
@@ -117,6 +131,11 @@ def parse_months(raw: pd.Series) -> pd.Series:
     """Months as ``Period[M]``; text that is no month becomes NaT (reported by validation)."""
     if isinstance(raw.dtype, pd.PeriodDtype):
         return raw.dt.asfreq("M")
+    if pd.api.types.is_datetime64_dtype(raw):  # tz-naive: convert each distinct date once
+        codes, dates = pd.factorize(raw.to_numpy())
+        months = np.asarray(dates).astype("datetime64[M]").astype("int64")  # months since 1970-01
+        ordinals = np.append(months, pd.NaT.value)[codes]  # code -1 (NaT) takes the last
+        return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
     if pd.api.types.is_datetime64_any_dtype(raw):
         return raw.dt.to_period("M")
     text = raw.astype("string").str.strip()
@@ -143,6 +162,37 @@ def _periods(years: pd.Series, months: pd.Series) -> pd.Series:
     ordinal = (year - 1970) * 12 + (month - 1)
     periods = pd.arrays.PeriodArray(np.where(valid, ordinal, pd.NaT.value).astype("int64"), dtype=MonthDtype)
     return pd.Series(periods, index=years.index)
+
+
+def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Codes and distinct texts (stripped, in order of appearance) of a KPI or entity column.
+
+    Code -1 marks a missing value. Checks then look at each distinct text once, not at every row.
+    """
+    codes, uniques = pd.factorize(raw)
+    stripped = pd.Series(np.asarray(uniques, dtype=object)).astype("string").str.strip()
+    label_codes, labels = pd.factorize(stripped)  # texts that differ only by blanks are one label
+    if not np.array_equal(label_codes, np.arange(len(label_codes))):
+        codes = np.where(codes >= 0, label_codes[np.maximum(codes, 0)], -1)
+    return codes, np.asarray(labels, dtype=object)
+
+
+def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.ndarray:
+    """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one."""
+    ordinals = month.array.asi8
+    valid = ~month.isna().to_numpy()
+    first = ordinals[valid].min() if valid.any() else 0
+    month_codes = np.where(valid, ordinals - first + 1, 0)
+    sizes = [
+        int(month_codes.max(initial=0)) + 1,
+        int(kpi.max(initial=0)) + 2,
+        int(entity.max(initial=0)) + 2,
+    ]
+    if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
+        codes = pd.DataFrame({MONTH: month_codes, KPI: kpi, ENTITY: entity})
+        return codes.duplicated(keep=False).to_numpy()
+    key = (month_codes * sizes[1] + kpi + 1) * sizes[2] + entity + 1
+    return np.bincount(key)[key] > 1
 
 
 def _quote(values: Iterable[object], where: Iterable[str]) -> str:
@@ -193,8 +243,8 @@ def validate_observations(
     bad_month = month.isna()
     if bad_month.any():
         fail(bad_month, MONTH, data[MONTH], "month is not a month (expected YYYY-MM, YYYYMM or a date)")
-    kpi = data[KPI].astype("string").str.strip()
-    entity = data[ENTITY].astype("string").str.strip()
+    kpi_codes, kpi_labels = _labels(data[KPI])
+    entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
     if pd.api.types.is_numeric_dtype(raw_value):
         value = raw_value.astype(float)
@@ -207,33 +257,43 @@ def validate_observations(
     infinite = np.isinf(value)
     if infinite.any():
         fail(infinite, VALUE, raw_value, "value is not finite")
-    for column, series, known, what in (
-        (KPI, kpi, registry.ids, "KPI id"),
-        (ENTITY, entity, hierarchy.entities, "entity"),
+    for column, codes, labels, known, what in (
+        (KPI, kpi_codes, kpi_labels, registry.ids, "KPI id"),
+        (ENTITY, entity_codes, entity_labels, hierarchy.entities, "entity"),
     ):
-        empty = series.isna() | (series == "")
+        empty = pd.Series(
+            (codes < 0) | np.isin(codes, np.flatnonzero(labels == "")), index=data.index
+        )
         if empty.any():
             fail(empty, column, data[column], f"{column} is empty")
-        unknown = ~empty & ~series.isin(list(known))
-        for name in pd.unique(series[unknown]):
-            mask = series == name
+        for label in np.flatnonzero(~np.isin(labels, list(known)) & (labels != "")):
+            name = labels[label]
+            mask = pd.Series(codes == label, index=data.index)
             fail(mask, column, data[column], f"unknown {what} '{name}'{_suggest(name, known)}", quoted=False)
             problems[-1] = Problem(
                 f"{problems[-1].message} in {_count_rows(mask, offset)}", file=source, field=column
             )
-    derived = kpi.isin([k.id for k in registry.derived_kpis])
-    for name in pd.unique(kpi[derived]):
-        mask = kpi == name
-        message = f"KPI '{name}' is derived (formula); it is computed, not loaded"
+    for label in np.flatnonzero(np.isin(kpi_labels, [k.id for k in registry.derived_kpis])):
+        mask = pd.Series(kpi_codes == label, index=data.index)
+        message = f"KPI '{kpi_labels[label]}' is derived (formula); it is computed, not loaded"
         fail(mask, KPI, data[KPI], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
-    groups = entity.isin([e for e in hierarchy.entities if hierarchy.level_of(e) != "product"])
-    for name in pd.unique(entity[groups]):
-        mask = entity == name
-        message = f"entity '{name}' is a group; data holds products (leaves) only"
+    group_names = [e for e in hierarchy.entities if hierarchy.level_of(e) != "product"]
+    for label in np.flatnonzero(np.isin(entity_labels, group_names)):
+        mask = pd.Series(entity_codes == label, index=data.index)
+        message = f"entity '{entity_labels[label]}' is a group; data holds products (leaves) only"
         fail(mask, ENTITY, data[ENTITY], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
-    keys = pd.DataFrame({MONTH: month, KPI: kpi, ENTITY: entity})
-    duplicated = keys.duplicated(keep=False) & ~bad_month
+    kpi = pd.Series(
+        pd.array(kpi_labels, dtype="string").take(kpi_codes, allow_fill=True), index=data.index
+    )
+    entity = pd.Series(
+        pd.array(entity_labels, dtype="string").take(entity_codes, allow_fill=True),
+        index=data.index,
+    )
+    duplicated = (
+        pd.Series(_duplicated(month, kpi_codes, entity_codes), index=data.index) & ~bad_month
+    )
     if duplicated.any():
+        keys = pd.DataFrame({MONTH: month, KPI: kpi.fillna(""), ENTITY: entity.fillna("")})
         described = keys[duplicated].astype(str).agg(" / ".join, axis=1)
         fail(duplicated, f"{MONTH}, {KPI}, {ENTITY}", described, "duplicate (month, kpi, entity)")
     if extra:
@@ -247,7 +307,7 @@ def validate_observations(
         raise DataError(source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame())
     canonical = pd.DataFrame({MONTH: month, KPI: kpi.astype(str), ENTITY: entity.astype(str), VALUE: value})
     try:
-        return observation_schema(registry, hierarchy).validate(canonical.reset_index(drop=True), lazy=True)
+        return _types_schema().validate(canonical.reset_index(drop=True), lazy=True)
     except pa.errors.SchemaErrors as exc:  # a rule the checks above do not cover
         cases = exc.failure_cases
         problems = [
