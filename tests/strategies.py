@@ -101,16 +101,19 @@ def _parenthesised(inner: Expression) -> Expression:
     return Expression(f"({inner.text})", inner.references, inner.evaluate)
 
 
-def expressions(ids: list[str], max_leaves: int = 8) -> st.SearchStrategy[Expression]:
+@st.composite
+def expressions(draw: st.DrawFn, ids: list[str], depth: int = 4) -> Expression:
     """Formulas over ``ids`` and numbers, written with the fewest parentheses precedence needs."""
-    leaves = st.one_of(_reference(ids), _reference(ids), _number()) if ids else _number()
-    return st.recursive(
-        leaves,
-        lambda children: st.one_of(
-            _binary(children), children.map(_negated), children.map(_parenthesised)
-        ),
-        max_leaves=max_leaves,
-    )
+    leaves = st.one_of(_reference(ids), _number()) if ids else _number()
+    # Binary operations weigh most: they are what precedence and associativity are about.
+    # (Shrinks towards a leaf.)
+    choice = draw(st.integers(0, 9)) if depth > 0 else 0
+    if choice <= 1:
+        return draw(leaves)
+    inner = expressions(ids, depth - 1)
+    if choice <= 7:
+        return draw(_binary(inner))
+    return _negated(draw(inner)) if choice == 8 else _parenthesised(draw(inner))
 
 
 def formulas(ids: list[str]) -> st.SearchStrategy[Expression]:
