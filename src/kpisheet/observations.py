@@ -142,13 +142,18 @@ def parse_months(raw: pd.Series) -> pd.Series:
     result = pd.Series(pd.NaT, index=raw.index, dtype=MonthDtype)
     compact = text.str.fullmatch(r"\d{6}").fillna(False)
     year_month = text.str.fullmatch(r"\d{4}-\d{1,2}").fillna(False)
+    # Dotted dates are day first wherever they are written (01.02.2023 is 1 February).
+    dotted = text.str.fullmatch(r"\d{1,2}\.\d{1,2}\.\d{4}").fillna(False)
     if compact.any():
         digits = text[compact]
         result[compact] = _periods(digits.str[:4], digits.str[4:])
     if year_month.any():
         parts = text[year_month].str.split("-", expand=True)
         result[year_month] = _periods(parts[0], parts[1])
-    other = ~(compact | year_month) & text.notna() & (text != "")
+    if dotted.any():
+        parsed = pd.to_datetime(text[dotted], errors="coerce", format="%d.%m.%Y")
+        result[dotted] = parsed.dt.to_period("M")
+    other = ~(compact | year_month | dotted) & text.notna() & (text != "")
     if other.any():
         parsed = pd.to_datetime(text[other], errors="coerce", format="mixed", dayfirst=False)
         result[other] = parsed.dt.to_period("M")

@@ -1,0 +1,348 @@
+"""Tests of reading and validating observations (SPEC §5): formats, month forms, data problems."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import kpisheet.sheet
+from kpisheet.cli import main
+from kpisheet.errors import DataError
+from kpisheet.hierarchy import Hierarchy, load_hierarchy
+from kpisheet.observations import load_observations, read_observations, validate_observations
+from kpisheet.plugins import load_kpis
+from kpisheet.registry import Registry
+
+KPIS = """\
+- {id: flow, label: Umsatz, group: Umsatz, unit: currency, time_aggregation: sum, average_per: accounts}
+- {id: trx, label: Anzahl Trx, group: Trx, unit: count, time_aggregation: sum}
+- {id: accounts, label: Aktive Konten, group: Konten, unit: count, time_aggregation: last}
+- {id: ticket, label: Umsatz pro Trx, group: Umsatz, unit: currency, formula: flow / trx}
+"""
+
+ENTITIES = """\
+total: Kartenwelt
+levels: [sector, mandant]
+entities:
+  Alpine Gold:    {mandant: Alpine, sector: B2C, cardprofile: CC}
+  Alpine Prepaid: {mandant: Alpine, sector: B2C, cardprofile: PP}
+  Borealis Card:  {mandant: Borealis, sector: B2B2C, cardprofile: CC}
+"""
+
+GOOD_ROWS = [
+    ("2023-01", "flow", "Alpine Gold", 10.5),
+    ("2023-02", "flow", "Alpine Gold", 0.0),
+    ("2023-02", "accounts", "Borealis Card", 7.0),
+    ("2023-03", "trx", "Alpine Prepaid", math.nan),
+]
+
+
+@pytest.fixture
+def definitions(tmp_path: Path) -> Path:
+    path = tmp_path / "kpis.yaml"
+    path.write_text(KPIS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def entities(tmp_path: Path) -> Path:
+    path = tmp_path / "entities.yaml"
+    path.write_text(ENTITIES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def registry(definitions: Path) -> Registry:
+    return load_kpis(definitions)
+
+
+@pytest.fixture
+def hierarchy(entities: Path) -> Hierarchy:
+    return load_hierarchy(entities)
+
+
+def canonical(rows: list[tuple[str, str, str, float]]) -> pd.DataFrame:
+    """The expected canonical frame of rows given with ``YYYY-MM`` months."""
+    frame = pd.DataFrame(rows, columns=["month", "kpi", "entity", "value"])
+    frame["month"] = pd.PeriodIndex(frame["month"], freq="M")
+    return frame
+
+
+def assert_canonical(actual: pd.DataFrame, rows: list[tuple[str, str, str, float]]) -> None:
+    """Same columns, month dtype Period[M], same rows in order (NaN equal to NaN)."""
+    expected = canonical(rows)
+    assert list(actual.columns) == ["month", "kpi", "entity", "value"]
+    assert actual["month"].dtype == pd.PeriodDtype("M")
+    assert actual["value"].dtype == np.float64
+    assert list(actual["month"]) == list(expected["month"])
+    assert list(actual["kpi"]) == list(expected["kpi"])
+    assert list(actual["entity"]) == list(expected["entity"])
+    np.testing.assert_array_equal(actual["value"].to_numpy(), expected["value"].to_numpy())
+
+
+def write_csv(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_text("\n".join(lines) + "\n", encoding=encoding)
+    return path
+
+
+# --- formats ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("separator", [",", ";"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig"])
+def test_csv_with_comma_or_semicolon_with_or_without_bom(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy, separator: str, encoding: str
+) -> None:
+    """CSV files separated by commas or semicolons, with or without a byte-order mark, give the
+    same canonical observations; an empty value is a missing value."""
+    lines = [separator.join(["month", "kpi", "entity", "value"])]
+    for month, kpi, entity, value in GOOD_ROWS:
+        text = "" if math.isnan(value) else str(value)
+        lines.append(separator.join([month, kpi, entity, text]))
+    path = write_csv(tmp_path / "observations.csv", lines, encoding)
+    assert_canonical(load_observations(path, registry, hierarchy), GOOD_ROWS)
+
+
+def test_months_as_year_month_compact_or_dates(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """YYYY-MM, YYYYMM, month-end dates, any date in the month and day-first dotted dates
+    all become calendar months."""
+    path = write_csv(
+        tmp_path / "months.csv",
+        [
+            "month,kpi,entity,value",
+            "2023-01,flow,Alpine Gold,1",
+            "202302,flow,Alpine Gold,2",
+            "2023-03-31,flow,Alpine Gold,3",
+            "2023-04-15,flow,Alpine Gold,4",
+            "31.05.2023,flow,Alpine Gold,5",
+            "01.06.2023,flow,Alpine Gold,6",
+            "2023-7,flow,Alpine Gold,7",
+        ],
+    )
+    result = load_observations(path, registry, hierarchy)
+    months = ["2023-01", "2023-02", "2023-03", "2023-04", "2023-05", "2023-06", "2023-07"]
+    assert [str(month) for month in result["month"]] == months
+
+
+def test_names_headers_and_values_are_trimmed(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """Blanks around headers, names and values do not matter; header case does not either."""
+    path = write_csv(
+        tmp_path / "blanks.csv",
+        [" Month , KPI ,Entity, Value", "2023-01 , flow ,  Alpine Gold , 10.5 "],
+    )
+    assert_canonical(load_observations(path, registry, hierarchy), GOOD_ROWS[:1])
+
+
+@pytest.mark.parametrize(
+    "months",
+    [
+        ["2023-01", "2023-02", "2023-02", "2023-03"],
+        pd.to_datetime(["2023-01-31", "2023-02-28", "2023-02-28", "2023-03-31"]),
+        [202301, 202302, 202302, 202303],
+    ],
+    ids=["text", "month-end dates", "YYYYMM integers"],
+)
+def test_parquet_files(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy, months: object
+) -> None:
+    """Parquet files written by pandas, with months as text, dates or YYYYMM integers."""
+    frame = pd.DataFrame(
+        {
+            "month": months,
+            "kpi": [row[1] for row in GOOD_ROWS],
+            "entity": [row[2] for row in GOOD_ROWS],
+            "value": [row[3] for row in GOOD_ROWS],
+        }
+    )
+    path = tmp_path / "observations.parquet"
+    frame.to_parquet(path)
+    assert_canonical(load_observations(path, registry, hierarchy), GOOD_ROWS)
+
+
+def test_dataframe_input(registry: Registry, hierarchy: Hierarchy) -> None:
+    """A DataFrame with Period months is taken as it is, and the caller's frame is not changed."""
+    frame = canonical(GOOD_ROWS)
+    before = frame.copy()
+    assert_canonical(load_observations(frame, registry, hierarchy), GOOD_ROWS)
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_sheet_opens_csv_and_dataframe_alike(
+    tmp_path: Path, definitions: Path, entities: Path
+) -> None:
+    """kpisheet.sheet.open gives the same sheet for a CSV path and for the same rows as a frame."""
+    path = tmp_path / "observations.csv"
+    canonical(GOOD_ROWS).assign(month=lambda f: f["month"].astype(str)).to_csv(path, index=False)
+    from_file = kpisheet.sheet.open(path, definitions=definitions, entities=entities)
+    from_frame = kpisheet.sheet.open(
+        canonical(GOOD_ROWS), definitions=definitions, entities=entities
+    )
+    pd.testing.assert_frame_equal(from_file.query(window="3M"), from_frame.query(window="3M"))
+    assert [str(m) for m in from_file.months] == ["2023-01", "2023-02", "2023-03"]
+
+
+# --- data problems ---------------------------------------------------------------------------
+
+BAD_LINES = [
+    "month,kpi,entity,value",
+    "2023-01,flow,Alpine Gold,10.5",  # line 2: duplicate of line 3
+    "2023-01,flow,Alpine Gold,11",  # line 3
+    "2023-02,flow,Alpine Gold,zehn",  # line 4: not a number
+    "2023-02,flw,Alpine Gold,3",  # line 5: unknown KPI
+    "2023-02,flow,Alpine Platin,4",  # line 6: unknown entity
+    "Feb 2023x,trx,Borealis Card,5",  # line 7: not a month
+    "2023-03,ticket,Borealis Card,6",  # line 8: derived KPI
+    "2023-03,flow,Alpine,7",  # line 9: a group
+    "2023-03,flow,Borealis Card,inf",  # line 10: not finite
+    "2023-03,trx,Alpine Gold,12",  # line 11: fine
+]
+
+BAD_MESSAGES = [
+    "month is not a month (expected YYYY-MM, YYYYMM or a date): line 7 ('Feb 2023x')",
+    "value is not a number: line 4 ('zehn')",
+    "value is not finite: line 10 ('inf')",
+    "unknown KPI id 'flw' (did you mean 'flow'?) in 1 row (line 5)",
+    "unknown entity 'Alpine Platin' (did you mean 'Alpine Prepaid'?) in 1 row (line 6)",
+    "KPI 'ticket' is derived (formula); it is computed, not loaded, in 1 row (line 8)",
+    "entity 'Alpine' is a group; data holds products (leaves) only, in 1 row (line 9)",
+    "duplicate (month, kpi, entity): line 2 ('2023-01 / flow / Alpine Gold'), "
+    "line 3 ('2023-01 / flow / Alpine Gold')",
+]
+
+
+def test_every_data_problem_is_reported_together(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """Unknown KPIs and entities, duplicates, non-numbers (quoted with their line), unparseable
+    months, derived KPIs and groups in data: one DataError lists them all."""
+    path = write_csv(tmp_path / "bad.csv", BAD_LINES)
+    with pytest.raises(DataError) as caught:
+        load_observations(path, registry, hierarchy)
+    error = caught.value
+    assert [problem.message for problem in error.problems] == BAD_MESSAGES
+    assert {problem.file for problem in error.problems} == {error.source}
+    assert error.source.endswith("bad.csv")
+    assert str(error).startswith(f"8 problems in data {error.source}:\n")
+    for message in BAD_MESSAGES:
+        assert f"  {error.source}: {message}" in str(error).splitlines()
+
+
+def test_failure_cases_hold_the_offending_rows(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """failure_cases has one row per offending input row and column: where, column, value, problem."""
+    path = write_csv(tmp_path / "bad.csv", BAD_LINES)
+    with pytest.raises(DataError) as caught:
+        load_observations(path, registry, hierarchy)
+    cases = caught.value.failure_cases
+    assert list(cases.columns) == ["where", "column", "value", "problem"]
+    found = set(zip(cases["where"], cases["column"], cases["value"], strict=True))
+    assert found == {
+        ("line 7", "month", "Feb 2023x"),
+        ("line 4", "value", "zehn"),
+        ("line 10", "value", "inf"),
+        ("line 5", "kpi", "flw"),
+        ("line 6", "entity", "Alpine Platin"),
+        ("line 8", "kpi", "ticket"),
+        ("line 9", "entity", "Alpine"),
+        ("line 2", "month, kpi, entity", "2023-01 / flow / Alpine Gold"),
+        ("line 3", "month, kpi, entity", "2023-01 / flow / Alpine Gold"),
+    }
+    assert "line 11" not in set(cases["where"])
+
+
+def test_problems_in_a_dataframe_name_rows(registry: Registry, hierarchy: Hierarchy) -> None:
+    """In a DataFrame, offending rows are named by their index label."""
+    frame = pd.DataFrame(
+        {
+            "month": ["2023-01", "2023-01", "2023-13"],
+            "kpi": ["flow", "flow", "flow"],
+            "entity": ["Alpine Gold", "Alpine Gold", "Alpine Gold"],
+            "value": ["1", "x", "2"],
+        }
+    )
+    with pytest.raises(DataError) as caught:
+        validate_observations(read_observations(frame), registry, hierarchy)
+    assert [problem.message for problem in caught.value.problems] == [
+        "month is not a month (expected YYYY-MM, YYYYMM or a date): row 2 ('2023-13')",
+        "value is not a number: row 1 ('x')",
+        "duplicate (month, kpi, entity): row 0 ('2023-01 / flow / Alpine Gold'), "
+        "row 1 ('2023-01 / flow / Alpine Gold')",
+    ]
+    assert caught.value.source == "DataFrame"
+
+
+def test_missing_columns(registry: Registry, hierarchy: Hierarchy) -> None:
+    """Missing columns are named together with the columns expected and found."""
+    frame = pd.DataFrame({"Month": ["2023-01"], "kpi": ["flow"]})
+    message = (
+        "1 problem in data DataFrame:\n  DataFrame: missing column(s) month, entity, value; "
+        "expected columns month, kpi, entity, value, found Month, kpi"
+    )
+    with pytest.raises(DataError, match=f"^{re.escape(message)}$"):
+        load_observations(frame, registry, hierarchy)
+
+
+def test_missing_columns_in_a_csv(tmp_path: Path, registry: Registry, hierarchy: Hierarchy) -> None:
+    """A CSV without a value column is rejected naming the column."""
+    path = write_csv(tmp_path / "short.csv", ["monat;kpi;entity", "2023-01;flow;Alpine Gold"])
+    with pytest.raises(DataError) as caught:
+        load_observations(path, registry, hierarchy)
+    assert [p.message for p in caught.value.problems] == [
+        "missing column(s) month, value; expected columns month, kpi, entity, value, "
+        "found monat, kpi, entity"
+    ]
+
+
+def test_unexpected_columns(registry: Registry, hierarchy: Hierarchy) -> None:
+    """Columns beyond month, kpi, entity, value are reported rather than silently dropped."""
+    frame = canonical(GOOD_ROWS).assign(note="x")
+    message = "unexpected column(s) note; expected month, kpi, entity, value"
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_observations(frame, registry, hierarchy)
+
+
+def test_no_such_file(tmp_path: Path, registry: Registry, hierarchy: Hierarchy) -> None:
+    """A path that is no file is a DataError, not an OSError."""
+    with pytest.raises(DataError, match=re.escape("nothere.csv: no such file")):
+        load_observations(tmp_path / "nothere.csv", registry, hierarchy)
+
+
+def test_a_bad_input_never_half_loads(tmp_path: Path, definitions: Path, entities: Path) -> None:
+    """One bad row among good ones: kpisheet.sheet.open raises and gives no sheet."""
+    path = write_csv(
+        tmp_path / "one_bad.csv",
+        ["month,kpi,entity,value", "2023-01,flow,Alpine Gold,1", "2023-02,flow,Alpine Gold,1o"],
+    )
+    with pytest.raises(DataError, match=re.escape("value is not a number: line 3 ('1o')")):
+        kpisheet.sheet.open(path, definitions=definitions, entities=entities)
+
+
+def test_cli_reports_bad_data_without_traceback(
+    tmp_path: Path, definitions: Path, entities: Path
+) -> None:
+    """kpisheet query on bad data exits 1 with every problem, quoting the offending values."""
+    path = write_csv(tmp_path / "bad.csv", BAD_LINES)
+    arguments = [
+        "--data",
+        str(path),
+        "--definitions",
+        str(definitions),
+        "--entities",
+        str(entities),
+    ]
+    result = CliRunner().invoke(main, ["query", *arguments])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    for message in BAD_MESSAGES:
+        assert message in result.output
