@@ -1,0 +1,484 @@
+"""Tests of the store: releases written atomically and read back exactly, on SQLite and PostgreSQL,
+with the SQL compiled for SQL Server, and faults: killed writers, concurrent readers and writers."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy.dialects import mssql
+from sqlalchemy.engine import make_url
+from sqlalchemy.schema import CreateTable
+
+from kpisheet.errors import StoreError
+from kpisheet.store import (
+    SCHEMA_VERSION,
+    ReleaseInfo,
+    Store,
+    demo_store_url,
+    display_url,
+    driver_statement,
+    insert_observations,
+    insert_release,
+    is_store_url,
+    lock_writers,
+    metadata,
+    observations_checksum,
+    observations_table,
+    schema_table,
+    select_newest_id,
+    select_observations,
+    select_releases,
+    sqlite_url,
+)
+
+# Builds a synthetic release in a separate process and writes it; prints "writing" first.
+WRITER = """
+import sys
+import numpy as np
+import pandas as pd
+from kpisheet.store import Store, observations_checksum
+
+url, entities, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+months = pd.period_range("2020-01", periods=60, freq="M")
+m, k, e = np.meshgrid(np.arange(60), np.arange(10), np.arange(entities), indexing="ij")
+frame = pd.DataFrame({
+    "month": months[m.ravel()],
+    "kpi": np.char.add("kpi_", k.ravel().astype(str)),
+    "entity": np.char.add("entity ", e.ravel().astype(str)),
+    "value": np.random.default_rng(seed).normal(size=m.size),
+})
+print("writing", flush=True)
+info = Store(url).write_release(frame, source=f"writer {seed}", progress=False)
+print(info.id, info.checksum == observations_checksum(frame), flush=True)
+"""
+
+# Rows of the big release the fault tests write (60 months x 10 KPIs x entities).
+BIG_ENTITIES = 300
+WRITER_APP = "kpisheet-test-writer"
+
+
+def observations(entities: int = 3, months: int = 4, seed: int = 0) -> pd.DataFrame:
+    """A small canonical frame with a missing value, an umlaut and exact doubles."""
+    periods = pd.period_range("2023-11", periods=months, freq="M")
+    m, k, e = np.meshgrid(np.arange(months), np.arange(2), np.arange(entities), indexing="ij")
+    values = np.random.default_rng(seed).normal(scale=1e6, size=m.size)
+    values[1] = np.nan
+    values[2] = 0.1 + 0.2
+    return pd.DataFrame(
+        {
+            "month": pd.Series(periods[m.ravel()]),
+            "kpi": np.where(k.ravel() == 0, "turnover", "valid_accounts"),
+            "entity": [f"Zürich Karte {i}" for i in e.ravel()],
+            "value": values,
+        }
+    )
+
+
+def assert_same_observations(read: pd.DataFrame, written: pd.DataFrame) -> None:
+    """Equal as sets of rows: months, KPI ids, entities and values bit for bit (NaN = NaN)."""
+    key = ["month", "kpi", "entity"]
+    left = read.astype({"kpi": str, "entity": str}).sort_values(key).reset_index(drop=True)
+    right = written.astype({"kpi": str, "entity": str}).sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(left, right, check_exact=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """URL of a new, empty store on SQLite and on a real PostgreSQL server."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "store.db")
+    return request.getfixturevalue("postgres_db")
+
+
+def test_write_then_read_gives_the_same_observations(store_url: str) -> None:
+    """A release reads back exactly as written, with its metadata, and as the newest."""
+    written = observations()
+    before = datetime.now(UTC).replace(microsecond=0)
+    with Store(store_url) as store:
+        info = store.write_release(written, source="monthly.csv", note="first load")
+        read_info, read = store.read()
+    assert info == read_info
+    assert (info.id, info.row_count, info.newest_month) == (1, len(written), "2024-02")
+    assert (info.source, info.note) == ("monthly.csv", "first load")
+    assert before <= info.created_at <= datetime.now(UTC) + timedelta(seconds=1)
+    assert info.created_at.tzinfo is not None
+    assert list(read.columns) == ["month", "kpi", "entity", "value"]
+    assert read["month"].dtype == pd.PeriodDtype("M")
+    assert read["value"].dtype == np.float64
+    assert_same_observations(read, written)
+    assert observations_checksum(read) == info.checksum == observations_checksum(written)
+
+
+def test_second_release_is_newest_and_first_stays_readable(store_url: str) -> None:
+    """Releases count up from 1; the newest is read by default, an older one by its id."""
+    first, second = observations(seed=1), observations(entities=5, seed=2)
+    with Store(store_url) as store:
+        store.write_release(first, source="a")
+        info = store.write_release(second, source="b")
+        assert info.id == 2
+        assert [r.id for r in store.releases()] == [1, 2]
+        assert store.latest() == info
+        assert_same_observations(store.read()[1], second)
+        old_info, old = store.read(1)
+    assert old_info.id == 1
+    assert_same_observations(old, first)
+
+
+def test_unknown_release_names_the_existing_ones(tmp_path: Path) -> None:
+    """Asking for a release that does not exist names the store and lists the releases."""
+    url = sqlite_url(tmp_path / "store.db")
+    with Store(url) as store:
+        store.write_release(observations(), source="a")
+        store.write_release(observations(), source="b")
+        with pytest.raises(
+            StoreError,
+            match=re.escape(f"release 7 does not exist in store {url}; releases: 1, 2"),
+        ):
+            store.read(7)
+
+
+def test_empty_store_has_no_releases(postgres_db: str) -> None:
+    """A database without kpisheet tables is an empty store: no releases, and read says so."""
+    store = Store(postgres_db)
+    assert store.releases() == []
+    assert store.latest() is None
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"store {display_url(postgres_db)} has no releases yet; `kpisheet ingest` writes the first"
+        ),
+    ):
+        store.read()
+
+
+def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> None:
+    """A mistyped SQLite path is an error on reading, not a new empty database."""
+    path = tmp_path / "typo.db"
+    url = sqlite_url(path)
+    with pytest.raises(StoreError, match=re.escape(f"no store at {path}: the file does not exist")):
+        Store(url).releases()
+    assert not path.exists()
+
+
+def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> None:
+    """The first write creates the three tables and records the schema version."""
+    url = sqlite_url(tmp_path / "store.db")
+    Store(url).write_release(observations(), source="a")
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        tables = set(
+            conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'table'")).scalars()
+        )
+        version = conn.execute(select(schema_table.c.version)).scalar_one()
+    engine.dispose()
+    assert tables == {"kpisheet_schema", "kpisheet_releases", "kpisheet_observations"}
+    assert version == SCHEMA_VERSION
+
+
+def test_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    """A store written by a newer kpisheet is refused rather than misread."""
+    url = sqlite_url(tmp_path / "store.db")
+    Store(url).write_release(observations(), source="a")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(update(schema_table).values(version=SCHEMA_VERSION + 1))
+    engine.dispose()
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"store {url} has schema version {SCHEMA_VERSION + 1}, newer than this kpisheet "
+            f"supports ({SCHEMA_VERSION}); upgrade kpisheet"
+        ),
+    ):
+        Store(url).read()
+
+
+def test_failed_write_leaves_no_trace(store_url: str) -> None:
+    """A write that fails halfway (a duplicate key in a late chunk) leaves the store as it was."""
+    with Store(store_url) as store:
+        first = store.write_release(observations(), source="a")
+        bad = pd.concat([observations(entities=2000), observations(entities=1)], ignore_index=True)
+        with pytest.raises(StoreError, match=re.escape(f"cannot write to store {store.url}: ")):
+            store.write_release(bad, source="bad")
+        assert store.releases() == [first]
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(observations_table)).scalar_one()
+    engine.dispose()
+    assert rows == first.row_count
+
+
+def test_empty_release_is_refused(tmp_path: Path) -> None:
+    """Writing no observations is refused: a release always holds data."""
+    url = sqlite_url(tmp_path / "store.db")
+    with pytest.raises(
+        StoreError, match=re.escape(f"refusing to write an empty release to store {url}")
+    ):
+        Store(url).write_release(observations().iloc[:0], source="a")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sqlite:///kpisheet.db", True),
+        ("sqlite:////abs/path/kpisheet.db", True),
+        ("postgresql+psycopg://etl:secret@warehouse:5432/dwh", True),
+        ("mssql+pyodbc://etl@KPI_DSN", True),
+        ("kpisheet.db", False),
+        ("data/observations.csv", False),
+        ("C://data/observations.csv", False),
+        ("https://example.org/data.csv", False),
+        ("", False),
+    ],
+)
+def test_is_store_url(text: str, expected: bool) -> None:
+    """SQLAlchemy URLs are recognised; paths, drive letters and web addresses are not."""
+    assert is_store_url(text) is expected
+
+
+def test_passwords_are_never_shown_or_recorded() -> None:
+    """The store's URL as shown (messages, releases) hides the password."""
+    store = Store("postgresql+psycopg://etl:s3cret@warehouse/dwh")
+    assert store.url == "postgresql+psycopg://etl:***@warehouse/dwh"
+    assert "s3cret" not in repr(store)
+
+
+def test_not_a_url_is_refused() -> None:
+    """A file path given as a store says what a store URL looks like."""
+    with pytest.raises(
+        StoreError, match=re.escape("'kpisheet.db' is not a database URL; expected e.g. sqlite:///")
+    ):
+        Store("kpisheet.db")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed")
+def test_missing_driver_says_what_to_install() -> None:
+    """A SQL Server store without pyodbc installed names the extra to install."""
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            "cannot open store mssql+pyodbc://etl:***@KPI_DSN: the database driver is not installed "
+            "(No module named 'pyodbc'); for PostgreSQL use postgresql+psycopg:// and "
+            "`pip install kpisheet[postgres]`, for SQL Server `pip install kpisheet[mssql]`"
+        ),
+    ):
+        Store("mssql+pyodbc://etl:pw@KPI_DSN").releases()
+
+
+def test_store_sql_compiles_for_sql_server() -> None:
+    """The tables and every statement the store runs compile for SQL Server (mssql+pyodbc)."""
+    dialect = mssql.dialect(paramstyle="qmark")
+    ddl = {
+        table.name: str(CreateTable(table).compile(dialect=dialect))
+        for table in metadata.sorted_tables
+    }
+    assert "entity NVARCHAR(200) NOT NULL" in ddl["kpisheet_observations"]
+    assert "value DOUBLE PRECISION NULL" in ddl["kpisheet_observations"]
+    assert (
+        "CONSTRAINT pk_kpisheet_observations PRIMARY KEY (release_id, month, kpi, entity)"
+        in ddl["kpisheet_observations"]
+    )
+    assert "created_at DATETIME NOT NULL" in ddl["kpisheet_releases"]
+    lock = str(lock_writers().compile(dialect=dialect))
+    assert "FROM kpisheet_schema WITH (UPDLOCK, HOLDLOCK)" in lock
+    for statement in (select_releases(), select_newest_id(), insert_release()):
+        assert str(statement.compile(dialect=dialect))
+    sql, shape = driver_statement(insert_observations(), dialect)
+    assert sql == (
+        "INSERT INTO kpisheet_observations (release_id, month, kpi, entity, value) "
+        "VALUES (?, ?, ?, ?, ?)"
+    )
+    row = {"value": 1.5, "entity": "e", "kpi": "k", "month": 202401, "release_id": 3}
+    assert shape(row) == (3, 202401, "k", "e", 1.5)
+    sql, shape = driver_statement(select_observations(3), dialect)
+    assert sql.endswith(
+        "WHERE kpisheet_observations.release_id = ? ORDER BY kpisheet_observations.month, "
+        "kpisheet_observations.kpi, kpisheet_observations.entity"
+    )
+    # PostgreSQL (psycopg) takes named parameters: rows go as dicts.
+    sql, shape = driver_statement(
+        insert_observations(), make_url("postgresql+psycopg://").get_dialect()()
+    )
+    assert "VALUES (%(release_id)s::INTEGER, %(month)s::INTEGER, %(kpi)s::VARCHAR" in sql
+    assert shape(row) == row
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def start_writer(url: str, entities: int = BIG_ENTITIES, seed: int = 7) -> subprocess.Popen[str]:
+    """A process that writes a big release to the store; its first line is "writing"."""
+    if url.startswith("postgresql"):
+        url = (
+            make_url(url)
+            .update_query_dict({"application_name": WRITER_APP})
+            .render_as_string(hide_password=False)
+        )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WRITER, url, str(entities), str(seed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "writing", process.stderr.read()
+    return process
+
+
+def writer_probe(url: str) -> Callable[[], bool]:
+    """A function telling whether some writer is inside its write transaction right now."""
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+
+        def sqlite_writing() -> bool:
+            conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+                return False
+            except sqlite3.OperationalError as exc:
+                assert "locked" in str(exc)
+                return True
+            finally:
+                conn.close()
+
+        return sqlite_writing
+    engine = create_engine(url)
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app "
+        "AND xact_start IS NOT NULL AND query LIKE 'INSERT INTO kpisheet_observations%'"
+    )
+
+    def postgres_writing() -> bool:
+        with engine.connect() as conn:
+            return conn.execute(query, {"app": WRITER_APP}).scalar_one() > 0
+
+    return postgres_writing
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_writer_killed_mid_write_leaves_previous_release_newest(store_url: str) -> None:
+    """SIGKILL during a write leaves the store readable, the previous release newest, ids intact."""
+    store = Store(store_url)
+    first = store.write_release(observations(), source="first")
+    writing = writer_probe(store_url)
+    writer = start_writer(store_url)
+    wait_for(writing)
+    time.sleep(0.3)
+    assert writing(), "the writer finished before it could be killed; make its release bigger"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=30)
+    assert writer.returncode == -signal.SIGKILL
+    wait_for(lambda: not writing())
+    assert store.releases() == [first]
+    info, read = store.read()
+    assert info == first
+    assert observations_checksum(read) == first.checksum
+    assert store.write_release(observations(seed=3), source="after").id == 2
+
+
+@pytest.mark.slow
+def test_concurrent_reader_never_sees_a_partial_release(store_url: str) -> None:
+    """While a big release is written, readers get the previous release whole, then the new one."""
+    store = Store(store_url)
+    first = store.write_release(observations(), source="first")
+    writing = writer_probe(store_url)
+    writer = start_writer(store_url)
+    reads_inside_write = 0
+    while writer.poll() is None:
+        inside = writing()
+        info, read = store.read()
+        reads_inside_write += inside and writing()
+        assert info == first or info.id == 2
+        assert len(read) == info.row_count
+        assert observations_checksum(read) == info.checksum
+    out, err = writer.communicate()
+    assert writer.returncode == 0, err
+    assert out.split() == ["2", "True"]
+    assert reads_inside_write > 0, "no read happened during the write"
+    info, read = store.read()
+    assert (info.id, len(read)) == (2, 60 * 10 * BIG_ENTITIES)
+    assert observations_checksum(read) == info.checksum
+
+
+@pytest.mark.slow
+def test_concurrent_writers_take_turns(store_url: str) -> None:
+    """Two writers at once, on a store not created yet, both commit: releases 1 and 2, each whole."""
+    writers = [start_writer(store_url, entities=60, seed=seed) for seed in (1, 2)]
+    outputs = [writer.communicate(timeout=120) for writer in writers]
+    assert [w.returncode for w in writers] == [0, 0], [err for _, err in outputs]
+    assert sorted(out.split()[0] for out, _ in outputs) == ["1", "2"]
+    assert all(out.split()[1] == "True" for out, _ in outputs)
+    with Store(store_url) as store:
+        infos = store.releases()
+        assert sorted(info.source for info in infos) == ["writer 1", "writer 2"]
+        for info in infos:
+            assert observations_checksum(store.read(info.id)[1]) == info.checksum
+
+
+# -- the demo store ----------------------------------------------------------------------------
+
+
+def test_demo_store_is_built_once_in_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo store is built in $KPISHEET_CACHE_DIR on first use and reused afterwards."""
+    monkeypatch.setenv("KPISHEET_CACHE_DIR", str(tmp_path / "cache"))
+    url = demo_store_url()
+    path = Path(make_url(url).database)
+    assert path.parent == tmp_path / "cache"
+    assert re.fullmatch(r"demo-[0-9a-f]{12}\.db", path.name)
+    built = path.stat().st_mtime_ns
+    assert demo_store_url() == url
+    assert path.stat().st_mtime_ns == built
+    info, read = Store(url).read()
+    assert (info.id, info.source, info.row_count) == (1, "kpisheet demo generator", len(read))
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]
+
+
+@pytest.mark.slow
+def test_demo_store_survives_processes_racing_to_build_it(tmp_path: Path) -> None:
+    """Three processes building the demo store at once all get the same, complete store."""
+    env = {**os.environ, "KPISHEET_CACHE_DIR": str(tmp_path / "cache")}
+    code = "from kpisheet.store import demo_store_url; print(demo_store_url())"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    urls = {process.communicate(timeout=120)[0].strip() for process in processes}
+    assert [p.returncode for p in processes] == [0, 0, 0]
+    assert len(urls) == 1
+    (url,) = urls
+    info, read = Store(url).read()
+    assert info.id == 1 and len(read) == info.row_count
+    assert observations_checksum(read) == info.checksum
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+
+
+def test_release_info_is_immutable() -> None:
+    """ReleaseInfo is a frozen value: it can be compared and hashed, not changed."""
+    info = ReleaseInfo(1, datetime.now(UTC), "s", 1, "2024-01", "c", "")
+    with pytest.raises(AttributeError):
+        info.id = 2  # type: ignore[misc]
+    assert hash(info) == hash(ReleaseInfo(**info.__dict__))
