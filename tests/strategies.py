@@ -116,9 +116,9 @@ def expressions(draw: st.DrawFn, ids: list[str], depth: int = 4) -> Expression:
     return _negated(draw(inner)) if choice == 8 else _parenthesised(draw(inner))
 
 
-def formulas(ids: list[str]) -> st.SearchStrategy[Expression]:
+def formulas(ids: list[str], depth: int = 4) -> st.SearchStrategy[Expression]:
     """Formulas over ``ids`` that reference at least one of them."""
-    return expressions(ids).filter(lambda expression: bool(expression.references))
+    return expressions(ids, depth).filter(lambda expression: bool(expression.references))
 
 
 # --- definition sets -------------------------------------------------------------------------
@@ -234,7 +234,7 @@ def _source_kpi(draw: st.DrawFn, kpi_id: str) -> dict[str, Any]:
 
 @st.composite
 def _derived_kpi(draw: st.DrawFn, kpi_id: str, earlier: list[str]) -> dict[str, Any]:
-    formula = draw(formulas(earlier))
+    formula = draw(formulas(earlier, depth=2))
     kpi: dict[str, Any] = {"id": kpi_id, "label": draw(labels), "group": draw(groups)}
     kpi["unit"] = draw(st.sampled_from(Unit)).value
     kpi["formula"] = formula.text
