@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from kpisheet.errors import (
+    AuthError,
     DataError,
     DefinitionError,
     FormulaError,
@@ -20,6 +21,7 @@ from kpisheet.sheet import KPISheet, open
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "DataError",
     "DefinitionError",
     "FormulaError",

@@ -484,5 +484,117 @@ def demo(output: Path) -> None:
     )
 
 
+@main.command()
+@click.option("--port", type=int, default=5006, show_default=True, help="Port to listen on.")
+@click.option(
+    "--address", default=None, help="Address to listen on, e.g. 0.0.0.0. Default: localhost."
+)
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Store URL to serve; new releases appear without a restart. Default: the demo store.",
+)
+@definitions_option
+@click.option(
+    "--entities",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Entity hierarchy YAML. Default: the demo hierarchy.",
+)
+@click.option(
+    "--auth",
+    "auth_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Users file (see `kpisheet users add`); with it a login guards every page.",
+)
+@click.option("--demo", is_flag=True, help="Serve the bundled demo sheet (ignores --store).")
+@click.option(
+    "--poll-seconds",
+    type=click.FloatRange(min=0.2),
+    default=30.0,
+    show_default=True,
+    help="How often open pages look for a new release in the store.",
+)
+@click.option(
+    "--usage-log",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Append the usage log (one JSON line per interaction) here. Default: stderr.",
+)
+@click.option(
+    "--allow-origin",
+    "allow_origins",
+    multiple=True,
+    help="Extra HOST[:PORT] the app may be opened from (behind a proxy); repeatable.",
+)
+@click.option("--show", is_flag=True, help="Open the app in the web browser.")
+def serve(
+    port: int,
+    address: str | None,
+    store_url: str | None,
+    definitions: tuple[Path, ...],
+    entities: Path | None,
+    auth_file: Path | None,
+    demo: bool,
+    poll_seconds: float,
+    usage_log: Path | None,
+    allow_origins: tuple[str, ...],
+    show: bool,
+) -> None:
+    """Serve the web app (default: the demo sheet at http://localhost:5006)."""
+    from kpisheet_ui.serve import serve as serve_app
+    from kpisheet_ui.serve import sheet_config
+
+    config = sheet_config(
+        None if demo else store_url, definitions, entities, poll_seconds=poll_seconds
+    )
+    serve_app(
+        config,
+        port=port,
+        address=address,
+        auth=auth_file,
+        allow_origins=allow_origins,
+        usage_log=usage_log,
+        show=show,
+    )
+
+
+@main.group(cls=KpisheetGroup)
+def users() -> None:
+    """Manage the users of the web app's login (`kpisheet serve --auth FILE`)."""
+
+
+@users.command("add")
+@click.argument("name")
+@click.option(
+    "--auth",
+    "auth_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    envvar="KPISHEET_AUTH",
+    help="Users file to write (created owner-only if missing). Env: KPISHEET_AUTH.",
+)
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+def users_add(name: str, auth_file: Path, password_stdin: bool) -> None:
+    """Add user NAME to the users file, or give NAME a new password.
+
+    Only a salted scrypt hash of the password is stored.
+    """
+    from kpisheet_ui.users import add_user
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    new = add_user(auth_file, name, password)
+    click.echo(f"{'added user' if new else 'new password for'} {name} in {auth_file}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -102,3 +102,7 @@ class QueryError(KpisheetError, ValueError):
 
 class StoreError(KpisheetError, RuntimeError):
     """Raised when the store cannot be read or written (unknown release, unreachable database)."""
+
+
+class AuthError(KpisheetError, ValueError):
+    """Raised when a users file, a user name, a password or the cookie secret cannot be used."""

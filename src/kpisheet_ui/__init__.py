@@ -1,1 +1,1 @@
-"""kpisheet_ui: the Panel web app on top of the public API of kpisheet."""
+"""kpisheet_ui: the Panel web app on top of kpisheet's public API (``kpisheet serve``)."""

@@ -1,0 +1,245 @@
+"""The Panel views of the app: thin widgets and panes over :class:`~kpisheet_ui.state.SheetState`.
+
+``create_app(config)`` builds one session's page; ``kpisheet serve`` serves it, and so does
+``panel serve src/kpisheet_ui/app.py`` (configured by the ``KPISHEET_*`` environment variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import panel as pn
+import param
+
+from kpisheet.errors import KpisheetError
+from kpisheet_ui.source import SheetConfig, SheetSource, get_source
+from kpisheet_ui.state import (
+    GROUP_COLUMN,
+    HIGHLIGHT_COUNT,
+    INCOMPLETE_MARK,
+    NUMBER_COLUMNS,
+    SheetState,
+)
+
+log = logging.getLogger(__name__)
+
+TITLE = "KPI-Sheet"
+ACCENT = "#1F5F8B"
+TABLE_HEIGHT = 560
+SIDEBAR_WIDTH = 330
+
+#: Tabulator's group headers count rows in English ("14 items"): hidden, the group name is enough.
+TABLE_CSS = """
+.tabulator-group span { display: none; }
+.tabulator-group { font-weight: 600; background: #EEF3F8; }
+"""
+
+LEGEND = (
+    f"{INCOMPLETE_MARK} und gelb: Fenster unvollständig (nicht alle Monate haben Werte). "
+    f"Grün und rot: die {HIGHLIGHT_COUNT} grössten Abweichungen zum Vorjahr in Prozent."
+)
+
+
+class AppView(param.Parameterized):
+    """One session's page: the widgets, table, chart and downloads of a :class:`SheetState`."""
+
+    def __init__(self, state: SheetState, source: SheetSource | None = None, **params: Any):
+        super().__init__(**params)
+        self.state = state
+        self.source = source
+        self.data_version = pn.pane.HTML(
+            "", css_classes=["datenstand"], styles={"color": "white", "font-size": "15px"}
+        )
+        self.notice = pn.pane.Alert("", alert_type="success", visible=False)
+        self.notes = pn.pane.Alert("", alert_type="warning", visible=False)
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.table = pn.widgets.Tabulator(
+            state.table(),
+            groupby=[GROUP_COLUMN],
+            hidden_columns=[GROUP_COLUMN],
+            show_index=False,
+            pagination=None,
+            disabled=True,
+            selectable=False,
+            sortable=False,
+            layout="fit_data_fill",
+            text_align={column: "right" for column in NUMBER_COLUMNS},
+            height=TABLE_HEIGHT,
+            sizing_mode="stretch_width",
+            stylesheets=[TABLE_CSS],
+            name="KPI-Tabelle",
+        )
+        self.table.style.apply(lambda frame: self.state.table_styles(), axis=None)
+        self.legend = pn.pane.Markdown(LEGEND, styles={"font-size": "12px", "color": "#555"})
+        self.chart_pane = pn.Column(sizing_mode="stretch_width", name="Diagramm")
+        self.chart_message = pn.pane.Markdown("", styles={"color": "#555"})
+        self.table_download = pn.widgets.FileDownload(
+            callback=self._guard(state.table_xlsx),
+            filename=state.table_filename(),
+            label="Tabelle als XLSX",
+            button_type="primary",
+        )
+        self.series_download = pn.widgets.FileDownload(
+            callback=self._guard(state.series_xlsx),
+            filename=state.series_filename(),
+            label="Diagrammdaten als XLSX",
+        )
+        self.png_download = pn.widgets.FileDownload(
+            callback=self._guard(state.chart_png),
+            filename=state.chart_filename("png"),
+            label="Diagramm als PNG",
+        )
+        self.html_download = pn.widgets.FileDownload(
+            callback=self._guard(state.chart_html),
+            filename=state.chart_filename("html"),
+            label="Diagramm als HTML",
+        )
+        self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
+        state.param.watch(self._refresh, ["result"])
+        state.param.watch(self._show_notice, ["notice"])
+        self._refresh()
+
+    def _guard(self, make: Any) -> Any:
+        """A download callback that shows errors on the page instead of failing silently."""
+
+        def callback() -> Any:
+            try:
+                self.error.visible = False
+                return make()
+            except KpisheetError as exc:
+                self.error.object = f"Download nicht möglich: {exc}"
+                self.error.visible = True
+                return None
+
+        return callback
+
+    def _show_notice(self, *events: Any) -> None:
+        self.notice.object = self.state.notice
+        self.notice.visible = bool(self.state.notice)
+
+    def _refresh(self, *events: Any) -> None:
+        """Bring every pane in line with the state after a change of selection or data."""
+        state = self.state
+        self.data_version.object = state.data_version
+        with pn.io.hold():
+            self.table.value = state.table()
+            notes = state.notes()
+            self.notes.object = "\n\n".join(notes)
+            self.notes.visible = bool(notes)
+            self.table_download.filename = state.table_filename()
+            self._refresh_chart()
+
+    def _refresh_chart(self) -> None:
+        state = self.state
+        if state.shows_chart:
+            try:
+                chart = state.chart()
+            except KpisheetError as exc:
+                self.chart_message.object = f"Kein Diagramm: {exc}"
+                self.chart_pane.objects = [self.chart_message]
+                return
+            self.series_download.filename = state.series_filename()
+            self.png_download.filename = state.chart_filename("png")
+            self.html_download.filename = state.chart_filename("html")
+            self.chart_pane.objects = [
+                pn.pane.HoloViews(chart, backend="bokeh", name="Verlauf"),
+                self.chart_downloads,
+            ]
+        else:
+            self.chart_message.object = (
+                f"Kein Diagramm: {state.chart_message()} "
+                "Entitäten und KPIs links unter «auswählen» eingrenzen."
+            )
+            self.chart_pane.objects = [self.chart_message]
+
+    def sidebar(self) -> list[Any]:
+        """The selection widgets."""
+        p = self.state.param
+        clear = pn.widgets.Button(name="Auswahl löschen", button_type="light")
+        clear.on_click(lambda event: self.state.clear_all())
+        return [
+            pn.widgets.Select.from_param(p.as_of, name="Stichtag"),
+            pn.widgets.RadioButtonGroup.from_param(
+                p.window, name="Fenster", button_type="primary", button_style="outline"
+            ),
+            pn.widgets.Select.from_param(p.grouping, name="Entitäten-Gruppe"),
+            pn.widgets.Select.from_param(p.kpi_group, name="KPI-Gruppe"),
+            pn.widgets.RadioButtonGroup.from_param(
+                p.display, name="Tabelle gruppiert", button_type="primary", button_style="outline"
+            ),
+            pn.widgets.Checkbox.from_param(p.per_account, name="Ø pro aktives Konto"),
+            pn.widgets.MultiChoice.from_param(
+                p.entities, name="Entitäten (leer = alle)", placeholder="alle", solid=False
+            ),
+            pn.widgets.MultiChoice.from_param(
+                p.kpis, name="KPIs (leer = alle)", placeholder="alle", solid=False
+            ),
+            clear,
+        ]
+
+    def main(self) -> list[Any]:
+        """The page body: notices, the table, the downloads and the chart."""
+        return [
+            pn.Column(
+                self.notice,
+                self.error,
+                self.notes,
+                self.table,
+                self.legend,
+                pn.Row(self.table_download),
+                pn.pane.Markdown("### Verlauf der letzten 13 Monate"),
+                self.chart_pane,
+                sizing_mode="stretch_width",
+            )
+        ]
+
+    def poll(self) -> Any:
+        """A periodic callback: swap in the sheet of a new release when the store has one."""
+        source = self.source
+
+        async def check() -> None:
+            if source is None:
+                return
+            try:
+                sheet = await asyncio.to_thread(source.current)
+            except KpisheetError as exc:
+                log.warning("could not look for a new release: %s", exc)
+                return
+            if sheet is not self.state.sheet:
+                self.state.use_sheet(sheet)
+
+        return check
+
+
+def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTemplate:
+    """One session's page for the sheet the configuration names (default: from the environment)."""
+    pn.extension("tabulator", notifications=False)
+    config = config if config is not None else SheetConfig.from_env()
+    source = get_source(config)
+    state = SheetState(source.current(), user=pn.state.user)
+    view = AppView(state, source)
+    header: list[Any] = [view.data_version]
+    if pn.state.user and pn.state.user != "guest":
+        header.append(
+            pn.pane.HTML(
+                f'<span style="color:white">Angemeldet: {pn.state.user} · '
+                '<a href="./logout" style="color:white">Abmelden</a></span>'
+            )
+        )
+    template = pn.template.BootstrapTemplate(
+        title=TITLE,
+        sidebar=view.sidebar(),
+        main=view.main(),
+        header=header,
+        header_background=ACCENT,
+        sidebar_width=SIDEBAR_WIDTH,
+    )
+    if source.config.store:
+        pn.state.add_periodic_callback(view.poll(), period=int(config.poll_seconds * 1000))
+    return template
+
+
+if __name__.startswith("bokeh"):
+    create_app().servable()

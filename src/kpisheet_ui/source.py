@@ -1,0 +1,134 @@
+"""Where the app's sheets come from: opened once per data release and shared by every session.
+
+A :class:`SheetSource` opens the sheet of a store's newest release and keeps it in a cache keyed
+by release id; sessions ask it for the current sheet and so pick up a new release on their next
+poll, without a restart and without anyone clearing a cache. Without a store the source serves
+one sheet (the bundled demo sheet, or files given by path).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import kpisheet
+from kpisheet.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at the store for a new release.
+DEFAULT_POLL_SECONDS = 30.0
+#: Releases whose sheets stay in memory (the newest ones).
+CACHED_RELEASES = 2
+
+# Environment variables that configure the app when it is started by ``panel serve``.
+STORE_ENV = "KPISHEET_STORE"
+DEFINITIONS_ENV = "KPISHEET_DEFINITIONS"
+ENTITIES_ENV = "KPISHEET_ENTITIES"
+POLL_ENV = "KPISHEET_POLL_SECONDS"
+
+
+@dataclass(frozen=True)
+class SheetConfig:
+    """What the app serves: a store URL (or ``None`` for the demo sheet), definitions, entities."""
+
+    store: str | None = None
+    definitions: tuple[str, ...] = ()
+    entities: str | None = None
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+    @classmethod
+    def from_env(cls) -> SheetConfig:
+        """The configuration from ``KPISHEET_STORE``, ``KPISHEET_DEFINITIONS`` (``os.pathsep``-separated),
+        ``KPISHEET_ENTITIES`` and ``KPISHEET_POLL_SECONDS``."""
+        definitions = os.environ.get(DEFINITIONS_ENV, "")
+        return cls(
+            store=os.environ.get(STORE_ENV) or None,
+            definitions=tuple(p for p in definitions.split(os.pathsep) if p),
+            entities=os.environ.get(ENTITIES_ENV) or None,
+            poll_seconds=float(os.environ.get(POLL_ENV) or DEFAULT_POLL_SECONDS),
+        )
+
+
+class SheetSource:
+    """Opens and caches the sheet of each release; notices new releases in the store.
+
+    Thread-safe: sessions on the server's event loop and background threads may call it at once.
+    """
+
+    def __init__(self, config: SheetConfig) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        self._sheets: dict[int | None, kpisheet.KPISheet] = {}
+        self._latest_id: int | None = None
+        self._checked_at = float("-inf")
+        self._store = Store(config.store) if config.store else None
+
+    def __repr__(self) -> str:
+        return (
+            f"<SheetSource {self.config.store or 'demo'}: releases {sorted(self._sheets, key=str)}>"
+        )
+
+    def _definitions(self) -> Sequence[str] | None:
+        return list(self.config.definitions) or None
+
+    def latest_release_id(self, *, max_age: float | None = None) -> int | None:
+        """The newest release id in the store (``None`` without a store).
+
+        Looks at the store at most once per ``max_age`` seconds (default: the poll interval),
+        however many sessions ask.
+        """
+        if self._store is None:
+            return None
+        max_age = self.config.poll_seconds if max_age is None else max_age
+        with self._lock:
+            if time.monotonic() - self._checked_at < max_age and self._latest_id is not None:
+                return self._latest_id
+        latest = self._store.latest()
+        with self._lock:
+            self._checked_at = time.monotonic()
+            if latest is not None:
+                self._latest_id = latest.id
+            return self._latest_id
+
+    def sheet(self, release: int | None = None) -> kpisheet.KPISheet:
+        """The sheet of a release (without a store: the one sheet), opened on first use."""
+        with self._lock:
+            cached = self._sheets.get(release)
+            if cached is not None:
+                return cached
+            opened = kpisheet.open(
+                self.config.store,
+                definitions=self._definitions(),
+                entities=self.config.entities,
+                release=release,
+            )
+            self._sheets[release] = opened
+            for old in sorted((k for k in self._sheets if k is not None), reverse=True)[
+                CACHED_RELEASES:
+            ]:
+                del self._sheets[old]
+            return opened
+
+    def current(self, *, max_age: float | None = None) -> kpisheet.KPISheet:
+        """The sheet of the newest release (polling the store at most every ``max_age`` seconds)."""
+        if self._store is None:
+            return self.sheet(None)
+        return self.sheet(self.latest_release_id(max_age=max_age))
+
+
+_SOURCES: dict[SheetConfig, SheetSource] = {}
+_SOURCES_LOCK = threading.Lock()
+
+
+def get_source(config: SheetConfig) -> SheetSource:
+    """The one :class:`SheetSource` of a configuration, shared by every session of the process."""
+    with _SOURCES_LOCK:
+        source = _SOURCES.get(config)
+        if source is None:
+            source = _SOURCES[config] = SheetSource(config)
+        return source

@@ -1,0 +1,563 @@
+"""The app's state: one session's selection and everything it shows, as a ``param.Parameterized``.
+
+The views only render what this class offers (the table, the chart decision, the notes, the
+download files); tests drive it in plain pytest, without a browser. Every number comes from the
+sheet (``sheet.query``, ``sheet.series``); this module only chooses, orders and formats.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import param
+
+import kpisheet
+from kpisheet import charts, export
+from kpisheet.constants import (
+    CHANGE,
+    CHANGE_PCT,
+    COMPLETE,
+    ENTITY,
+    KPI,
+    LEVEL,
+    MONTHS,
+    PREVIOUS_VALUE,
+    VALUE,
+    TimeAggregation,
+    Unit,
+    Window,
+)
+from kpisheet_ui.format import (
+    format_change,
+    format_change_pct,
+    format_value,
+    month_label,
+)
+from kpisheet_ui.usage import log_interaction
+
+#: Key of "everything" in the entity-grouping and KPI-group choices.
+ALL = "*"
+#: Prefix of a view (another grouping of the products, e.g. by card profile) in the grouping keys.
+VIEW_PREFIX = "view:"
+#: Months the chart shows, ending with the as-of month.
+CHART_MONTHS = charts.CHART_MONTHS
+#: Rows whose change against the previous year (in %) is largest are highlighted; this many.
+HIGHLIGHT_COUNT = 5
+
+# How a display is grouped.
+BY_ENTITY = "entity"
+BY_KPI = "kpi"
+
+# Columns of the displayed table.
+GROUP_COLUMN = "Gruppe"
+ENTITY_COLUMN = "Entität"
+LEVEL_COLUMN = "Ebene"
+KPI_COLUMN = "KPI"
+VALUE_COLUMN = "Wert"
+PREVIOUS_COLUMN = "Vorjahr"
+CHANGE_COLUMN = "Abw. VJ"
+CHANGE_PCT_COLUMN = "Abw. VJ %"
+MONTHS_COLUMN = "Monate"
+NUMBER_COLUMNS = (VALUE_COLUMN, PREVIOUS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
+#: Marks the month count of a window with months missing.
+INCOMPLETE_MARK = "⚠"
+
+# Cell styles of the table.
+INCOMPLETE_STYLE = "background-color: #FFE699"
+RISE_STYLE = "background-color: #C6EFCE; color: #006100; font-weight: bold"
+FALL_STYLE = "background-color: #FFC7CE; color: #9C0006; font-weight: bold"
+
+#: Windows as the app offers them (the SPEC's words: 1M, 3M, 6M, 12M, YTD).
+WINDOW_LABELS: dict[str, str] = {window.value: window.value for window in Window}
+DISPLAY_LABELS: dict[str, str] = {"nach Entität": BY_ENTITY, "nach KPI": BY_KPI}
+
+_TIME_AGGREGATION_TEXT: dict[TimeAggregation, str] = {
+    TimeAggregation.SUM: "Summe der Monate",
+    TimeAggregation.LAST: "Wert des letzten Monats",
+    TimeAggregation.FIRST: "Wert des ersten Monats",
+    TimeAggregation.MEAN: "Durchschnitt der Monate",
+    TimeAggregation.MIN: "kleinster Monatswert",
+    TimeAggregation.MAX: "grösster Monatswert",
+}
+
+
+def _listing(items: Sequence[str]) -> str:
+    """``a``, ``a und b``, ``a, b und c``."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} und {items[-1]}"
+
+
+class SheetState(param.Parameterized):
+    """One session's selection of a sheet, and the table, chart, notes and downloads it yields."""
+
+    as_of = param.Selector(default=None, objects=[], label="Stichtag")
+    window = param.Selector(default=Window.M1.value, objects=WINDOW_LABELS, label="Fenster")
+    grouping = param.Selector(default=ALL, objects=[ALL], label="Entitäten")
+    kpi_group = param.Selector(default=ALL, objects=[ALL], label="KPI-Gruppe")
+    display = param.Selector(default=BY_ENTITY, objects=DISPLAY_LABELS, label="Darstellung")
+    per_account = param.Boolean(default=False, label="Ø pro aktives Konto")
+    entities = param.ListSelector(default=[], objects=[], label="Entitäten auswählen")
+    kpis = param.ListSelector(default=[], objects=[], label="KPIs auswählen")
+
+    sheet = param.ClassSelector(class_=kpisheet.KPISheet, precedence=-1)
+    user = param.String(default=None, allow_None=True, precedence=-1)
+    result = param.DataFrame(default=None, allow_None=True, precedence=-1)
+    notice = param.String(default="", precedence=-1, doc="Shown once after a new release loaded.")
+
+    _SELECTION = (
+        "as_of",
+        "window",
+        "grouping",
+        "kpi_group",
+        "display",
+        "per_account",
+        "entities",
+        "kpis",
+    )
+
+    def __init__(self, sheet: kpisheet.KPISheet, **params: Any) -> None:
+        super().__init__(sheet=sheet, **{k: v for k, v in params.items() if k == "user"})
+        self._busy = False
+        self._set_options(keep=False)
+        self.param.update(**{k: v for k, v in params.items() if k != "user"})
+        self._sync_choices()
+        self._compute(log=False)
+        self.param.watch(self._selection_changed, list(self._SELECTION))
+
+    # -- options ---------------------------------------------------------------------------
+
+    @property
+    def registry(self) -> kpisheet.Registry:
+        """The sheet's KPI registry."""
+        return self.sheet.registry
+
+    def _tree(self) -> pd.DataFrame:
+        entities = self.sheet.entities
+        return entities[entities[LEVEL].isin(self.sheet.levels)]
+
+    def grouping_options(self) -> dict[str, str]:
+        """Entity groupings, label → key: all, the total, each group of each level, each view."""
+        options = {"Alle Entitäten": ALL}
+        hierarchy = self.sheet.hierarchy
+        for level in reversed(self.sheet.levels[1:]):
+            for name in hierarchy.groups(level):
+                options[f"{export.level_label(level)}: {name}"] = f"{level}:{name}"
+        for view in self.sheet.views:
+            options[f"Sicht {export.level_label(view)}"] = f"{VIEW_PREFIX}{view}"
+        return options
+
+    def grouping_entities(self, key: str | None = None) -> list[str]:
+        """The entities of a grouping (default: the chosen one), coarse to fine.
+
+        All: every entity of the tree. A group: the group, its subgroups and its products.
+        A view: the total and the view's groups.
+        """
+        key = self.grouping if key is None else key
+        tree = self._tree()
+        hierarchy = self.sheet.hierarchy
+        if key == ALL:
+            return list(tree[ENTITY])
+        if key.startswith(VIEW_PREFIX):
+            return [hierarchy.total, *hierarchy.groups(key.removeprefix(VIEW_PREFIX))]
+        name = key.split(":", 1)[1]
+        chosen = {name}
+        frontier = {name}
+        while frontier:
+            children = set(tree.loc[tree["parent"].isin(frontier), ENTITY])
+            frontier = children - chosen
+            chosen |= frontier
+        return [entity for entity in tree[ENTITY] if entity in chosen]
+
+    def entity_options(self) -> dict[str, str]:
+        """The chosen grouping's entities, label (name and level) → name."""
+        levels = dict(zip(self.sheet.entities[ENTITY], self.sheet.entities[LEVEL], strict=False))
+        return {
+            f"{name} ({export.level_label(levels[name])})": name
+            for name in self.grouping_entities()
+        }
+
+    def kpi_group_options(self) -> dict[str, str]:
+        """KPI groups, label → key."""
+        return {"Alle KPI-Gruppen": ALL, **{group: group for group in self.registry.groups}}
+
+    def kpi_options(self) -> dict[str, str]:
+        """The chosen KPI group's KPIs, label → id, in declared order."""
+        definitions = (
+            list(self.registry)
+            if self.kpi_group == ALL
+            else list(self.registry.in_group(self.kpi_group))
+        )
+        return {definition.label: definition.id for definition in definitions}
+
+    def month_options(self) -> dict[str, str]:
+        """Months of the sheet, newest first, label → ``YYYY-MM``."""
+        months = [str(month) for month in self.sheet.months[::-1]]
+        return {month_label(month): month for month in months}
+
+    def _set_options(self, *, keep: bool) -> None:
+        """Options of every choice from the sheet; with ``keep``, selections that still exist stay."""
+        previous_newest = self.param.as_of.objects[0] if self.param.as_of.objects else None
+        months = self.month_options()
+        self.param.as_of.objects = months
+        groupings = self.grouping_options()
+        self.param.grouping.objects = groupings
+        self.param.kpi_group.objects = self.kpi_group_options()
+        newest = next(iter(months.values()), None)
+        updates: dict[str, Any] = {}
+        if not keep or self.as_of not in months.values() or self.as_of == previous_newest:
+            updates["as_of"] = newest
+        if not keep or self.grouping not in groupings.values():
+            updates["grouping"] = ALL
+        if not keep or self.kpi_group not in self.param.kpi_group.objects:
+            updates["kpi_group"] = ALL
+        self.param.update(**updates)
+
+    def _sync_choices(self) -> None:
+        """Entity and KPI choices follow the grouping and KPI group; dropped selections go."""
+        entity_options = self.entity_options()
+        kpi_options = self.kpi_options()
+        self.param.entities.objects = entity_options
+        self.param.kpis.objects = kpi_options
+        self.param.update(
+            entities=[e for e in self.entities if e in entity_options.values()],
+            kpis=[k for k in self.kpis if k in kpi_options.values()],
+        )
+
+    # -- what is selected ------------------------------------------------------------------
+
+    @property
+    def selected_entities(self) -> list[str]:
+        """The entities shown: the chosen ones, or all of the grouping ("alle")."""
+        return list(self.entities) or self.grouping_entities()
+
+    @property
+    def selected_kpis(self) -> list[str]:
+        """The KPIs shown: the chosen ones, or all of the KPI group ("alle"), in declared order."""
+        chosen = set(self.kpis) or set(self.kpi_options().values())
+        return [kpi for kpi in self.registry.ids if kpi in chosen]
+
+    def clear_all(self) -> None:
+        """Clear the entity and KPI selections (back to "alle")."""
+        self.param.update(entities=[], kpis=[])
+
+    def query_arguments(self) -> dict[str, Any]:
+        """The arguments of the ``sheet.query`` call behind the table."""
+        return {
+            "as_of": self.as_of,
+            "window": self.window,
+            "kpis": self.selected_kpis,
+            "entities": self.selected_entities,
+            "per_account": self.per_account,
+        }
+
+    def selection(self) -> dict[str, Any]:
+        """The selection as recorded in exports and in the usage log."""
+        groupings = {key: label for label, key in self.grouping_options().items()}
+        return {
+            "as_of": self.as_of,
+            "window": self.window,
+            "kpis": list(self.kpis),
+            "entities": list(self.entities),
+            "per_account": self.per_account,
+            "Entitäten-Gruppe": groupings.get(self.grouping, self.grouping),
+            "KPI-Gruppe": "alle" if self.kpi_group == ALL else self.kpi_group,
+            "Darstellung": "nach KPI" if self.display == BY_KPI else "nach Entität",
+        }
+
+    # -- reacting --------------------------------------------------------------------------
+
+    def _selection_changed(self, *events: param.parameterized.Event) -> None:
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            self.notice = ""
+            names = {event.name for event in events}
+            if names & {"grouping", "kpi_group"}:
+                self._sync_choices()
+            self._compute(log=True)
+        finally:
+            self._busy = False
+
+    def _compute(self, *, log: bool) -> None:
+        start = time.perf_counter()
+        self.result = self.sheet.query(**self.query_arguments())
+        if log:
+            self._log("auswahl", start)
+
+    def _log(self, action: str, start: float, **extra: object) -> None:
+        ms = (time.perf_counter() - start) * 1000
+        log_interaction(action, user=self.user, selection=self.selection(), ms=ms, **extra)
+
+    def use_sheet(self, sheet: kpisheet.KPISheet) -> None:
+        """Switch to another sheet (a new release), keeping the selection where it still applies.
+
+        An as-of month on the newest month moves to the new newest month.
+        """
+        start = time.perf_counter()
+        self._busy = True
+        try:
+            self.sheet = sheet
+            self._set_options(keep=True)
+            self._sync_choices()
+            self._compute(log=False)
+        finally:
+            self._busy = False
+        release = sheet.release
+        if release is not None:
+            self.notice = (
+                f"Neue Daten geladen: Release {release.id}, "
+                f"neuester Monat {month_label(release.newest_month)}."
+            )
+        self._log("neue_daten", start, release=getattr(release, "id", None))
+
+    # -- what is shown ---------------------------------------------------------------------
+
+    @property
+    def data_version(self) -> str:
+        """The "Datenstand": newest month and release of the sheet."""
+        newest = self.sheet.newest_month
+        text = f"Datenstand: {month_label(newest) if newest is not None else 'keine Daten'}"
+        release = self.sheet.release
+        if release is None:
+            return f"{text} · ohne Release ({self.sheet.source or 'Daten'})"
+        created = release.created_at.astimezone().strftime("%d.%m.%Y %H:%M")
+        return f"{text} · Release {release.id} vom {created}"
+
+    def _units(self, kpis: pd.Series) -> list[Unit]:
+        return [Unit(self.registry[kpi].unit) for kpi in kpis]
+
+    def table(self) -> pd.DataFrame:
+        """The result as displayed: grouped by entity or KPI, numbers formatted per unit.
+
+        Rows in the order of the result (entities coarse to fine, KPIs as declared) or, grouped
+        by KPI, KPI first. The column ``Gruppe`` is what the table groups by.
+        """
+        result = self._ordered_result()
+        per_account = self.per_account
+        units = self._units(result[KPI])
+        labels = result[KPI].map(lambda kpi: self.registry[kpi].label)
+        levels = result[LEVEL].map(export.level_label)
+        months = result[MONTHS].astype("Int64").astype(str)
+        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
+        shown = {
+            VALUE_COLUMN: [
+                format_value(v, u, per_account=per_account)
+                for v, u in zip(result[VALUE], units, strict=True)
+            ],
+            PREVIOUS_COLUMN: [
+                format_value(v, u, per_account=per_account)
+                for v, u in zip(result[PREVIOUS_VALUE], units, strict=True)
+            ],
+            CHANGE_COLUMN: [
+                format_change(v, u, per_account=per_account)
+                for v, u in zip(result[CHANGE], units, strict=True)
+            ],
+            CHANGE_PCT_COLUMN: [format_change_pct(v) for v in result[CHANGE_PCT]],
+            MONTHS_COLUMN: months.where(~incomplete, months + f" {INCOMPLETE_MARK}").tolist(),
+        }
+        if self.display == BY_KPI:
+            leading = {
+                GROUP_COLUMN: labels.tolist(),
+                ENTITY_COLUMN: result[ENTITY].tolist(),
+                LEVEL_COLUMN: levels.tolist(),
+            }
+        else:
+            leading = {
+                GROUP_COLUMN: (result[ENTITY] + " (" + levels + ")").tolist(),
+                KPI_COLUMN: labels.tolist(),
+            }
+        return pd.DataFrame({**leading, **shown})
+
+    def _ordered_result(self) -> pd.DataFrame:
+        result = self.result if self.result is not None else pd.DataFrame()
+        if self.display != BY_KPI or result.empty:
+            return result.reset_index(drop=True)
+        order = pd.Categorical(result[KPI], categories=list(self.registry.ids)).codes
+        return (
+            result.assign(_order=order)
+            .sort_values("_order", kind="stable")
+            .drop(columns="_order")
+            .reset_index(drop=True)
+        )
+
+    def highlighted(self) -> pd.Series:
+        """Per displayed row: ``1`` for one of the largest rises, ``-1`` for a largest fall, else 0.
+
+        The largest changes are the :data:`HIGHLIGHT_COUNT` rows with the largest absolute
+        change against the previous year in percent.
+        """
+        result = self._ordered_result()
+        if result.empty:
+            return pd.Series(dtype="int64")
+        change = result[CHANGE_PCT].astype(float)
+        magnitude = change.abs().where(change.ne(0))
+        largest = magnitude.dropna().nlargest(HIGHLIGHT_COUNT, keep="first").index
+        marks = pd.Series(0, index=result.index, dtype="int64")
+        marks[largest] = np.sign(change[largest]).astype("int64")
+        return marks
+
+    def table_styles(self) -> pd.DataFrame:
+        """CSS per cell of :meth:`table`: incomplete windows and the largest changes."""
+        table = self.table()
+        styles = pd.DataFrame("", index=table.index, columns=table.columns)
+        if table.empty:
+            return styles
+        result = self._ordered_result()
+        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
+        for column in (VALUE_COLUMN, MONTHS_COLUMN):
+            styles.loc[incomplete.to_numpy(), column] = INCOMPLETE_STYLE
+        marks = self.highlighted()
+        for column in (CHANGE_COLUMN, CHANGE_PCT_COLUMN):
+            styles.loc[marks.eq(1).to_numpy(), column] = RISE_STYLE
+            styles.loc[marks.eq(-1).to_numpy(), column] = FALL_STYLE
+        return styles
+
+    def notes(self) -> list[str]:
+        """How to read what is shown: stock KPIs over several months, per-account gaps, marks."""
+        notes = []
+        stock = self.stock_note()
+        if stock:
+            notes.append(stock)
+        if self.per_account:
+            without = [
+                self.registry[kpi].label
+                for kpi in self.selected_kpis
+                if self.registry[kpi].average_per is None
+            ]
+            if without:
+                notes.append(
+                    "Ø pro aktives Konto: ohne Bezugsgrösse und daher ohne Wert: "
+                    f"{_listing(without)}."
+                )
+        return notes
+
+    def stock_note(self) -> str:
+        """The note for stock KPIs in a window over several months (empty when none is shown)."""
+        if self.window == Window.M1.value or self.result is None or self.result.empty:
+            return ""
+        shown = set(self.result[KPI])
+        stocks = [kpi for kpi in self.selected_kpis if kpi in shown and self.registry.is_stock(kpi)]
+        if not stocks:
+            return ""
+        parts = []
+        for kpi in stocks:
+            definition = self.registry[kpi]
+            if definition.is_derived:
+                how = f"berechnet als {definition.formula} aus den Fensterwerten"
+            else:
+                how = _TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
+            parts.append(f"{definition.label} ({how})")
+        return (
+            "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
+            f"Im Fenster {self.window} zeigen {_listing(parts)}."
+        )
+
+    # -- the chart -------------------------------------------------------------------------
+
+    def chart_reason(self) -> str | None:
+        """``None`` when the selection gets a chart, else why not (a ``charts.NoChart``)."""
+        return charts.chart_rule(self.selected_kpis, self.selected_entities, self.registry)
+
+    @property
+    def shows_chart(self) -> bool:
+        """True when the selection gets the 13-month chart (SPEC §7)."""
+        return self.chart_reason() is None
+
+    def chart_message(self) -> str:
+        """Why there is no chart, in German (empty when there is one)."""
+        reason = self.chart_reason()
+        return "" if reason is None else charts.NO_CHART_MESSAGES[charts.NoChart(reason)]
+
+    def series(self) -> pd.DataFrame:
+        """The chart's monthly values: 13 months ending with the as-of month."""
+        return self.sheet.series(
+            self.selected_kpis,
+            self.selected_entities,
+            as_of=self.as_of,
+            months=CHART_MONTHS,
+            per_account=self.per_account,
+        )
+
+    def chart(self) -> Any:
+        """The HoloViews line chart of the selection (raises QueryError when there is none)."""
+        return charts.line_chart(self.series(), self.registry, per_account=self.per_account)
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def _file_stem(self) -> str:
+        return f"kpisheet_{self.as_of}_{self.window}"
+
+    def table_filename(self) -> str:
+        """File name of the table download."""
+        return f"{self._file_stem()}.xlsx"
+
+    def series_filename(self) -> str:
+        """File name of the chart-series download."""
+        return f"{self._file_stem()}_verlauf.xlsx"
+
+    def chart_filename(self, suffix: str) -> str:
+        """File name of the chart as PNG or HTML (``suffix`` ``png`` or ``html``)."""
+        return f"{self._file_stem()}_diagramm.{suffix}"
+
+    def _download(self, kind: str, write: Callable[[io.BytesIO], None]) -> io.BytesIO:
+        start = time.perf_counter()
+        buffer = io.BytesIO()
+        write(buffer)
+        buffer.seek(0)
+        self._log("download", start, file=kind)
+        return buffer
+
+    def table_xlsx(self) -> io.BytesIO:
+        """The table as shown, as a formatted XLSX workbook (with the "Auswahl" sheet)."""
+
+        def write(buffer: io.BytesIO) -> None:
+            export.write_result_xlsx(
+                self._ordered_result(),
+                buffer,
+                registry=self.registry,
+                release=self.sheet.release,
+                selection=self.selection(),
+            )
+
+        return self._download("xlsx", write)
+
+    def series_xlsx(self) -> io.BytesIO:
+        """The chart's monthly series (with month-on-month change) as an XLSX workbook."""
+
+        def write(buffer: io.BytesIO) -> None:
+            export.write_series_xlsx(
+                self.series(),
+                buffer,
+                registry=self.registry,
+                release=self.sheet.release,
+                selection=self.selection(),
+            )
+
+        return self._download("verlauf_xlsx", write)
+
+    def _chart_file(self, suffix: str, save: Callable[..., Path]) -> io.BytesIO:
+        def write(buffer: io.BytesIO) -> None:
+            with tempfile.TemporaryDirectory(prefix="kpisheet-") as directory:
+                path = Path(directory) / self.chart_filename(suffix)
+                save(self.series(), self.registry, path, per_account=self.per_account)
+                buffer.write(path.read_bytes())
+
+        return self._download(suffix, write)
+
+    def chart_png(self) -> io.BytesIO:
+        """The chart as a PNG image."""
+        return self._chart_file("png", charts.save_png)
+
+    def chart_html(self) -> io.BytesIO:
+        """The chart as a standalone interactive HTML page."""
+        return self._chart_file("html", charts.save_html)
