@@ -457,9 +457,14 @@ class SwissFormatter(ticker.Formatter):
     def __init__(self, unit: Unit | str) -> None:
         self.unit = Unit(unit)
         self.scale = 100 if self.unit is Unit.PERCENT else 1
+        self.ticks = np.array([], dtype=float)
+
+    def set_locs(self, locs: Sequence[float]) -> None:
+        """Remember the tick positions: their step decides the decimals."""
+        self.ticks = np.asarray(locs, dtype=float)
 
     def __call__(self, x: float, pos: int | None = None) -> str:
-        decimals = _step_decimals(np.diff(np.asarray(self.locs, dtype=float)) * self.scale)
+        decimals = _step_decimals(np.diff(self.ticks) * self.scale)
         text = _swiss(x * self.scale, decimals)
         return f"{text} %" if self.unit is Unit.PERCENT else text
 
