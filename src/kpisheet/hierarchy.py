@@ -149,6 +149,14 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
     if not isinstance(entities, Mapping) or not entities:
         add("entities must be a non-empty mapping of product name to attributes", "entities")
         entities = {}
+    entities_node = top["entities"][1] if "entities" in top else None
+    if isinstance(entities_node, yaml.MappingNode):  # YAML keeps only the last of repeated keys
+        declared: dict[str, int | None] = {}
+        for key_node, _ in entities_node.value:
+            name, line = str(key_node.value).strip(), _line(key_node)
+            if name in declared:
+                add(f"entity '{name}' is declared twice (first on line {declared[name]})", "entities", line)
+            declared.setdefault(name, line)
     rows: dict[str, dict[str, str]] = {}
     for name, attributes in entities.items():
         line = _line(entity_nodes[str(name)][0]) if str(name) in entity_nodes else None
@@ -177,9 +185,17 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
 
 
 def _check_tree(frame: pd.DataFrame, total: str, levels: list[str], entity_nodes: dict, add: Any) -> None:
-    """Names are unique across levels and every group sits under exactly one parent."""
+    """Names are unique across levels and every group sits under exactly one parent.
+
+    Each problem points at the line of the product that shows it.
+    """
     if frame.empty:
         return
+
+    def line_of(leaves: pd.Index) -> int | None:
+        node = next((entity_nodes[leaf][0] for leaf in leaves if leaf in entity_nodes), None)
+        return _line(node)
+
     owner: dict[str, str] = dict.fromkeys(frame.index, PRODUCT_LEVEL)
     if total in owner:
         add(f"'{total}' is both the total and a product", "total")
@@ -191,19 +207,35 @@ def _check_tree(frame: pd.DataFrame, total: str, levels: list[str], entity_nodes
             if group in owner:
                 other = owner[group]
                 what = "a product" if other == PRODUCT_LEVEL else f"a group of level '{other}'"
-                add(f"'{group}' is a group of level '{level}' and also {what}; names must be unique", "entities")
+                where = [group] if other == PRODUCT_LEVEL else frame.index[frame[level] == group]
+                add(
+                    f"'{group}' is a group of level '{level}' and also {what}; names must be unique",
+                    "entities",
+                    line_of(where),
+                )
             else:
                 owner[group] = level
     for coarse, fine in itertools.pairwise(levels):
-        parents = frame[frame[fine] != ""].groupby(fine, sort=False)[coarse].unique()
+        # A missing attribute is reported already; it is no second parent.
+        known = frame[(frame[fine] != "") & (frame[coarse] != "")]
+        parents = known.groupby(fine, sort=False)[coarse].unique()
         for group, values in parents.items():
             if len(values) > 1:
                 shown = ", ".join(f"'{v}'" for v in values)
-                add(f"{fine} '{group}' belongs to more than one {coarse}: {shown}", "entities")
+                differs = known.index[(known[fine] == group) & (known[coarse] != values[0])]
+                add(
+                    f"{fine} '{group}' belongs to more than one {coarse}: {shown}",
+                    "entities",
+                    line_of(differs),
+                )
     for view in (c for c in frame.columns if c not in levels):
         for group in pd.unique(frame[view]):
             if group in owner:
-                add(f"value '{group}' of attribute '{view}' is also the name of an entity; names must be unique", "entities")
+                add(
+                    f"value '{group}' of attribute '{view}' is also the name of an entity; names must be unique",
+                    "entities",
+                    line_of(frame.index[frame[view] == group]),
+                )
 
 
 def load_hierarchy(path: Path | str) -> Hierarchy:
