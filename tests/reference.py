@@ -8,11 +8,14 @@ kpisheet, so the engine is compared with an independent computation.
 from __future__ import annotations
 
 import ast
+import csv
 import math
 from collections.abc import Iterable
 from functools import cache
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from tests.strategies import Project
 
@@ -48,6 +51,22 @@ def window_months(as_of: int, window: str) -> list[int]:
     """The months of a window ending at ``as_of``, oldest first."""
     length = WINDOW_LENGTHS[window] if window != "YTD" else as_of % 12 + 1
     return [as_of - offset for offset in reversed(range(length))]
+
+
+def load_project(directory: Path) -> Project:
+    """A project from ``kpis.yaml``, ``entities.yaml`` and ``observations.csv`` in ``directory``,
+    read with yaml and the csv module (months as ``YYYY-MM``, ``YYYYMM`` or ``YYYY-MM-DD``)."""
+    kpis = yaml.safe_load((directory / "kpis.yaml").read_text(encoding="utf-8"))
+    tree = yaml.safe_load((directory / "entities.yaml").read_text(encoding="utf-8"))
+    observations = []
+    with (directory / "observations.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            month = row["month"]
+            month = f"{month[:4]}-{month[4:]}" if len(month) == 6 else month[:7]
+            value = float(row["value"]) if row["value"] else NAN
+            observations.append((month, row["kpi"], row["entity"], value))
+    entities = {name: dict(attributes) for name, attributes in tree["entities"].items()}
+    return Project(tree["total"], list(tree["levels"]), entities, kpis, observations)
 
 
 def is_missing(value: float) -> bool:
