@@ -1,0 +1,215 @@
+"""Tests of kpisheet.cli: exit codes, messages without tracebacks, the KPI table and --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import kpisheet
+from kpisheet.cli import main
+from kpisheet.errors import DefinitionError
+from tests.strategies import MUTATIONS, DefinitionSet, definition_sets
+
+REPO = Path(__file__).resolve().parents[1]
+KPISHEET = Path(sys.executable).with_name("kpisheet")
+
+BROKEN = """\
+- id: turnover
+  label: Umsatz Total
+  group: Umsatz
+  unit: currency
+  time_aggregation: summe
+  average_per: active_accounts
+
+- id: per_transaction
+  label: Umsatz pro Trx
+  grup: Umsatz
+  unit: currency
+  formula: turnover / transaktions
+"""
+
+
+def run(*args: str) -> Result:
+    """Invoke the CLI in-process."""
+    return CliRunner().invoke(main, list(args))
+
+
+def assert_clean_exit(result: Result, code: int) -> None:
+    """The command ended by itself with ``code``: no exception escaped and no traceback shown."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """The paths of every command and sub-command of a click group."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        paths.append((*prefix, name))
+        if isinstance(command, click.Group):
+            paths += all_commands(command, (*prefix, name))
+    return paths
+
+
+# --- validate --------------------------------------------------------------------------------
+
+
+def test_validate_builtin_sheet() -> None:
+    """Without --definitions, validate checks the built-in sheet and exits 0."""
+    result = run("validate")
+    assert_clean_exit(result, 0)
+    assert result.stdout == "OK: 14 KPIs in 4 groups.\n"
+
+
+def test_validate_lists_every_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Invalid definitions give exit 1 and every problem, one per line, on stderr."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "umsatz.yaml").write_text(BROKEN, encoding="utf-8")
+    result = run("validate", "--definitions", "umsatz.yaml")
+    assert_clean_exit(result, 1)
+    assert result.stdout == ""
+    assert result.stderr == (
+        "3 problems in KPI definitions:\n"
+        "  umsatz.yaml:5: KPI 'turnover': time_aggregation 'summe' is not one of: "
+        "sum, last, first, mean, min, max\n"
+        "  umsatz.yaml:8: KPI 'per_transaction': missing required field 'group'\n"
+        "  umsatz.yaml:10: KPI 'per_transaction': unknown key 'grup' (did you mean 'group'?); "
+        "allowed keys: id, label, group, unit, time_aggregation, entity_aggregation, "
+        "average_per, description, source, formula\n"
+    )
+
+
+def test_validate_missing_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --definitions path that does not exist is a problem, not a crash."""
+    monkeypatch.chdir(tmp_path)
+    result = run("validate", "--definitions", "nowhere")
+    assert_clean_exit(result, 1)
+    assert result.stderr == (
+        "1 problem in KPI definitions:\n  nowhere: no such file or directory (from definitions)\n"
+    )
+
+
+@pytest.mark.parametrize("kind", sorted(MUTATIONS))
+@settings(max_examples=10)
+@given(data=st.data())
+def test_validate_reports_every_mutation(kind: str, data: st.DataObject) -> None:
+    """Every kind of broken definition set gives exit 1 listing all of its problems, no traceback."""
+    mutation = data.draw(MUTATIONS[kind], label="mutation")
+    with tempfile.TemporaryDirectory() as name:
+        directory = mutation.definitions.write(Path(name).resolve())
+        with pytest.raises(DefinitionError) as info:
+            kpisheet.load_kpis(directory)
+        result = run("validate", "--definitions", str(directory))
+    assert_clean_exit(result, 1)
+    lines = result.stderr.splitlines()
+    assert lines[1:] == [f"  {problem}" for problem in info.value.problems]
+
+
+@settings(max_examples=10)
+@given(definitions=definition_sets())
+def test_validate_accepts_valid_sets(definitions: DefinitionSet) -> None:
+    """Every valid generated set validates with exit 0 and the KPI count."""
+    with tempfile.TemporaryDirectory() as name:
+        directory = definitions.write(Path(name).resolve())
+        result = run("validate", "--definitions", str(directory))
+    assert_clean_exit(result, 0)
+    groups = len({kpi["group"] for kpi in definitions.kpis})
+    assert result.stdout == f"OK: {len(definitions.ids)} KPIs in {groups} groups.\n"
+
+
+def test_no_traceback_from_the_real_command(tmp_path: Path) -> None:
+    """The installed `kpisheet` command prints the problems without a traceback and exits 1."""
+    (tmp_path / "umsatz.yaml").write_text(BROKEN, encoding="utf-8")
+    result = subprocess.run(
+        [str(KPISHEET), "validate", "--definitions", "umsatz.yaml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("3 problems in KPI definitions:\n  umsatz.yaml:5: ")
+
+
+# --- kpis ------------------------------------------------------------------------------------
+
+
+def test_kpis_table_of_the_builtin_sheet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kpisheet kpis` lists every KPI with label, group, aggregation and origin, aligned."""
+    monkeypatch.chdir(REPO)
+    result = run("kpis")
+    assert_clean_exit(result, 0)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["id", "label", "group", "aggregation", "origin"]
+    assert set(lines[1]) == {"-", " "}
+    assert len(lines) == 2 + 14
+    assert lines[2].split("  ")[0] == "turnover"
+    assert " ".join(lines[2].split()) == (
+        "turnover Umsatz Total Umsatz sum kpisheet.builtin: kpi_definitions/10_umsatz.yaml"
+    )
+    assert " ".join(lines[12].split()) == (
+        "activity_rate Aktivitätsquote Konten formula: active_accounts / valid_accounts "
+        "kpisheet.builtin: kpi_definitions/30_konten.yaml"
+    )
+    origin_column = lines[0].index("origin")
+    assert all(line[origin_column:].startswith("kpisheet.builtin: ") for line in lines[2:])
+
+
+def test_kpis_with_definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --definitions, only those KPIs are listed, their origin the file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text(
+        "id: x\nlabel: X\ngroup: G\nunit: count\ntime_aggregation: last\n", encoding="utf-8"
+    )
+    result = run("kpis", "--definitions", "a.yaml")
+    assert_clean_exit(result, 0)
+    assert result.stdout.splitlines()[2].split() == [
+        "x",
+        "X",
+        "G",
+        "last",
+        "definitions:",
+        "a.yaml",
+    ]
+
+
+def test_kpis_with_invalid_definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kpisheet kpis` on invalid definitions exits 1 with the problems, no table."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "umsatz.yaml").write_text(BROKEN, encoding="utf-8")
+    result = run("kpis", "--definitions", "umsatz.yaml")
+    assert_clean_exit(result, 1)
+    assert result.stdout == ""
+    assert result.stderr.startswith("3 problems in KPI definitions:\n")
+
+
+# --- help ------------------------------------------------------------------------------------
+
+
+def test_every_command_has_help() -> None:
+    """`--help` works on the group and on every command, and describes it."""
+    paths = all_commands(main)
+    assert {("validate",), ("kpis",)} <= set(paths)
+    for path in [(), *paths]:
+        result = run(*path, "--help")
+        assert_clean_exit(result, 0)
+        assert result.stdout.startswith(f"Usage: main {' '.join(path)}".rstrip())
+        command = main
+        for name in path:
+            command = command.commands[name]
+        assert command.help, f"{' '.join(path)} has no help text"
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    """An unknown command exits 2 with click's usage message, no traceback."""
+    result = run("validat")
+    assert_clean_exit(result, 2)
+    assert "No such command 'validat'" in result.stderr
