@@ -38,7 +38,8 @@ TABLE_CSS = """
 
 LEGEND = (
     f"{INCOMPLETE_MARK} und gelb: Fenster unvollständig (nicht alle Monate haben Werte). "
-    f"Grün und rot: die {HIGHLIGHT_COUNT} grössten Abweichungen zum Vorjahr in Prozent."
+    "Grün und rot hinterlegt: die grössten prozentualen Abweichungen zum Vorjahr "
+    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen)."
 )
 
 
@@ -64,7 +65,7 @@ class AppView(param.Parameterized):
             disabled=True,
             selectable=False,
             sortable=False,
-            layout="fit_data_fill",
+            layout="fit_columns",
             text_align={column: "right" for column in NUMBER_COLUMNS},
             height=TABLE_HEIGHT,
             sizing_mode="stretch_width",

@@ -48,8 +48,10 @@ ALL = "*"
 VIEW_PREFIX = "view:"
 #: Months the chart shows, ending with the as-of month.
 CHART_MONTHS = charts.CHART_MONTHS
-#: Rows whose change against the previous year (in %) is largest are highlighted; this many.
+#: Rows whose change against the previous year (in %) is largest are highlighted: at most this
+#: many, and one per :data:`HIGHLIGHT_PER_ROWS` rows shown.
 HIGHLIGHT_COUNT = 5
+HIGHLIGHT_PER_ROWS = 5
 
 # How a display is grouped.
 BY_ENTITY = "entity"
@@ -205,13 +207,13 @@ class SheetState(param.Parameterized):
 
     def _set_options(self, *, keep: bool) -> None:
         """Options of every choice from the sheet; with ``keep``, selections that still exist stay."""
-        previous_newest = self.param.as_of.objects[0] if self.param.as_of.objects else None
+        previous_newest = getattr(self, "_newest", None)
         months = self.month_options()
         self.param.as_of.objects = months
         groupings = self.grouping_options()
         self.param.grouping.objects = groupings
         self.param.kpi_group.objects = self.kpi_group_options()
-        newest = next(iter(months.values()), None)
+        newest = self._newest = next(iter(months.values()), None)
         updates: dict[str, Any] = {}
         if not keep or self.as_of not in months.values() or self.as_of == previous_newest:
             updates["as_of"] = newest
@@ -393,15 +395,16 @@ class SheetState(param.Parameterized):
     def highlighted(self) -> pd.Series:
         """Per displayed row: ``1`` for one of the largest rises, ``-1`` for a largest fall, else 0.
 
-        The largest changes are the :data:`HIGHLIGHT_COUNT` rows with the largest absolute
-        change against the previous year in percent.
+        The largest changes are the rows with the largest absolute change against the previous
+        year in percent: one per :data:`HIGHLIGHT_PER_ROWS` rows, at most :data:`HIGHLIGHT_COUNT`.
         """
         result = self._ordered_result()
         if result.empty:
             return pd.Series(dtype="int64")
         change = result[CHANGE_PCT].astype(float)
         magnitude = change.abs().where(change.ne(0))
-        largest = magnitude.dropna().nlargest(HIGHLIGHT_COUNT, keep="first").index
+        count = min(HIGHLIGHT_COUNT, -(-len(result) // HIGHLIGHT_PER_ROWS))
+        largest = magnitude.dropna().nlargest(count, keep="first").index
         marks = pd.Series(0, index=result.index, dtype="int64")
         marks[largest] = np.sign(change[largest]).astype("int64")
         return marks
