@@ -540,6 +540,8 @@ def _polish_figure(figure: Any) -> None:
             axes.spines[side].set_color(AXIS_COLOUR)
         axes.grid(True, color=GRID_COLOUR, linewidth=0.8)
         axes.set_axisbelow(True)
+        for line in axes.get_lines():  # HoloViews numbers layers from 0: lift them above the grid
+            line.set_zorder(line.get_zorder() + 2)
         axes.tick_params(colors=TEXT_COLOUR, labelsize=9)
         axes.xaxis.label.set_color(TEXT_COLOUR)
         axes.yaxis.label.set_color(TEXT_COLOUR)
@@ -555,7 +557,7 @@ def _polish_figure(figure: Any) -> None:
     _arrange(figure, top=1 - (_SUPTITLE_SPACE if suptitle is not None else 0))
 
 
-_MARGIN = 0.015
+_MARGIN = 0.025
 _SUPTITLE_SPACE = 0.07
 _GUTTER = 0.04
 

@@ -192,6 +192,10 @@ def write_result_xlsx(
     _format_column(sheet, columns.index(MONTHS), [INTEGER_FORMAT] * len(table))
     for column in (VALUE, COMPLETE):
         _fill_rows(sheet, columns.index(column), incomplete.to_numpy(), INCOMPLETE_FILL)
+    for column in (VALUE, PREVIOUS_VALUE, CHANGE, CHANGE_PCT):
+        _align(sheet, columns.index(column), "right", len(table), header_only=True)
+    for column in (MONTHS, COMPLETE):
+        _align(sheet, columns.index(column), "center", len(table))
     _fit_widths(sheet, table, RESULT_HEADERS, units, per_account)
 
     kpis = list(dict.fromkeys(table[KPI]))
@@ -235,6 +239,8 @@ def write_series_xlsx(
     _format_column(sheet, columns.index(VALUE), _value_formats(units, per_account))
     _format_column(sheet, columns.index(CHANGE), _change_formats(units, per_account))
     _format_column(sheet, columns.index(CHANGE_PCT), [CHANGE_PCT_FORMAT] * len(table))
+    for column in (VALUE, CHANGE, CHANGE_PCT):
+        _align(sheet, columns.index(column), "right", len(table), header_only=True)
     _fit_widths(sheet, table, SERIES_HEADERS, units, per_account)
 
     kpis = list(dict.fromkeys(table[KPI]))
@@ -411,6 +417,16 @@ def _format_column(sheet: Worksheet, index: int, formats: Sequence[str]) -> None
         sheet.cell(row=row_number, column=index + 1).number_format = fmt
 
 
+def _align(
+    sheet: Worksheet, index: int, horizontal: str, rows: int, *, header_only: bool = False
+) -> None:
+    """Align a column's header (and, unless ``header_only``, its cells) like its numbers."""
+    last = 1 if header_only else rows + 1
+    for row_number in range(1, last + 1):
+        cell = sheet.cell(row=row_number, column=index + 1)
+        cell.alignment = Alignment(horizontal=horizontal, vertical="center")
+
+
 def _fill_rows(sheet: Worksheet, index: int, mask: Sequence[bool], fill: PatternFill) -> None:
     for row_number, marked in enumerate(mask, start=2):
         if marked:
@@ -492,8 +508,10 @@ def _write_selection_sheet(
     title.font = TITLE_FONT
     row = 3
     for key, value in lines:
-        set_text(sheet.cell(row=row, column=1), key)
-        sheet.cell(row=row, column=1).font = BOLD
+        label = sheet.cell(row=row, column=1)
+        set_text(label, key)
+        label.font = BOLD
+        label.alignment = Alignment(vertical="top")
         _write_wide(sheet, row, value)
         row += 1
 
