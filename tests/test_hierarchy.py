@@ -149,6 +149,23 @@ def test_a_name_that_is_both_leaf_and_group(tmp_path: Path) -> None:
     ]
 
 
+def test_two_views_sharing_a_group_name(tmp_path: Path) -> None:
+    """A group name of one view may not reappear in another view: names select entities."""
+    path = write(
+        tmp_path,
+        "total: T\nlevels: [mandant]\nentities:\n"
+        "  P1: {mandant: M1, cardprofile: CC, segment: Retail}\n"
+        "  P2: {mandant: M1, cardprofile: PP, segment: CC}\n",
+    )
+    assert problems_of(path) == [
+        (
+            5,
+            "value 'CC' of attribute 'segment' is also a value of attribute 'cardprofile'; "
+            "names must be unique",
+        ),
+    ]
+
+
 def test_a_mandant_under_two_sectors(tmp_path: Path) -> None:
     """A group sits under one parent; the line is that of the first product that disagrees."""
     path = write(
