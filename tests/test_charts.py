@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import subprocess
 import sys
@@ -220,6 +221,16 @@ def test_two_kpis_of_one_group_share_the_axis(
     assert figure.title.text.startswith("Alpine · ")
 
 
+def test_per_account_chart_says_so(sheet: kpisheet.KPISheet, registry: kpisheet.Registry) -> None:
+    """Per active account, title and y-axis say "Ø pro aktives Konto"."""
+    import holoviews as hv
+
+    series = sheet.series(["transactions"], ["Alpine"], per_account=True)
+    figure = hv.render(line_chart(series, registry, per_account=True), backend="bokeh")
+    assert figure.title.text.startswith("Anzahl Trx Total · Ø pro aktives Konto · ")
+    assert figure.yaxis[0].axis_label == "Anzahl Trx Total (Anzahl, Ø pro aktives Konto)"
+
+
 def test_a_missing_month_is_a_gap(one_kpi: pd.DataFrame, registry: kpisheet.Registry) -> None:
     """A month without a value is drawn as a gap in the line, and the next month has no change."""
     import holoviews as hv
@@ -294,6 +305,17 @@ def test_html_is_standalone(
     assert not [tag for tag in tags if "stylesheet" in tag]
     assert "<title>Umsatz Total · Okt 2025 – Okt 2026</title>" in html
     assert "Bokeh" in html and len(html) > 500_000  # the library itself is in the file
+
+
+def test_png_and_html_to_buffers(one_kpi: pd.DataFrame, registry: kpisheet.Registry) -> None:
+    """Both files can be written to in-memory buffers (the app's downloads)."""
+    png, html = io.BytesIO(), io.BytesIO()
+    assert save_png(one_kpi, registry, png) is None
+    assert save_html(one_kpi, registry, html) is None
+    assert png.getvalue().startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(png.getvalue())) as image:
+        assert image.size == (charts.PNG_WIDTH, charts.PNG_HEIGHT)
+    assert html.getvalue().decode("utf-8").startswith("<!DOCTYPE html>")
 
 
 def test_import_kpisheet_does_not_import_web_libraries() -> None:

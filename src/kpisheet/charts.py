@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import holoviews as hv
 import holoviews.plotting.bokeh  # registers the bokeh backend
@@ -267,18 +267,21 @@ def line_chart(
 def save_png(
     series: pd.DataFrame,
     registry: Registry,
-    path: str | Path,
+    target: str | Path | IO[bytes],
     *,
     per_account: bool = False,
     title: str | None = None,
-) -> Path:
-    """Write the chart as a 1600×900 PNG through matplotlib (no browser), styled like on screen."""
+) -> Path | None:
+    """Write the chart as a 1600×900 PNG through matplotlib (no browser), styled like on screen.
+
+    ``target`` is a path (returned as a ``Path``) or a binary buffer (then ``None`` is returned).
+    """
     chart = line_chart(series, registry, "matplotlib", per_account=per_account, title=title)
     figure = hv.render(chart, backend="matplotlib")
     try:
         _polish_figure(figure)
-        path = Path(path)
-        figure.savefig(path, format="png", dpi=PNG_DPI, facecolor="white")
+        path = None if _is_buffer(target) else Path(target)  # type: ignore[arg-type]
+        figure.savefig(path or target, format="png", dpi=PNG_DPI, facecolor="white")
     finally:
         plt.close(figure)
     return path
@@ -287,12 +290,15 @@ def save_png(
 def save_html(
     series: pd.DataFrame,
     registry: Registry,
-    path: str | Path,
+    target: str | Path | IO[bytes],
     *,
     per_account: bool = False,
     title: str | None = None,
-) -> Path:
-    """Write the interactive chart as one HTML file with Bokeh inlined: it opens offline."""
+) -> Path | None:
+    """Write the interactive chart as one HTML file with Bokeh inlined: it opens offline.
+
+    ``target`` is a path (returned as a ``Path``) or a binary buffer (UTF-8; ``None`` returned).
+    """
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
 
@@ -301,9 +307,16 @@ def save_html(
     page_title = title or _chart_title(chart)
     html = file_html(model, resources=INLINE, title=page_title)
     html = _EXTERNAL_RESOURCE.sub("", html).replace('<html lang="en">', '<html lang="de">', 1)
-    path = Path(path)
+    if _is_buffer(target):
+        target.write(html.encode("utf-8"))  # type: ignore[union-attr]
+        return None
+    path = Path(target)  # type: ignore[arg-type]
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def _is_buffer(target: object) -> bool:
+    return hasattr(target, "write") and not isinstance(target, str | Path)
 
 
 #: A line that only loads a script or stylesheet file: Bokeh adds these for extensions that other
