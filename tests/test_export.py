@@ -374,7 +374,9 @@ def test_series_workbook_has_months_values_and_changes(
     """The chart download lists 13 months per line with month-on-month change, months as dates."""
     series = sheet.series(["turnover"], ["Alpine", "B2C"])
     path = tmp_path / "series.xlsx"
-    write_series_xlsx(series, path, registry=sheet.registry, release=RELEASE)
+    write_series_xlsx(
+        series, path, registry=sheet.registry, release=RELEASE, selection={"window": "12M"}
+    )
     workbook = _read(path)
     assert workbook.sheetnames == ["Verlauf", "Auswahl"]
     table = workbook["Verlauf"]
@@ -390,6 +392,7 @@ def test_series_workbook_has_months_values_and_changes(
     assert table.freeze_panes == "A2"
     pairs = _pairs(workbook["Auswahl"])
     assert pairs["Monate"] == "2025-10 bis 2026-10"
+    assert "Fenster" not in pairs  # a query's window does not apply to monthly values
     assert pairs["Datenstand (Release)"] == "7"
 
 

@@ -217,7 +217,8 @@ def write_series_xlsx(
     :raises QueryError: when the series lacks a column.
     """
     _require_columns(series, SERIES_COLUMNS, "a series")
-    selection = dict(selection or {})
+    # Monthly values: a query's window and levels do not apply to them.
+    selection = {k: v for k, v in (selection or {}).items() if k not in (WINDOW, "levels")}
     per_account = bool(selection.get("per_account", False))
     table = month_on_month(series)
     months = table[MONTH]
@@ -250,7 +251,10 @@ def write_series_xlsx(
         "Gruppen (Mandant, Sektor, Total) zeigen je Monat die Summe ihrer Produkte mit Wert.",
     ]
     if per_account:
-        notes.append(_PER_ACCOUNT_NOTE)
+        notes.append(
+            "Ø pro aktives Konto: Monatswert geteilt durch die aktiven Konten derselben Entität "
+            "im selben Monat; KPIs ohne Bezugsgrösse bleiben leer."
+        )
     _write_selection_sheet(workbook, selection, kpis, registry, release, notes, rows=len(table))
     _save(workbook, target)
 
