@@ -536,12 +536,6 @@ def test_query_errors_name_what_is_unknown(
         groups_sheet.query(**arguments)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="sheet.parse_month turns '' into NaT and the range check then fails with a bare "
-    "ValueError (reported; sheet.py is not the engine's file)",
-)
 def test_empty_as_of_is_a_query_error(groups_sheet: kpisheet.sheet.KPISheet) -> None:
     """An empty as-of text is reported as not a month, not as a crash."""
     with pytest.raises(

@@ -109,6 +109,35 @@ def test_csv_with_comma_or_semicolon_with_or_without_bom(
     assert_canonical(load_observations(path, registry, hierarchy), GOOD_ROWS)
 
 
+def test_semicolon_csv_reads_decimal_commas_and_swiss_thousands(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """A semicolon CSV as German-language Excel writes it reads ``1234,5`` as 1234.5, and
+    apostrophe thousands separators (``1'234'567.25``) are read in any CSV."""
+    path = write_csv(
+        tmp_path / "excel.csv",
+        [
+            "month;kpi;entity;value",
+            "2023-01;flow;Alpine Gold;1234,5",
+            "2023-02;flow;Alpine Gold;-0,25",
+            "2023-03;flow;Alpine Gold;1'234'567.25",
+        ],
+    )
+    result = load_observations(path, registry, hierarchy)
+    assert list(result["value"]) == [1234.5, -0.25, 1234567.25]
+
+
+def test_comma_csv_does_not_read_decimal_commas(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """In a comma-separated file a quoted ``"1,5"`` is ambiguous and reported, not guessed."""
+    path = write_csv(
+        tmp_path / "ambiguous.csv", ["month,kpi,entity,value", '2023-01,flow,Alpine Gold,"1,5"']
+    )
+    with pytest.raises(DataError, match=re.escape("value is not a number: line 2 ('1,5')")):
+        load_observations(path, registry, hierarchy)
+
+
 def test_months_as_year_month_compact_or_dates(
     tmp_path: Path, registry: Registry, hierarchy: Hierarchy
 ) -> None:

@@ -1,7 +1,9 @@
 """Canonical observations (SPEC §5): one row per month, KPI and leaf entity, validated with pandera.
 
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
-as ``YYYY-MM``, ``YYYYMM`` or any date inside the month. Validation collects every problem — months that
+as ``YYYY-MM``, ``YYYYMM`` or any date inside the month. Values may carry Swiss thousands separators
+(``1'234'567.50``); in semicolon-separated files, as German-language Excel writes them, a decimal comma
+(``1234,50``) is read as a decimal point. Validation collects every problem — months that
 do not parse, values that are not numbers, unknown KPIs and entities, duplicate rows — and raises one
 :class:`~kpisheet.errors.DataError` quoting the offending rows, so a bad input never half-loads.
 """
@@ -69,7 +71,9 @@ def observation_schema(registry: Registry, hierarchy: Hierarchy) -> pa.DataFrame
     schema = ObservationModel.to_schema()
     return schema.update_columns(
         {
-            KPI: {"checks": [pa.Check.isin([k.id for k in registry.source_kpis], name="known KPI")]},
+            KPI: {
+                "checks": [pa.Check.isin([k.id for k in registry.source_kpis], name="known KPI")]
+            },
             ENTITY: {"checks": [pa.Check.isin(list(hierarchy.leaves), name="known entity")]},
         }
     )
@@ -102,11 +106,12 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
-            offset = None
+            offset = separator = None
         else:
+            separator = _sniff_separator(path)
             frame = pd.read_csv(
                 path,
-                sep=_sniff_separator(path),
+                sep=separator,
                 dtype=str,
                 keep_default_na=False,
                 encoding="utf-8-sig",
@@ -114,10 +119,14 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             )
             offset = 2  # header is line 1
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise DataError(name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()) from exc
+        raise DataError(
+            name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()
+        ) from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame.attrs["source"] = name
     frame.attrs["line_offset"] = offset
+    # Semicolon CSV is what German-language Excel writes, with decimal commas.
+    frame.attrs["decimal_comma"] = offset is not None and separator == ";"
     return frame
 
 
@@ -165,7 +174,9 @@ def _periods(years: pd.Series, months: pd.Series) -> pd.Series:
     month = pd.to_numeric(months, errors="coerce")
     valid = month.between(1, 12) & year.between(1900, 2999)
     ordinal = (year - 1970) * 12 + (month - 1)
-    periods = pd.arrays.PeriodArray(np.where(valid, ordinal, pd.NaT.value).astype("int64"), dtype=MonthDtype)
+    periods = pd.arrays.PeriodArray(
+        np.where(valid, ordinal, pd.NaT.value).astype("int64"), dtype=MonthDtype
+    )
     return pd.Series(periods, index=years.index)
 
 
@@ -233,13 +244,22 @@ def validate_observations(
     problems: list[Problem] = []
     failures: list[pd.DataFrame] = []
 
-    def fail(mask: pd.Series, column: str, raw: pd.Series, message: str, quoted: bool = True) -> None:
+    def fail(
+        mask: pd.Series, column: str, raw: pd.Series, message: str, quoted: bool = True
+    ) -> None:
         rows = raw[mask]
         where = _where(rows.index, offset)
         detail = f": {_quote(rows, where)}" if quoted else ""
         problems.append(Problem(f"{message}{detail}", file=source, field=column))
         failures.append(
-            pd.DataFrame({WHERE: where, "column": column, "value": rows.astype(str).to_numpy(), "problem": message})
+            pd.DataFrame(
+                {
+                    WHERE: where,
+                    "column": column,
+                    "value": rows.astype(str).to_numpy(),
+                    "problem": message,
+                }
+            )
         )
 
     extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
@@ -247,7 +267,12 @@ def validate_observations(
     month = parse_months(data[MONTH])
     bad_month = month.isna()
     if bad_month.any():
-        fail(bad_month, MONTH, data[MONTH], "month is not a month (expected YYYY-MM, YYYYMM or a date)")
+        fail(
+            bad_month,
+            MONTH,
+            data[MONTH],
+            "month is not a month (expected YYYY-MM, YYYYMM or a date)",
+        )
     kpi_codes, kpi_labels = _labels(data[KPI])
     entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
@@ -255,8 +280,16 @@ def validate_observations(
         value = raw_value.astype(float)
     else:
         text = raw_value.astype("string").str.strip()
-        value = pd.to_numeric(text.replace("", pd.NA), errors="coerce").astype(float)
-        not_number = value.isna() & text.notna() & (text != "") & ~text.str.lower().isin(["nan", "na", "null"])
+        number = text.str.replace(r"(?<=\d)['’](?=\d{3})", "", regex=True)  # Swiss 1'234'567
+        if frame.attrs.get("decimal_comma"):
+            number = number.str.replace(r"^([+-]?\d+),(\d+)$", r"\1.\2", regex=True)
+        value = pd.to_numeric(number.replace("", pd.NA), errors="coerce").astype(float)
+        not_number = (
+            value.isna()
+            & text.notna()
+            & (text != "")
+            & ~text.str.lower().isin(["nan", "na", "null"])
+        )
         if not_number.any():
             fail(not_number, VALUE, raw_value, "value is not a number")
     infinite = np.isinf(value)
@@ -274,7 +307,13 @@ def validate_observations(
         for label in np.flatnonzero(~np.isin(labels, list(known)) & (labels != "")):
             name = labels[label]
             mask = pd.Series(codes == label, index=data.index)
-            fail(mask, column, data[column], f"unknown {what} '{name}'{_suggest(name, known)}", quoted=False)
+            fail(
+                mask,
+                column,
+                data[column],
+                f"unknown {what} '{name}'{_suggest(name, known)}",
+                quoted=False,
+            )
             problems[-1] = Problem(
                 f"{problems[-1].message} in {_count_rows(mask, offset)}", file=source, field=column
             )
@@ -309,8 +348,12 @@ def validate_observations(
             )
         )
     if problems:
-        raise DataError(source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame())
-    canonical = pd.DataFrame({MONTH: month, KPI: kpi.astype(str), ENTITY: entity.astype(str), VALUE: value})
+        raise DataError(
+            source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
+        )
+    canonical = pd.DataFrame(
+        {MONTH: month, KPI: kpi.astype(str), ENTITY: entity.astype(str), VALUE: value}
+    )
     try:
         return _types_schema().validate(canonical.reset_index(drop=True), lazy=True)
     except pa.errors.SchemaErrors as exc:  # a rule the checks above do not cover
@@ -326,7 +369,9 @@ def _count_rows(mask: pd.Series, offset: int | None) -> str:
     where = _where(mask[mask].index[:QUOTED_ROWS], offset)
     count = int(mask.sum())
     shown = ", ".join(where)
-    return f"{count} row{'s' if count != 1 else ''} ({shown}{', ...' if count > QUOTED_ROWS else ''})"
+    return (
+        f"{count} row{'s' if count != 1 else ''} ({shown}{', ...' if count > QUOTED_ROWS else ''})"
+    )
 
 
 def load_observations(

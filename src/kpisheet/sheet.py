@@ -57,11 +57,12 @@ def parse_month(value: MonthLike) -> pd.Period:
     if match and 1 <= int(match.group(2)) <= 12:
         return pd.Period(year=int(match.group(1)), month=int(match.group(2)), freq="M")
     try:
-        return pd.Period(pd.Timestamp(text), freq="M")
+        timestamp = pd.Timestamp(text) if text else pd.NaT
     except (ValueError, TypeError):
-        raise QueryError(
-            f"as_of {value!r} is not a month; expected YYYY-MM, e.g. 2021-06"
-        ) from None
+        timestamp = pd.NaT
+    if pd.isna(timestamp):
+        raise QueryError(f"as_of {value!r} is not a month; expected YYYY-MM, e.g. 2021-06")
+    return pd.Period(timestamp, freq="M")
 
 
 def parse_window(value: str | Window) -> Window:
