@@ -18,7 +18,10 @@ problem nothing is written.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import shutil
+import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -206,7 +209,9 @@ def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None)
         ) from exc
     try:
         with engine.connect() as conn:
-            frame = pd.read_sql(statement, conn)
+            result = conn.execute(statement)
+            columns = list(result.keys())
+            frame = pd.DataFrame.from_records(result.fetchall(), columns=columns, coerce_float=True)
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip()
         raise DataError(
@@ -223,30 +228,49 @@ def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None)
 def read_file(path: Path | str) -> pd.DataFrame:
     """Rows of a CSV or Parquet file, refusing a file that changed or vanished while being read.
 
+    The file is first copied to a private scratch file, which is then parsed: a source that is
+    overwritten meanwhile can only shorten the copy (detected), never pull data out from under
+    the parser.
+
     :raises DataError: when the file cannot be read completely.
     """
     path = Path(path)
     name = display_path(path)
+
+    def fail(message: str) -> DataError:
+        return DataError(name, [Problem(message, file=name)], pd.DataFrame())
+
     try:
         before = path.stat()
     except OSError as exc:
-        problem = Problem(
-            "no such file" if not path.exists() else f"cannot read file: {exc}", file=name
-        )
-        raise DataError(name, [problem], pd.DataFrame()) from exc
-    frame = read_observations(path)
-    try:
-        after = path.stat()
-    except OSError:
-        message = "the file disappeared while it was being read; nothing was written"
-        raise DataError(name, [Problem(message, file=name)], pd.DataFrame()) from None
-    fingerprint = ("st_ino", "st_size", "st_mtime_ns")
-    if any(getattr(before, f) != getattr(after, f) for f in fingerprint):
-        message = (
-            f"the file changed while it was being read ({before.st_size} bytes before, "
-            f"{after.st_size} after); nothing was written — run again once it is complete"
-        )
-        raise DataError(name, [Problem(message, file=name)], pd.DataFrame())
+        raise fail("no such file" if not path.exists() else f"cannot read file: {exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="kpisheet-ingest-") as scratch:
+        copy = Path(scratch) / path.name
+        try:
+            shutil.copyfile(path, copy)
+        except OSError as exc:
+            raise fail(f"cannot read file: {exc}") from exc
+        try:
+            after = path.stat()
+        except OSError:
+            raise fail(
+                "the file disappeared while it was being read; nothing was written"
+            ) from None
+        fingerprint = ("st_ino", "st_size", "st_mtime_ns")
+        if any(getattr(before, f) != getattr(after, f) for f in fingerprint):
+            raise fail(
+                f"the file changed while it was being read ({before.st_size} bytes before, "
+                f"{after.st_size} after); nothing was written — run again once it is complete"
+            )
+        try:
+            frame = read_observations(copy)
+        except DataError as exc:  # name the source, not the scratch copy
+            problems = [
+                dataclasses.replace(p, file=name, message=p.message.replace(str(copy), str(path)))
+                for p in exc.problems
+            ]
+            raise DataError(name, problems, exc.failure_cases) from exc
+    frame.attrs["source"] = name
     return frame
 
 
@@ -532,7 +556,11 @@ def ingest(
     observations = prepare(frame, registry, hierarchy, settings, source=label, echo=echo)
     with store:
         previous = _latest_or_none(store)
-        if previous is not None and previous.checksum == observations_checksum(observations):
+        if (
+            previous is not None
+            and previous.row_count == len(observations)
+            and previous.checksum == observations_checksum(observations)
+        ):
             echo(f"the data is identical to release {previous.id}")
         return store.write_release(observations, source=label, note=note, progress=progress)
 

@@ -23,7 +23,7 @@ import hashlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -463,21 +463,23 @@ class Store:
         months = month_numbers(_as_months(observations[MONTH]))
         checksum = observations_checksum(observations)
         values = observations[VALUE].astype(float).to_numpy()
-        value_objects = np.where(np.isnan(values), None, values).tolist()
-        columns = (
-            months.tolist(),
-            observations[KPI].astype(str).tolist(),
-            observations[ENTITY].astype(str).tolist(),
-            value_objects,
-        )
         total = len(observations)
+        columns: dict[str, list[Any]] = {
+            "release_id": [0] * total,  # the id is known inside the transaction
+            MONTH: months.tolist(),
+            KPI: observations[KPI].astype(str).tolist(),
+            ENTITY: observations[ENTITY].astype(str).tolist(),
+            VALUE: np.where(np.isnan(values), None, values).tolist(),
+        }
         show = total >= PROGRESS_MIN_ROWS if progress is None else progress
         created = datetime.now(UTC).replace(microsecond=0)
         with self._writing() as conn:
             release_id = (conn.execute(select_newest_id()).scalar() or 0) + 1
+            columns["release_id"] = [release_id] * total
             # Rows go to the driver as they are: SQLAlchemy's per-row processing would
             # cost more than the database's work.
-            sql, shape = driver_statement(insert_observations(), conn.dialect)
+            sql, order = driver_statement(insert_observations(), conn.dialect)
+            names = order or tuple(columns)
             with tqdm(
                 total=total,
                 unit="rows",
@@ -488,12 +490,11 @@ class Store:
             ) as bar:
                 for start in range(0, total, CHUNK_ROWS):
                     stop = min(start + CHUNK_ROWS, total)
-                    rows = [
-                        shape({"release_id": release_id, MONTH: m, KPI: k, ENTITY: e, VALUE: v})
-                        for m, k, e, v in zip(
-                            *(column[start:stop] for column in columns), strict=True
-                        )
-                    ]
+                    rows: list[Any] = list(
+                        zip(*(columns[name][start:stop] for name in names), strict=True)
+                    )
+                    if order is None:
+                        rows = [dict(zip(names, row, strict=True)) for row in rows]
                     conn.exec_driver_sql(sql, rows)
                     bar.update(stop - start)
             info = ReleaseInfo(
@@ -521,19 +522,22 @@ class Store:
 
 def driver_statement(
     statement: Insert | Select[Any], dialect: Dialect
-) -> tuple[str, Callable[[dict[str, Any]], Any]]:
-    """SQL text in the driver's parameter style, and how to shape one row of parameters for it."""
+) -> tuple[str, tuple[str, ...] | None]:
+    """SQL text in the driver's parameter style, and the order of its parameters.
+
+    The order is ``None`` for drivers that take named parameters (rows then go as dicts).
+    """
     compiled = statement.compile(dialect=dialect)
     if compiled.positional:
-        order = tuple(compiled.positiontup or ())
-        return compiled.string, lambda values: tuple(values[name] for name in order)
-    return compiled.string, dict
+        return compiled.string, tuple(compiled.positiontup or ())
+    return compiled.string, None
 
 
 def _fetch_columns(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
     """The columns of a query's result, straight from the driver's cursor (fast for big reads)."""
-    sql, shape = driver_statement(statement, conn.dialect)
-    params = shape(statement.compile(dialect=conn.dialect).params)
+    sql, order = driver_statement(statement, conn.dialect)
+    values = statement.compile(dialect=conn.dialect).params
+    params = tuple(values[name] for name in order) if order is not None else values
     cursor = conn.connection.cursor()
     # Hundreds of thousands of new tuples would trigger the cycle collector again and again.
     paused = gc.isenabled()

@@ -1,0 +1,648 @@
+"""Tests of the monthly refresh: files and warehouse queries into releases, mapping of upstream
+KPI names and ids, exclusion rules, every problem reported with nothing written, and faults."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.dialects import mssql
+
+import kpisheet
+from kpisheet.cli import main
+from kpisheet.demo import generate_observations, write_demo_csv
+from kpisheet.errors import DataError, IngestConfigError
+from kpisheet.ingest import bind_query, ingest, load_ingest_config
+from kpisheet.plugins import load_kpis
+from kpisheet.store import Store, display_url, observations_checksum, sqlite_url
+
+KPISHEET = str(Path(sys.executable).parent / "kpisheet")
+
+# A small sheet whose KPIs are known upstream by id (and period id).
+ID_KPIS = """\
+- id: turnover
+  label: Umsatz
+  group: Umsatz
+  unit: currency
+  time_aggregation: sum
+  source: {kpi_id: 17, period_id: 1}
+- id: accounts
+  label: Konten
+  group: Konten
+  unit: count
+  time_aggregation: last
+  source: {kpi_id: "A-3"}
+"""
+
+ID_ENTITIES = """\
+total: Test AG
+levels: [mandant]
+entities:
+  Alpha Gold: {mandant: Alpha}
+  Beta Classic: {mandant: Beta}
+"""
+
+# The warehouse query of the PostgreSQL tests, with bound parameters.
+WAREHOUSE_SQL = """\
+-- KPI values per product and month, from the warehouse's long table.
+SELECT period_date AS month,
+       product_name AS entity,
+       kpi_name,
+       kpi_value AS value
+FROM dwh_kpi_values
+WHERE period_date BETWEEN CAST(:from_date AS DATE) AND CAST(:to_date AS DATE);
+"""
+
+EXCLUDE_TEST_PRODUCTS = """\
+exclude:
+  - {column: entity, startswith: "TEST "}
+"""
+
+
+@pytest.fixture(scope="module")
+def demo() -> pd.DataFrame:
+    """The demo sheet's observations."""
+    return generate_observations()
+
+
+@pytest.fixture(scope="module")
+def upstream_names() -> dict[str, str]:
+    """KPI id -> upstream KPI name of the built-in definitions."""
+    return {kpi.id: kpi.source.kpi_name for kpi in load_kpis().source_kpis}
+
+
+def upstream(demo: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
+    """The demo as the warehouse delivers it: month-end dates, upstream names, padded text."""
+    return pd.DataFrame(
+        {
+            "PERIOD_DATE": demo["month"].dt.to_timestamp(how="end").dt.normalize(),
+            "PRODUCT_NAME": "  " + demo["entity"].astype(str) + " ",
+            "KPI_NAME": demo["kpi"].map(names) + " ",
+            "KPI_VALUE": demo["value"],
+        }
+    )
+
+
+def write(path: Path, content: str) -> Path:
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+def release_ids(url: str) -> list[int]:
+    return [info.id for info in Store(url).releases()]
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def test_ingested_csv_queries_exactly_like_the_csv(tmp_path: Path) -> None:
+    """A CSV ingested into a fresh SQLite store gives the same tables as the CSV itself."""
+    csv = write_demo_csv(tmp_path / "held_out.csv")
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    info = ingest(csv, url)
+    assert (info.id, info.source) == (1, str(csv.resolve()))
+    from_csv, from_store = kpisheet.open(str(csv)), kpisheet.open(url)
+    assert from_store.release == info
+    for window in ("1M", "12M", "YTD"):
+        for per_account in (False, True):
+            pd.testing.assert_frame_equal(
+                from_store.query(window=window, per_account=per_account),
+                from_csv.query(window=window, per_account=per_account),
+                check_exact=True,
+            )
+    pd.testing.assert_frame_equal(
+        from_store.query(as_of="2024-03", window="6M"), from_csv.query(as_of="2024-03", window="6M")
+    )
+
+
+def test_second_ingest_is_release_two_and_release_one_stays_queryable(
+    tmp_path: Path, demo: pd.DataFrame
+) -> None:
+    """A second ingest makes release 2 (newest); release 1 is still read with release=1."""
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    older = demo[demo["month"] <= pd.Period("2025-12", "M")]
+    older.assign(month=older["month"].astype(str)).to_csv(tmp_path / "2025.csv", index=False)
+    write_demo_csv(tmp_path / "2026.csv")
+    ingest(tmp_path / "2025.csv", url, note="December close")
+    second = ingest(tmp_path / "2026.csv", url)
+    assert release_ids(url) == [1, 2]
+    assert Store(url).releases()[0].note == "December close"
+    assert kpisheet.open(url).months[-1] == pd.Period("2026-10", "M")
+    first = kpisheet.open(url, release=1)
+    assert first.release.id == 1 and first.months[-1] == pd.Period("2025-12", "M")
+    assert kpisheet.open(url).release == second
+
+
+def test_upstream_names_are_trimmed_mapped_and_excluded(
+    tmp_path: Path, demo: pd.DataFrame, upstream_names: dict[str, str]
+) -> None:
+    """Warehouse rows (own column names, padded text, KPI names, test products) become the demo."""
+    rows = upstream(demo, upstream_names)
+    test_product = rows.head(3).assign(PRODUCT_NAME="TEST Karte ")
+    pd.concat([rows, test_product]).to_parquet(tmp_path / "upstream.parquet")
+    config = write(
+        tmp_path / "ingest.yaml",
+        "columns: {month: period_date, entity: product_name, kpi_name: kpi_name, value: kpi_value}\n"
+        + EXCLUDE_TEST_PRODUCTS,
+    )
+    said: list[str] = []
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    info = ingest(tmp_path / "upstream.parquet", url, config=config, echo=said.append)
+    assert said == ["excluded 3 rows by rule: entity startswith 'TEST '"]
+    assert info.checksum == observations_checksum(demo)
+
+
+def test_toml_config_and_upstream_ids_with_period_ids(tmp_path: Path) -> None:
+    """KPIs known upstream by id and period id map; other periods are dropped when configured."""
+    definitions = write(tmp_path / "kpis.yaml", ID_KPIS)
+    entities = write(tmp_path / "entities.yaml", ID_ENTITIES)
+    config = write(
+        tmp_path / "ingest.toml", 'unmapped_kpis = "drop"\n[columns]\nvalue = "amount"\n'
+    )
+    rows = pd.DataFrame(
+        {
+            "month": [202401, 202401, 202401, 202401, 202402],
+            "entity": ["Alpha Gold", "Alpha Gold", "Alpha Gold", " Beta Classic", "Beta Classic"],
+            "kpi_id": ["17", "17", "A-3", "A-3 ", "17.0"],
+            "period_id": [1.0, 2.0, np.nan, 1.0, 1.0],
+            "amount": [100.5, 1200.0, 3.0, 4.0, 7.25],
+        }
+    )
+    rows.to_csv(tmp_path / "ids.csv", index=False)
+    said: list[str] = []
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    ingest(
+        tmp_path / "ids.csv",
+        url,
+        definitions=[definitions],
+        entities=entities,
+        config=config,
+        echo=said.append,
+    )
+    assert said == ["dropped 1 row of upstream KPIs no definition claims"]
+    read = Store(url).read()[1].astype({"kpi": str, "entity": str, "month": str})
+    assert sorted(read.itertuples(index=False, name=None)) == [
+        ("2024-01", "accounts", "Alpha Gold", 3.0),
+        ("2024-01", "accounts", "Beta Classic", 4.0),
+        ("2024-01", "turnover", "Alpha Gold", 100.5),
+        ("2024-02", "turnover", "Beta Classic", 7.25),
+    ]
+
+
+def test_bad_data_reports_every_problem_and_writes_nothing(
+    tmp_path: Path,
+    demo: pd.DataFrame,
+    upstream_names: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unmapped names, unknown products and non-numbers are reported together; no release."""
+    monkeypatch.chdir(tmp_path)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    first = ingest(write_demo_csv(tmp_path / "demo.csv"), url)
+    rows = upstream(demo.head(4), upstream_names).rename(columns=str.lower)
+    rows = rows.rename(columns={"period_date": "month", "product_name": "entity"})
+    rows = rows.rename(columns={"kpi_value": "value"}).astype({"value": object})
+    rows.loc[0, "kpi_name"] = "Umsatz Totl"
+    rows.loc[1, "entity"] = "Alpine Visa Goldd"
+    rows.loc[2, "value"] = "n/a"
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError) as caught:
+        ingest(tmp_path / "bad.csv", url)
+    assert [str(problem) for problem in caught.value.problems] == [
+        "bad.csv: 1 row with upstream KPIs that no definition's source: claims: 'Umsatz Totl' "
+        "(1 row, did you mean 'Umsatz Total'?) — add them to a definition's source:, exclude "
+        "them, or set unmapped_kpis: drop",
+        "bad.csv: value is not a number: line 4 ('n/a')",
+        "bad.csv: unknown entity 'Alpine Visa Goldd' (did you mean 'Alpine Visa Gold'?) in "
+        "1 row (line 3)",
+    ]
+    assert set(caught.value.failure_cases["where"]) == {"line 2", "line 3", "line 4"}
+    assert Store(url).releases() == [first]
+
+
+def test_missing_columns_name_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source without the expected columns says which, and where to name them."""
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "odd.csv", "datum,produkt,wert\n2024-01,Alpine Visa Gold,1\n")
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "odd.csv: missing column(s) month ('month'), entity ('entity'), value ('value'), kpi "
+            "('kpi', or 'kpi_name' / 'kpi_id' for upstream KPIs); found datum, produkt, wert — "
+            "name the source's columns under 'columns:' in the ingest configuration"
+        ),
+    ):
+        ingest(tmp_path / "odd.csv", sqlite_url(tmp_path / "kpisheet.db"))
+    assert not (tmp_path / "kpisheet.db").exists()
+
+
+def test_invalid_config_lists_every_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unknown keys, unknown words and rules with two tests are all reported, naming the file."""
+    monkeypatch.chdir(tmp_path)
+    config = write(
+        tmp_path / "ingest.yaml",
+        "columns: {monat: datum}\n"
+        "exclude:\n  - {column: entity, startswith: X, endswith: Y}\n"
+        "unmapped_kpis: ignore\n",
+    )
+    with pytest.raises(IngestConfigError) as caught:
+        load_ingest_config(config)
+    assert [str(p) for p in caught.value.problems] == [
+        "ingest.yaml: columns.monat: Extra inputs are not permitted",
+        "ingest.yaml: exclude.0: Value error, needs exactly one of: equals, in, startswith, "
+        "endswith, contains",
+        "ingest.yaml: unmapped_kpis: Input should be 'error' or 'drop'",
+    ]
+
+
+def test_exclusion_rule_on_a_missing_column_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exclusion rule naming a column the source lacks is a problem, not silently ignored."""
+    monkeypatch.chdir(tmp_path)
+    csv = write_demo_csv(tmp_path / "demo.csv")
+    config = write(tmp_path / "ingest.yaml", "exclude:\n  - {column: produkt, in: [A, B]}\n")
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "demo.csv: exclusion rule 'produkt in ['A', 'B']' names column 'produkt', which the "
+            "source does not have; columns: month, kpi, entity, value"
+        ),
+    ):
+        ingest(csv, sqlite_url(tmp_path / "kpisheet.db"), config=config)
+
+
+def test_source_file_that_is_gone_fails_cleanly(tmp_path: Path) -> None:
+    """A missing source file is a one-line report and exit 1 on the command line."""
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    result = CliRunner().invoke(
+        main, ["ingest", "--source", str(tmp_path / "gone.csv"), "--store", url]
+    )
+    assert result.exit_code == 1
+    assert (
+        result.stderr
+        == f"1 problem in data {tmp_path / 'gone.csv'}:\n  {tmp_path / 'gone.csv'}: no such file\n"
+    )
+    assert not (tmp_path / "kpisheet.db").exists()
+
+
+# -- faults with real processes ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid canonical CSV of 300,000 rows (62 years of the demo products), about 15 MB."""
+    months = pd.period_range("1960-01", periods=750, freq="M").astype(str)
+    products = list(kpisheet.open().hierarchy.leaves)
+    kpis = [kpi.id for kpi in load_kpis().source_kpis]
+    m, k, e = np.meshgrid(np.arange(750), np.arange(len(kpis)), np.arange(len(products)))
+    frame = pd.DataFrame(
+        {
+            "month": np.asarray(months)[m.ravel()],
+            "kpi": np.asarray(kpis)[k.ravel()],
+            "entity": np.asarray(products)[e.ravel()],
+            "value": np.arange(m.size, dtype=float),
+        }
+    )
+    path = tmp_path_factory.mktemp("big") / "big.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [KPISHEET, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float = 60.0, interval: float = 0.001
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(interval)
+
+
+def has_open(pid: int, path: Path) -> bool:
+    """True while process ``pid`` has ``path`` open."""
+    try:
+        return any(
+            os.readlink(f"/proc/{pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{pid}/fd")
+        )
+    except OSError:
+        return False
+
+
+def sqlite_writer_active(path: Path) -> bool:
+    """True while some connection holds the SQLite store's write lock."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_source_file_overwritten_during_ingest_gives_whole_data_or_a_clean_error(
+    tmp_path: Path, big_csv: Path
+) -> None:
+    """A source truncated while the ingest reads it never makes a partial release or a crash.
+
+    Depending on when the truncation lands, the ingest has the whole file (and writes it) or
+    notices the change (exit 1, a message, nothing written).
+    """
+    source = tmp_path / "delivery.csv"
+    content = big_csv.read_bytes()
+    source.write_bytes(content)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    process = cli("ingest", "--source", str(source), "--store", url)
+    wait_until(lambda: has_open(process.pid, source) or process.poll() is not None)
+    half = content[: content.index(b"\n", len(content) // 2) + 1]
+    with source.open("r+b") as handle:  # as a copy over the file would: truncate, rewrite
+        handle.truncate(0)
+        handle.write(half)
+    out, err = process.communicate(timeout=120)
+    assert "Traceback" not in err
+    if process.returncode == 0:
+        (info,) = Store(url).releases()
+        assert info.row_count == content.count(b"\n") - 1
+    else:
+        assert process.returncode == 1, out + err
+        assert "the file changed while it was being read" in err
+        assert not (tmp_path / "kpisheet.db").exists()
+
+
+@pytest.mark.slow
+def test_ingest_killed_mid_write_leaves_previous_release_newest(
+    tmp_path: Path, big_csv: Path
+) -> None:
+    """`kpisheet ingest` killed by SIGKILL while writing leaves release 1 newest and readable."""
+    path = tmp_path / "kpisheet.db"
+    url = sqlite_url(path)
+    first = ingest(write_demo_csv(tmp_path / "demo.csv"), url)
+    process = cli("ingest", "--source", str(big_csv), "--store", url)
+    # The write lock held for a while: the release's transaction, not a brief one before it.
+    wait_until(
+        lambda: sqlite_writer_active(path) and not time.sleep(0.2) and sqlite_writer_active(path)
+    )
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    store = Store(url)
+    assert store.releases() == [first]
+    info, read = store.read()
+    assert info == first and observations_checksum(read) == first.checksum
+    assert ingest(tmp_path / "demo.csv", url).id == 2
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_bad_data_exits_1_and_leaves_releases_unchanged(tmp_path: Path) -> None:
+    """`kpisheet ingest` of bad data prints the report without a traceback and exits 1."""
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    csv = write_demo_csv(tmp_path / "demo.csv")
+    runner = CliRunner()
+    assert runner.invoke(main, ["ingest", "--source", str(csv), "--store", url]).exit_code == 0
+    before = runner.invoke(main, ["releases", "--store", url]).stdout
+    write(tmp_path / "bad.csv", "month,kpi,entity,value\n2024-13,umsatz,Alpine Visa Gold,1\n")
+    result = runner.invoke(main, ["ingest", "--source", str(tmp_path / "bad.csv"), "--store", url])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"2 problems in data {tmp_path / 'bad.csv'}:\n")
+    assert "Traceback" not in result.output + result.stderr
+    assert runner.invoke(main, ["releases", "--store", url]).stdout == before
+
+
+def test_cli_ingest_and_releases(tmp_path: Path) -> None:
+    """`kpisheet ingest` reports the release written; `kpisheet releases` lists them all."""
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    csv = write_demo_csv(tmp_path / "demo.csv")
+    runner = CliRunner()
+    args = ["ingest", "--source", str(csv), "--store", url]
+    first = runner.invoke(main, [*args, "--note", "Oktober"])
+    assert first.stdout == f"release 1 written to {url}: 21,380 rows, newest month 2026-10\n"
+    second = runner.invoke(main, args)
+    assert second.stderr == "the data is identical to release 1\n"
+    listing = runner.invoke(main, ["releases", "--store", url])
+    assert listing.exit_code == 0
+    lines = listing.stdout.splitlines()
+    assert lines[0].split() == [
+        "id",
+        "created",
+        "(UTC)",
+        "newest",
+        "month",
+        "rows",
+        "source",
+        "note",
+    ]
+    assert lines[2].split()[0] == "1" and lines[2].split()[-1] == "Oktober"
+    assert lines[3].split()[0] == "2" and lines[3].split()[3:5] == ["2026-10", "21,380"]
+    assert lines[-1] == "newest: release 2 (read by default; --release ID reads another)"
+
+
+def test_cli_param_must_be_name_equals_value(tmp_path: Path) -> None:
+    """A --param without '=' is a usage error naming the option."""
+    result = CliRunner().invoke(
+        main,
+        ["ingest", "--source", "sqlite://", "--store", "sqlite://", "--param", "from_date"],
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--param': 'from_date' is not NAME=VALUE" in result.stderr
+
+
+def test_query_needs_a_database_and_a_database_needs_a_query(tmp_path: Path) -> None:
+    """--query with a file source, or a database source without --query, is explained."""
+    csv = write_demo_csv(tmp_path / "demo.csv")
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    with pytest.raises(DataError, match=re.escape("--query needs a database URL as the source")):
+        ingest(csv, url, query=write(tmp_path / "q.sql", "SELECT 1"))
+    with pytest.raises(DataError, match=re.escape("a database source needs --query FILE.sql")):
+        ingest("postgresql+psycopg://warehouse/dwh", url)
+
+
+def test_cli_demo_writes_a_ready_project(tmp_path: Path) -> None:
+    """`kpisheet demo` writes a store, definitions and entities that the printed commands use."""
+    output = tmp_path / "demo"
+    result = CliRunner().invoke(main, ["demo", "--output", str(output)])
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in output.iterdir()) == [
+        "entities.yaml",
+        "kpi_definitions",
+        "kpisheet.db",
+    ]
+    assert "kpisheet.db       store, release 1: 21,380 observations, newest month 2026-10" in (
+        result.stdout
+    )
+    command = next(line for line in result.stdout.splitlines() if "kpisheet query" in line)
+    args = command.split()[1:]
+    cwd = Path.cwd()
+    try:
+        os.chdir(output)
+        query = CliRunner().invoke(main, args)
+    finally:
+        os.chdir(cwd)
+    assert query.exit_code == 0, query.stderr
+    expected = kpisheet.open().query(window="12M").to_csv(index=False)
+    assert query.stdout == expected
+    again = CliRunner().invoke(main, ["demo", "--output", str(output)])
+    assert again.exit_code == 1
+    assert "already exist; choose a new directory for the demo project" in again.stderr
+
+
+# -- warehouse queries on a real PostgreSQL ------------------------------------------------------
+
+
+@pytest.fixture
+def warehouse(postgres_db: str, demo: pd.DataFrame, upstream_names: dict[str, str]) -> str:
+    """A PostgreSQL database with the demo in a warehouse-like long table, plus a test product."""
+    rows = upstream(demo, upstream_names).rename(columns=str.lower)
+    rows = pd.concat([rows, rows.head(5).assign(product_name="TEST Karte")])
+    engine = create_engine(postgres_db)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE TABLE dwh_kpi_values (period_date DATE NOT NULL, "
+                "product_name VARCHAR(200) NOT NULL, kpi_name VARCHAR(200) NOT NULL, "
+                "kpi_value NUMERIC(18, 2))"
+            )
+        )
+        rows.assign(period_date=rows["period_date"].dt.date).to_sql(
+            "dwh_kpi_values", conn, if_exists="append", index=False, chunksize=5000
+        )
+    engine.dispose()
+    return postgres_db
+
+
+@pytest.mark.postgres
+def test_warehouse_query_with_bound_parameters_into_sqlite(
+    tmp_path: Path, warehouse: str, demo: pd.DataFrame
+) -> None:
+    """A .sql file with :parameters runs on PostgreSQL; the chosen months become a release."""
+    query = write(tmp_path / "monthly.sql", WAREHOUSE_SQL)
+    config = write(tmp_path / "ingest.yaml", EXCLUDE_TEST_PRODUCTS)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    params = {"from_date": "2025-01-01", "to_date": "2025-12-31"}
+    info = ingest(warehouse, url, query=query, params=params, config=config)
+    assert (
+        info.source
+        == f"{display_url(warehouse)} query monthly.sql (from_date=2025-01-01, to_date=2025-12-31)"
+    )
+    year = demo[demo["month"].dt.year == 2025]
+    assert info.checksum == observations_checksum(year)
+    assert info.newest_month == "2025-12"
+
+
+@pytest.mark.postgres
+def test_cli_warehouse_into_a_postgresql_store(tmp_path: Path, warehouse: str) -> None:
+    """`kpisheet ingest --query --param` from the warehouse into a store on PostgreSQL itself."""
+    query = write(tmp_path / "monthly.sql", WAREHOUSE_SQL)
+    config = write(tmp_path / "ingest.yaml", EXCLUDE_TEST_PRODUCTS)
+    base = ["ingest", "--source", warehouse, "--store", warehouse, "--query", str(query)]
+    runner = CliRunner()
+    for to_date in ("2025-06-30", "2026-10-31"):
+        result = runner.invoke(
+            main,
+            [
+                *base,
+                "--config",
+                str(config),
+                "--param",
+                "from_date=2021-01-01",
+                "--param",
+                f"to_date={to_date}",
+            ],
+        )
+        assert result.exit_code == 0, result.stderr
+        assert "excluded 5 rows by rule: entity startswith 'TEST '" in result.stderr
+    assert [(r.id, r.newest_month) for r in Store(warehouse).releases()] == [
+        (1, "2025-06"),
+        (2, "2026-10"),
+    ]
+    assert kpisheet.open(warehouse, release=1).months[-1] == pd.Period("2025-06", "M")
+    assert kpisheet.open(warehouse).months[-1] == pd.Period("2026-10", "M")
+
+
+@pytest.mark.postgres
+def test_parameters_are_bound_never_pasted(tmp_path: Path, warehouse: str) -> None:
+    """A parameter value holding SQL stays a value: the query fails on it, the table survives."""
+    query = write(tmp_path / "monthly.sql", WAREHOUSE_SQL)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    hostile = "2025-01-01'); DROP TABLE dwh_kpi_values; --"
+    with pytest.raises(
+        DataError,
+        match=re.escape(f'query {query} failed: invalid input syntax for type date: "{hostile}"'),
+    ):
+        ingest(warehouse, url, query=query, params={"from_date": hostile, "to_date": "2025-12-31"})
+    engine = create_engine(warehouse)
+    assert inspect(engine).has_table("dwh_kpi_values")
+    engine.dispose()
+    assert not (tmp_path / "kpisheet.db").exists()
+
+
+@pytest.mark.postgres
+def test_database_connection_lost_mid_query_fails_cleanly(tmp_path: Path, warehouse: str) -> None:
+    """The warehouse dropping the connection in the middle of the query is a clean DataError."""
+    query = write(
+        tmp_path / "terminate.sql",
+        "SELECT period_date AS month, product_name AS entity, kpi_name, kpi_value AS value "
+        "FROM dwh_kpi_values WHERE pg_terminate_backend(pg_backend_pid())",
+    )
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            f"query {query} failed: terminating connection due to administrator command"
+        ),
+    ):
+        ingest(warehouse, url, query=query)
+    assert not (tmp_path / "kpisheet.db").exists()
+
+
+def test_parameters_missing_or_unknown_are_reported_together(tmp_path: Path) -> None:
+    """Every parameter without a value, and every value without a parameter, is reported."""
+    with pytest.raises(DataError) as caught:
+        bind_query(WAREHOUSE_SQL, {"from_date": "2025-01-01", "form_date": "x"}, "monthly.sql")
+    assert [str(p) for p in caught.value.problems] == [
+        "monthly.sql: parameter :to_date has no value; pass --param to_date=VALUE",
+        "monthly.sql: --param form_date is not a parameter of the query; its parameters: "
+        "from_date, to_date",
+    ]
+
+
+def test_warehouse_query_compiles_for_sql_server() -> None:
+    """The bound warehouse query renders with pyodbc's placeholders and ordered values."""
+    statement = bind_query(WAREHOUSE_SQL, {"from_date": "2025-01-01", "to_date": "2025-12-31"})
+    compiled = statement.compile(dialect=mssql.dialect(paramstyle="qmark"))
+    assert "WHERE period_date BETWEEN CAST(? AS DATE) AND CAST(? AS DATE)" in compiled.string
+    assert not compiled.string.rstrip().endswith(";")
+    assert [compiled.params[name] for name in compiled.positiontup] == ["2025-01-01", "2025-12-31"]
+
+
+def test_demo_entities_are_the_default_hierarchy(tmp_path: Path) -> None:
+    """Without --entities, ingest checks products against the demo hierarchy."""
+    write(tmp_path / "x.csv", "month,kpi,entity,value\n2024-01,turnover,Nirgendwo Karte,1\n")
+    with pytest.raises(DataError, match=re.escape("unknown entity 'Nirgendwo Karte'")):
+        ingest(tmp_path / "x.csv", sqlite_url(tmp_path / "kpisheet.db"))
