@@ -77,13 +77,17 @@ def test_validate_lists_every_problem(tmp_path: Path, monkeypatch: pytest.Monkey
     assert_clean_exit(result, 1)
     assert result.stdout == ""
     assert result.stderr == (
-        "3 problems in KPI definitions:\n"
+        "5 problems in KPI definitions:\n"
         "  umsatz.yaml:5: KPI 'turnover': time_aggregation 'summe' is not one of: "
         "sum, last, first, mean, min, max\n"
+        "  umsatz.yaml:6: KPI 'turnover': average_per references unknown KPI 'active_accounts'; "
+        "known KPIs: turnover, per_transaction\n"
         "  umsatz.yaml:8: KPI 'per_transaction': missing required field 'group'\n"
         "  umsatz.yaml:10: KPI 'per_transaction': unknown key 'grup' (did you mean 'group'?); "
         "allowed keys: id, label, group, unit, time_aggregation, entity_aggregation, "
         "average_per, description, source, formula\n"
+        "  umsatz.yaml:12: KPI 'per_transaction': formula 'turnover / transaktions' references "
+        "unknown KPI 'transaktions'; did you mean 'per_transaction'?\n"
     )
 
 
@@ -136,7 +140,7 @@ def test_no_traceback_from_the_real_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("3 problems in KPI definitions:\n  umsatz.yaml:5: ")
+    assert result.stderr.startswith("5 problems in KPI definitions:\n  umsatz.yaml:5: ")
 
 
 # --- kpis ------------------------------------------------------------------------------------
@@ -188,7 +192,7 @@ def test_kpis_with_invalid_definitions(tmp_path: Path, monkeypatch: pytest.Monke
     result = run("kpis", "--definitions", "umsatz.yaml")
     assert_clean_exit(result, 1)
     assert result.stdout == ""
-    assert result.stderr.startswith("3 problems in KPI definitions:\n")
+    assert result.stderr.startswith("5 problems in KPI definitions:\n")
 
 
 # --- help ------------------------------------------------------------------------------------

@@ -150,13 +150,16 @@ def test_yaml_syntax_error_with_line(here: Path) -> None:
 
 
 def test_unknown_key_suggests_the_close_match(here: Path) -> None:
-    """An unknown key names the close match and lists the allowed keys, at the key's line."""
+    """An unknown key names the close match and lists the allowed keys, at the key's line;
+    the invalid KPI's references are still checked in the same run."""
     text = TURNOVER.replace("group:", "grup:").replace("kpi_name:", "kpi_nme:")
     assert problems(here, {"a.yaml": text}) == [
         "a.yaml:1: KPI 'turnover': missing required field 'group'",
         "a.yaml:3: KPI 'turnover': unknown key 'grup' (did you mean 'group'?); allowed keys: "
         "id, label, group, unit, time_aggregation, entity_aggregation, average_per, description, "
         "source, formula",
+        "a.yaml:6: KPI 'turnover': average_per references unknown KPI 'active_accounts'; "
+        "known KPIs: turnover",
         "a.yaml:7: KPI 'turnover': unknown key 'source.kpi_nme' (did you mean 'kpi_name'?); "
         "allowed keys: kpi_name, kpi_id, period_id",
     ]
@@ -206,10 +209,11 @@ def test_id_must_be_snake_case(here: Path) -> None:
 def test_formula_combinations(here: Path) -> None:
     """A derived KPI takes neither a source nor a time_aggregation."""
     text = (
-        "id: x\nlabel: X\ngroup: G\nunit: ratio\nformula: a / b\n"
+        "id: x\nlabel: X\ngroup: G\nunit: ratio\nformula: x * 2\n"
         "time_aggregation: sum\nsource: {kpi_name: X}\n"
     )
     assert problems(here, {"a.yaml": text}) == [
+        "a.yaml:5: KPI 'x': formula cycle: x -> x",
         "a.yaml:6: KPI 'x': a KPI with a formula is evaluated after aggregation and takes no "
         "time_aggregation; remove it or the formula",
         "a.yaml:7: KPI 'x': a KPI with a formula is derived and takes no source",

@@ -348,3 +348,25 @@ def test_same_file_twice_is_loaded_once(tmp_path: Path) -> None:
     write(tmp_path, {"a.yaml": kpi_yaml("x")})
     registry = kpisheet.load_kpis([tmp_path / "a.yaml", tmp_path])
     assert registry.ids == ("x",)
+
+
+def test_invalid_kpis_still_take_part_in_cross_checks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KPI that failed validation still has its references checked and its id counted once."""
+    monkeypatch.chdir(tmp_path)
+    write(
+        tmp_path,
+        {
+            "a.yaml": kpi_yaml("x", unit="chf", average_per="nope")
+            + kpi_yaml("rate", formula="x / y", group="''"),
+            "b.yaml": kpi_yaml("x"),
+        },
+    )
+    assert problems_of(tmp_path) == [
+        "a.yaml:4: KPI 'x': unit 'chf' is not one of: count, currency, percent, ratio",
+        "a.yaml:6: KPI 'x': average_per references unknown KPI 'nope'; known KPIs: x, rate",
+        "a.yaml:9: KPI 'rate': group: string should have at least 1 character, got ''",
+        "a.yaml:11: KPI 'rate': formula 'x / y' references unknown KPI 'y'; known KPIs: x, rate",
+        "b.yaml:1: KPI 'x': duplicate id; already declared in a.yaml:1",
+    ]

@@ -146,10 +146,16 @@ class Origin:
 
 @dataclass(frozen=True)
 class LoadedKPI:
-    """A validated KPI definition together with its origin."""
+    """A KPI definition together with its origin.
+
+    ``valid`` is false for a KPI that failed validation but was kept (``load_file(...,
+    keep_invalid=True)``) so that cross-KPI checks still know its id and check its references;
+    its definition then holds only ``id``, ``formula`` and ``average_per``.
+    """
 
     definition: KPIDefinition
     origin: Origin
+    valid: bool = True
 
 
 def iter_definition_files(paths: Iterable[Path | str]) -> Iterator[Path]:
@@ -203,7 +209,7 @@ def _problem_from_error(
     elif kind == "model_type" and top == "source":
         message = (
             f"source {value!r} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
-            "e.g. source: {kpi_name: \"Umsatz Total\"}"
+            'e.g. source: {kpi_name: "Umsatz Total"}'
         )
     elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
         message = str(error["ctx"]["error"])
@@ -261,8 +267,30 @@ def _read_yaml(path: Path, file: str) -> tuple[list[tuple[Any, yaml.Node]], list
     ]
 
 
-def load_file(path: Path | str, plugin: str = "") -> tuple[list[LoadedKPI], list[Problem]]:
-    """Load and validate every KPI of one YAML file; returns the KPIs that are valid and all problems."""
+def _partial_definition(data: dict[str, Any]) -> KPIDefinition | None:
+    """What cross-KPI checks need of a KPI that failed validation: its id and its references."""
+    kpi_id, formula, average_per = (data.get(key) for key in ("id", "formula", "average_per"))
+    if not isinstance(kpi_id, str):
+        return None
+    if isinstance(formula, str):
+        try:
+            parse_formula(formula)
+        except FormulaError:
+            formula = None
+    return KPIDefinition.model_construct(
+        id=kpi_id,
+        formula=formula if isinstance(formula, str) else None,
+        average_per=average_per if isinstance(average_per, str) else None,
+    )
+
+
+def load_file(
+    path: Path | str, plugin: str = "", *, keep_invalid: bool = False
+) -> tuple[list[LoadedKPI], list[Problem]]:
+    """Load and validate every KPI of one YAML file; returns the KPIs that are valid and all problems.
+
+    With ``keep_invalid``, KPIs that failed validation are returned too, marked ``valid=False``.
+    """
     path = Path(path)
     file = display_path(path)
     items, problems = _read_yaml(path, file)
@@ -300,6 +328,10 @@ def load_file(path: Path | str, plugin: str = "") -> tuple[list[LoadedKPI], list
                 for error in exc.errors()
                 if error["loc"] or not combined  # model-level errors are the combined ones
             ]
+            partial = _partial_definition(data) if keep_invalid else None
+            if partial is not None:
+                origin = Origin(file=file, line=line, plugin=plugin, field_lines=lines)
+                loaded.append(LoadedKPI(partial, origin, valid=False))
             continue
         origin = Origin(file=file, line=line, plugin=plugin, field_lines=lines)
         loaded.append(LoadedKPI(definition, origin))

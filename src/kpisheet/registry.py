@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import graphlib
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from kpisheet.constants import TimeAggregation
@@ -106,13 +106,11 @@ def _evaluation_order(kpis: dict[str, KPIDefinition]) -> tuple[str, ...]:
     return tuple(sorter.static_order())
 
 
-def check_references(
-    loaded: Sequence[LoadedKPI], invalid_ids: Collection[str] = ()
-) -> list[Problem]:
+def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
     """Problems that need all KPIs at once: duplicate ids, unknown references, formula cycles.
 
-    ``invalid_ids`` are KPIs that are declared but failed validation; referencing them is not
-    reported again as a reference to an unknown KPI.
+    ``loaded`` may include KPIs that failed validation (``valid=False``): they count as declared,
+    and their references are checked too, so one run reports every problem.
     """
     problems: list[Problem] = []
     first: dict[str, LoadedKPI] = {}
@@ -143,7 +141,7 @@ def check_references(
         origin = item.origin
         if kpi.is_derived:
             for ref in kpi.parsed_formula.references:
-                if ref not in first and ref not in invalid_ids:
+                if ref not in first:
                     problems.append(
                         Problem(
                             f"formula {kpi.formula!r} references {unknown(ref)}",
@@ -153,11 +151,7 @@ def check_references(
                             field="formula",
                         )
                     )
-        if (
-            kpi.average_per is not None
-            and kpi.average_per not in first
-            and kpi.average_per not in invalid_ids
-        ):
+        if kpi.average_per is not None and kpi.average_per not in first:
             problems.append(
                 Problem(
                     f"average_per references {unknown(kpi.average_per)}",
@@ -217,15 +211,14 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
                 continue
             seen_files.add(file.resolve())
             file_order.setdefault(display_path(file), len(file_order))
-            items, file_problems = load_file(file, plugin)
+            items, file_problems = load_file(file, plugin, keep_invalid=True)
             loaded += items
             problems += file_problems
-    invalid_ids = {problem.kpi for problem in problems if problem.kpi is not None}
-    problems += check_references(loaded, invalid_ids)
+    problems += check_references(loaded)
     if problems:
         problems.sort(key=lambda p: (file_order.get(p.file, len(file_order)), p.line or 0))
         raise DefinitionError(problems)
     if not loaded:
         where = f" in {', '.join(searched)}" if searched else " (no files or directories given)"
         raise DefinitionError([Problem(f"no KPI definitions found{where}")])
-    return Registry(loaded)
+    return Registry(item for item in loaded if item.valid)
