@@ -145,6 +145,24 @@ def test_second_ingest_is_release_two_and_release_one_stays_queryable(
     assert kpisheet.open(url).release == second
 
 
+def test_rollback_copies_an_older_release_as_the_newest(tmp_path: Path) -> None:
+    """Ingesting release 1 of the store into itself makes it the newest again, as release 3."""
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    demo_csv = write_demo_csv(tmp_path / "demo.csv")
+    first = ingest(demo_csv, url)
+    write(tmp_path / "wrong.csv", "month,kpi,entity,value\n2026-11,turnover,Alpine Visa Gold,1\n")
+    ingest(tmp_path / "wrong.csv", url)
+    result = CliRunner().invoke(
+        main,
+        ["ingest", "--source", url, "--store", url, "--release", "1", "--note", "back to 1"],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == f"release 3 written to {url}: 21,380 rows, newest month 2026-10\n"
+    third = Store(url).latest()
+    assert (third.id, third.checksum, third.source) == (3, first.checksum, f"{url} release 1")
+    assert third.note == "back to 1"
+
+
 def test_upstream_names_are_trimmed_mapped_and_excluded(
     tmp_path: Path, demo: pd.DataFrame, upstream_names: dict[str, str]
 ) -> None:
@@ -474,13 +492,22 @@ def test_cli_param_must_be_name_equals_value(tmp_path: Path) -> None:
 
 
 def test_query_needs_a_database_and_a_database_needs_a_query(tmp_path: Path) -> None:
-    """--query with a file source, or a database source without --query, is explained."""
+    """--query with a file, a database without --query, --release with a file: each explained."""
     csv = write_demo_csv(tmp_path / "demo.csv")
     url = sqlite_url(tmp_path / "kpisheet.db")
     with pytest.raises(DataError, match=re.escape("--query needs a database URL as the source")):
         ingest(csv, url, query=write(tmp_path / "q.sql", "SELECT 1"))
-    with pytest.raises(DataError, match=re.escape("a database source needs --query FILE.sql")):
-        ingest("postgresql+psycopg://warehouse/dwh", url)
+    warehouse = tmp_path / "warehouse.db"
+    sqlite3.connect(warehouse).execute("CREATE TABLE kpi_values (x INTEGER)").connection.close()
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "a database source needs --query FILE.sql (it is no kpisheet store with releases)"
+        ),
+    ):
+        ingest(sqlite_url(warehouse), url)
+    with pytest.raises(DataError, match=re.escape("--release needs a store URL as the source")):
+        ingest(csv, url, release=1)
 
 
 def test_cli_demo_writes_a_ready_project(tmp_path: Path) -> None:

@@ -337,7 +337,7 @@ def parse_params(
 @click.option(
     "--source",
     required=True,
-    help="A CSV or Parquet file, or a database URL to run --query on.",
+    help="A CSV or Parquet file, a database URL to run --query on, or a store URL.",
 )
 @click.option(
     "--store",
@@ -372,6 +372,12 @@ def parse_params(
     default=None,
     help="Ingest configuration (YAML or TOML): source column names, exclusion rules.",
 )
+@click.option(
+    "--release",
+    type=int,
+    default=None,
+    help="With a store URL as the source: the release to copy (roll back). Default: its newest.",
+)
 @click.option("--note", default="", help="A note recorded with the release.")
 def ingest_command(
     source: str,
@@ -381,6 +387,7 @@ def ingest_command(
     definitions: tuple[Path, ...],
     entities: Path | None,
     config: Path | None,
+    release: int | None,
     note: str,
 ) -> None:
     """Load a source into the store as a new release: validated completely, or nothing is written."""
@@ -395,6 +402,7 @@ def ingest_command(
         definitions=definitions_arg(definitions),
         entities=entities,
         config=config,
+        release=release,
         note=note,
         echo=lambda message: click.echo(message, err=True),
     )

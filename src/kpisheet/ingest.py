@@ -275,22 +275,41 @@ def read_file(path: Path | str) -> pd.DataFrame:
 
 
 def read_source(
-    source: str | Path, query: Path | str | None = None, params: Mapping[str, Any] | None = None
+    source: str | Path,
+    query: Path | str | None = None,
+    params: Mapping[str, Any] | None = None,
+    release: int | None = None,
 ) -> tuple[pd.DataFrame, str]:
-    """Raw rows of a file or a database query, and how to name the source in a release."""
+    """Raw rows of a file, a database query or a release of another store, and the source's name.
+
+    A database URL without a query must be a kpisheet store: its newest release, or ``release``,
+    is read (to roll back, or to promote a release from a staging store).
+    """
+    name = display_url(source) if isinstance(source, str) else str(source)
+
+    def fail(message: str) -> DataError:
+        return DataError(name, [Problem(message, file=name)], pd.DataFrame())
+
+    if release is not None and query is not None:
+        raise fail("--release reads a release of a store; it does not go with --query")
     if isinstance(source, str) and is_store_url(source):
-        if query is None:
-            name = display_url(source)
-            message = "a database source needs --query FILE.sql"
-            raise DataError(name, [Problem(message, file=name)], pd.DataFrame())
-        frame = read_database(source, query, params)
-        shown = ", ".join(f"{key}={value}" for key, value in (params or {}).items())
-        label = f"{display_url(source)} query {Path(query).name}" + (f" ({shown})" if shown else "")
-        return frame, label
+        if query is not None:
+            frame = read_database(source, query, params)
+            shown = ", ".join(f"{key}={value}" for key, value in (params or {}).items())
+            label = f"{name} query {Path(query).name}" + (f" ({shown})" if shown else "")
+            return frame, label
+        with Store(source) as store:
+            if not store.releases():
+                raise fail(
+                    "a database source needs --query FILE.sql (it is no kpisheet store with releases)"
+                )
+            info, frame = store.read(release)
+        frame.attrs.update(source=f"{name} release {info.id}", line_offset=None)
+        return frame, f"{name} release {info.id}"
     if query is not None:
-        name = str(source)
-        message = "--query needs a database URL as the source, e.g. postgresql+psycopg://host/db"
-        raise DataError(name, [Problem(message, file=name)], pd.DataFrame())
+        raise fail("--query needs a database URL as the source, e.g. postgresql+psycopg://host/db")
+    if release is not None:
+        raise fail("--release needs a store URL as the source, e.g. sqlite:///kpisheet.db")
     return read_file(source), str(Path(source).resolve())
 
 
@@ -531,19 +550,21 @@ def ingest(
     definitions: Sequence[Path | str] | Path | str | None = None,
     entities: Path | str | None = None,
     config: Path | str | IngestConfig | None = None,
+    release: int | None = None,
     note: str = "",
     progress: bool | None = None,
     echo: Echo = _no_echo,
 ) -> ReleaseInfo:
     """Read, map, validate and write one new release; on any problem write nothing.
 
-    :param source: a CSV or Parquet file, or a SQLAlchemy URL (then ``query`` is needed).
+    :param source: a CSV or Parquet file, a database URL with ``query``, or a store URL.
     :param store_url: the SQLAlchemy URL of the store.
     :param query: a ``.sql`` file with ``:name`` parameters, run on a database source.
     :param params: values of the query's parameters, bound by the database driver.
     :param definitions: KPI definitions; default the built-in sheet plus plugins.
     :param entities: the entity hierarchy; default the demo hierarchy.
     :param config: an ingest configuration file (or object): column names, exclusions.
+    :param release: with a store as the source, the release to copy (default its newest).
     :param echo: receives one line per notable step (exclusions, identical data).
     :raises DataError, StoreError, DefinitionError, HierarchyError, IngestConfigError: with
         every problem found.
@@ -552,7 +573,7 @@ def ingest(
     registry = load_kpis(definitions)
     hierarchy = load_hierarchy(entities if entities is not None else _default_entities())
     settings = config if isinstance(config, IngestConfig) else load_ingest_config(config)
-    frame, label = read_source(source, query, params)
+    frame, label = read_source(source, query, params, release)
     observations = prepare(frame, registry, hierarchy, settings, source=label, echo=echo)
     with store:
         previous = _latest_or_none(store)
