@@ -4,6 +4,10 @@ The :class:`Cube` is built once per sheet: a dense array ``values[kpi, entity, m
 KPI for every entity of the tree, with group levels already rolled up month by month. A query then
 only slices the months of its two windows (current and previous year) for the KPIs and entities it
 needs and aggregates them along the month axis — numpy on whole blocks, no loop per row or series.
+
+The array is stored month-major, so the months of a window are one contiguous slab; next to it the
+cube keeps the values with missing ones as zero and a running count of months with a value, so a
+window's sum is a sum of whole rows and its month count a difference of two rows.
 """
 
 from __future__ import annotations
@@ -55,24 +59,38 @@ class WindowValues:
     length: int
 
 
-def _roll_up(leaf: np.ndarray, codes: np.ndarray, groups: int) -> np.ndarray:
-    """Sum leaves into groups per KPI and month; a group without any value in a month stays NaN.
+def _roll_up(filled: np.ndarray, present: np.ndarray, codes: np.ndarray, groups: int) -> np.ndarray:
+    """Sum leaves into groups per month and KPI; a group without any value in a month stays NaN.
 
-    ``leaf`` is (KPIs, leaves, months); ``codes`` gives each leaf's group (-1: none).
+    ``filled`` (leaf values, missing as 0) and ``present`` (has a value) are (months, KPIs, leaves);
+    ``codes`` gives each leaf's group (-1: none). Returns (months, KPIs, groups).
     """
-    shape = (leaf.shape[0], groups, leaf.shape[2])
-    keep = codes >= 0
-    order = np.argsort(codes[keep], kind="stable")
-    sorted_codes = codes[keep][order]
-    block = leaf[:, keep][:, order]
-    if block.shape[1] == 0:
+    shape = (*filled.shape[:2], groups)
+    keep = np.flatnonzero(codes >= 0)
+    members = keep[np.argsort(codes[keep], kind="stable")]
+    if len(members) == 0:
         return np.full(shape, np.nan)
+    sorted_codes = codes[members]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    sums = np.add.reduceat(np.nan_to_num(block, nan=0.0), starts, axis=1)
-    counts = np.add.reduceat((~np.isnan(block)).astype(np.int32), starts, axis=1)
+    every = len(members) == filled.shape[2] and bool(np.all(members[1:] > members[:-1]))
+    sums = np.add.reduceat(filled if every else filled[..., members], starts, axis=2)
+    any_value = np.logical_or.reduceat(present if every else present[..., members], starts, axis=2)
     out = np.full(shape, np.nan)
-    out[:, sorted_codes[starts]] = np.where(counts > 0, sums, np.nan)
+    out[..., sorted_codes[starts]] = np.where(any_value, sums, np.nan)
     return out
+
+
+def _positions(column: pd.Series, names: Sequence[str]) -> np.ndarray:
+    """Position of each value of ``column`` in ``names`` (-1: absent); one lookup per distinct value."""
+    codes, uniques = pd.factorize(column)
+    return np.append(pd.Index(names).get_indexer(uniques), -1)[codes]
+
+
+def _text(
+    labels: Sequence[str] | np.ndarray, codes: np.ndarray
+) -> pd.api.extensions.ExtensionArray:
+    """The text column ``labels[codes]`` (dtype ``str``), one take instead of an object per row."""
+    return pd.Series(np.asarray(labels, dtype=object), dtype=str).array.take(codes)
 
 
 class Cube:
@@ -115,32 +133,44 @@ class Cube:
         )
 
         leaves = hierarchy.leaves
-        leaf = np.full((len(self.source_ids), len(leaves), self.month_count), np.nan)
+        leaf = np.full((self.month_count, len(self.source_ids), len(leaves)), np.nan)
         if len(observations):
-            k = pd.Categorical(observations[KPI], categories=self.source_ids).codes
-            e = pd.Categorical(observations[ENTITY], categories=leaves).codes
-            t = (
-                (months.dt.year.to_numpy() - self.first.year) * 12
-                + months.dt.month.to_numpy()
-                - self.first.month
-            )
-            leaf[k, e, t] = observations[VALUE].to_numpy(dtype=float)
+            k = _positions(observations[KPI], self.source_ids)
+            e = _positions(observations[ENTITY], leaves)
+            t = months.array.asi8 - self.first.ordinal
+            leaf[t, k, e] = observations[VALUE].to_numpy(dtype=float)
 
-        blocks = [_roll_up(leaf, np.zeros(len(leaves), dtype=np.int64), 1)]
+        present = ~np.isnan(leaf)
+        filled = np.where(present, leaf, 0.0)
+        blocks = [_roll_up(filled, present, np.zeros(len(leaves), dtype=np.int64), 1)]
         for grouping in groupings:
             # -1 for a product outside every group of the grouping (a view it has no value for)
             codes = pd.Index(hierarchy.groups(grouping)).get_indexer(hierarchy.attributes[grouping])
-            blocks.append(_roll_up(leaf, codes.astype(np.int64), len(hierarchy.groups(grouping))))
+            blocks.append(
+                _roll_up(filled, present, codes.astype(np.int64), len(hierarchy.groups(grouping)))
+            )
+        del filled, present
         blocks.append(leaf)
-        self.values = np.concatenate(blocks, axis=1)
+        by_month = np.concatenate(blocks, axis=2)
+        del blocks, leaf
         no_roll_up = [
             self.kpi_index[k.id]
             for k in registry.source_kpis
             if k.entity_aggregation is EntityAggregation.NONE
         ]
-        self.values[np.ix_(no_roll_up, np.flatnonzero(self.entity_levels != PRODUCT_LEVEL))] = (
-            np.nan
-        )
+        groups = np.flatnonzero(self.entity_levels != PRODUCT_LEVEL)
+        by_month[:, np.array(no_roll_up, dtype=np.int64)[:, None], groups[None, :]] = np.nan
+        #: values[kpi, entity, month] (a view of the month-major array)
+        self.values = by_month.transpose(1, 2, 0)
+        self._by_month = by_month
+        present = ~np.isnan(by_month)
+        self._filled = np.where(present, by_month, 0.0)
+        # _counts[t] = months with a value before month t, so a window's count is a difference.
+        count_type = np.int16 if self.month_count < np.iinfo(np.int16).max else np.int32
+        self._counts = np.zeros((self.month_count + 1, *by_month.shape[1:]), dtype=count_type)
+        np.cumsum(present, axis=0, dtype=count_type, out=self._counts[1:])
+        #: each entity's level as a code into :attr:`level_names`
+        self.level_codes, self.level_names = pd.factorize(self.entity_levels)
 
     def month_position(self, month: pd.Period) -> int:
         """Column of a month in :attr:`values` (may be outside the array)."""
@@ -157,6 +187,21 @@ class Cube:
             ]
         return out
 
+    def _slab(self, array: np.ndarray, kpis: np.ndarray, entities: np.ndarray) -> np.ndarray:
+        """``array[..., kpis, entities]`` of a month-major array (a slab of months or one month)."""
+        return array[..., kpis[:, None], entities[None, :]]
+
+    def _window_sum(self, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Sum over months ``lo..hi`` of the values (missing as 0), shaped (KPIs, entities).
+
+        A large selection sums every row of the slab and picks afterwards: adding whole contiguous
+        rows is cheaper than gathering a scattered block first.
+        """
+        slab = self._filled[lo : hi + 1]
+        if len(kpis) * len(entities) * 4 >= slab.shape[1] * slab.shape[2]:
+            return self._slab(slab.sum(axis=0), kpis, entities)
+        return self._slab(slab, kpis, entities).sum(axis=0)
+
     def source_window(
         self, kpi_ids: Sequence[str], entities: np.ndarray, as_of: pd.Period, window: Window
     ) -> WindowValues:
@@ -164,31 +209,34 @@ class Cube:
         first, last = window_bounds(as_of, window)
         start, stop = self.month_position(first), self.month_position(last)
         kpis = np.array([self.kpi_index[k] for k in kpi_ids], dtype=np.int64)
-        block = self._block(kpis, entities, start, stop)
-        present = ~np.isnan(block)
-        months = present.sum(axis=-1)
-        value = np.full(months.shape, np.nan)
+        lo, hi = max(start, 0), min(stop, self.month_count - 1)  # the window's months with data
+        value = np.full((len(kpis), len(entities)), np.nan)
+        if lo > hi or len(value) == 0:
+            return WindowValues(value, np.zeros(value.shape, dtype=np.int64), stop - start + 1)
+        months = (
+            self._slab(self._counts[hi + 1], kpis, entities)
+            - self._slab(self._counts[lo], kpis, entities)
+        ).astype(np.int64)
         rules = np.array([self.registry[k].time_aggregation for k in kpi_ids], dtype=object)
         for rule in TimeAggregation:
             rows = np.flatnonzero(rules == rule)
             if len(rows) == 0:
                 continue
-            part = block[rows]
-            has = months[rows] > 0
+            part = kpis[rows]
             if rule is TimeAggregation.SUM:
-                result = np.nansum(part, axis=-1)
+                result = self._window_sum(part, entities, lo, hi)
             elif rule is TimeAggregation.MEAN:
-                result = np.nansum(part, axis=-1) / np.maximum(months[rows], 1)
-            elif rule is TimeAggregation.MIN:
-                result = np.fmin.reduce(part, axis=-1)
-            elif rule is TimeAggregation.MAX:
-                result = np.fmax.reduce(part, axis=-1)
-            elif rule is TimeAggregation.LAST:
-                result = part[..., -1]
-            else:
-                result = part[..., 0]
-            value[rows] = np.where(has, result, np.nan)
-        return WindowValues(value, months, block.shape[-1])
+                result = self._window_sum(part, entities, lo, hi) / np.maximum(months[rows], 1)
+            elif rule in (TimeAggregation.MIN, TimeAggregation.MAX):
+                reduce = np.fmin if rule is TimeAggregation.MIN else np.fmax
+                result = reduce.reduce(self._slab(self._by_month[lo : hi + 1], part, entities))
+            else:  # last or first: that month's value, missing when it lies outside the data
+                month = stop if rule is TimeAggregation.LAST else start
+                if not lo <= month <= hi:
+                    continue
+                result = self._slab(self._by_month[month], part, entities)
+            value[rows] = np.where(months[rows] > 0, result, np.nan)
+        return WindowValues(value, months, stop - start + 1)
 
     def monthly(
         self, kpi_ids: Sequence[str], entities: np.ndarray, first: pd.Period, last: pd.Period
@@ -319,17 +367,17 @@ def compute(
     change = value - previous_value
     with np.errstate(divide="ignore", invalid="ignore"):
         change_pct = np.where(previous_value != 0, change / np.abs(previous_value), np.nan)
-    entity_col = np.repeat(np.asarray(entities, dtype=object), len(kpi_ids))[keep]
-    kpi_col = np.tile(np.asarray(kpi_ids, dtype=object), len(index))[keep]
-    level_col = np.repeat(cube.entity_levels[index], len(kpi_ids))[keep]
-    rows = len(value)
+    entity_codes = np.repeat(np.arange(len(index)), len(kpi_ids))[keep]
+    kpi_codes = np.tile(np.arange(len(kpi_ids)), len(index))[keep]
+    level_codes = cube.level_codes[index][entity_codes]
+    constant = np.zeros(len(value), dtype=np.int64)
     return pd.DataFrame(
         {
-            AS_OF: np.full(rows, as_of.strftime(MONTH_TEXT_FORMAT), dtype=object),
-            WINDOW: np.full(rows, window.value, dtype=object),
-            LEVEL: level_col,
-            ENTITY: entity_col,
-            KPI: kpi_col,
+            AS_OF: _text([as_of.strftime(MONTH_TEXT_FORMAT)], constant),
+            WINDOW: _text([window.value], constant),
+            LEVEL: _text(cube.level_names, level_codes),
+            ENTITY: _text(entities, entity_codes),
+            KPI: _text(kpi_ids, kpi_codes),
             VALUE: value,
             PREVIOUS_VALUE: previous_value,
             CHANGE: change,
@@ -338,7 +386,7 @@ def compute(
             COMPLETE: months == current.length,
         },
         columns=list(RESULT_COLUMNS),
-    ).astype({AS_OF: str, WINDOW: str, LEVEL: str, ENTITY: str, KPI: str})
+    )
 
 
 def _empty_result() -> pd.DataFrame:
