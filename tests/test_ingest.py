@@ -673,3 +673,91 @@ def test_demo_entities_are_the_default_hierarchy(tmp_path: Path) -> None:
     write(tmp_path / "x.csv", "month,kpi,entity,value\n2024-01,turnover,Nirgendwo Karte,1\n")
     with pytest.raises(DataError, match=re.escape("unknown entity 'Nirgendwo Karte'")):
         ingest(tmp_path / "x.csv", sqlite_url(tmp_path / "kpisheet.db"))
+
+
+# -- docs/data-engineers.md ---------------------------------------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "data-engineers.md"
+
+
+def guide_block(language: str, starts: str) -> str:
+    """The fenced block of the guide in ``language`` whose text starts with ``starts``."""
+    blocks = re.findall(rf"```{language}\n(.*?)```", GUIDE.read_text(encoding="utf-8"), re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(starts)]
+    return block
+
+
+def test_guide_configurations_load(tmp_path: Path) -> None:
+    """The guide's YAML and TOML ingest configurations are valid and say what the guide says."""
+    yaml_config = load_ingest_config(
+        write(tmp_path / "ingest.yaml", guide_block("yaml", "# ingest.yaml"))
+    )
+    assert [str(rule) for rule in yaml_config.exclude] == [
+        "entity startswith 'TEST '",
+        "entity in ['Dummy Karte', 'Musterkarte']",
+    ]
+    toml_config = load_ingest_config(
+        write(tmp_path / "ingest.toml", guide_block("toml", "# ingest.toml"))
+    )
+    assert (toml_config.columns.month, toml_config.columns.entity) == (
+        "period_date",
+        "product_name",
+    )
+    assert [str(rule) for rule in toml_config.exclude] == ["entity startswith 'TEST '"]
+
+
+@pytest.mark.postgres
+def test_guide_warehouse_query_runs_on_postgresql(
+    tmp_path: Path, postgres_db: str, demo: pd.DataFrame, upstream_names: dict[str, str]
+) -> None:
+    """The guide's .sql template and ingest.yaml load a star-schema warehouse into a release."""
+    kpi_ids = {name: number for number, name in enumerate(upstream_names.values(), start=100)}
+    products = {name: number for number, name in enumerate(pd.unique(demo["entity"]), start=1)}
+    products |= {"TEST Karte": 900, "Dummy Karte": 901}
+    rows = upstream(demo, upstream_names)
+    fact = pd.DataFrame(
+        {
+            "period_date": rows["PERIOD_DATE"].dt.date,
+            "product_id": demo["entity"].map(products),
+            "kpi_id": rows["KPI_NAME"].str.strip().map(kpi_ids),
+            "period_id": 1,
+            "kpi_value": rows["KPI_VALUE"],
+        }
+    )
+    noise = pd.concat(
+        [
+            fact.head(20).assign(period_id=2, kpi_value=-1.0),  # year-to-date values
+            fact.head(3).assign(product_id=900),
+            fact.head(3).assign(product_id=901),
+        ]
+    )
+    engine = create_engine(postgres_db)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA dwh"))
+        pd.DataFrame({"product_id": products.values(), "product_name": products.keys()}).to_sql(
+            "dim_product", conn, schema="dwh", index=False
+        )
+        pd.DataFrame({"kpi_id": kpi_ids.values(), "kpi_name": kpi_ids.keys()}).to_sql(
+            "dim_kpi", conn, schema="dwh", index=False
+        )
+        pd.concat([fact, noise]).to_sql(
+            "fact_kpi_monthly", conn, schema="dwh", index=False, chunksize=5000
+        )
+    engine.dispose()
+    query = write(tmp_path / "monthly.sql", guide_block("sql", "-- sql/monthly.sql"))
+    config = write(tmp_path / "ingest.yaml", guide_block("yaml", "# ingest.yaml"))
+    said: list[str] = []
+    info = ingest(
+        postgres_db,
+        sqlite_url(tmp_path / "kpisheet.db"),
+        query=query,
+        params={"from_date": "2021-01-01", "to_date": "2026-06-30"},
+        config=config,
+        echo=said.append,
+    )
+    assert said == [
+        "excluded 3 rows by rule: entity startswith 'TEST '",
+        "excluded 3 rows by rule: entity in ['Dummy Karte', 'Musterkarte']",
+    ]
+    assert info.newest_month == "2026-06"
+    assert info.checksum == observations_checksum(demo[demo["month"] <= pd.Period("2026-06", "M")])
