@@ -229,6 +229,15 @@ def test_formula_syntax_error(here: Path) -> None:
     ]
 
 
+def test_formula_without_kpi(here: Path) -> None:
+    """A formula of numbers only is no derived KPI and is rejected."""
+    text = "id: x\nlabel: X\ngroup: G\nunit: ratio\nformula: (1 + 2) * 3\n"
+    assert problems(here, {"a.yaml": text}) == [
+        "a.yaml:5: KPI 'x': formula: '(1 + 2) * 3' references no KPI; a derived KPI is computed "
+        "from other KPIs"
+    ]
+
+
 def test_source_problems(here: Path) -> None:
     """A source needs kpi_name or kpi_id, period_id needs kpi_id, and it must be a mapping."""
     base = "  label: X\n  group: G\n  unit: count\n  time_aggregation: sum\n"

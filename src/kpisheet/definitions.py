@@ -64,8 +64,10 @@ class KPIDefinition(BaseModel):
     @field_validator("formula")
     @classmethod
     def _formula_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_formula(value)
+        if value is not None and not parse_formula(value).references:
+            raise ValueError(
+                f"{value!r} references no KPI; a derived KPI is computed from other KPIs"
+            )
         return value
 
     @model_validator(mode="after")
