@@ -26,6 +26,10 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+# The demo store that kpisheet.open() builds lives in a cache directory of this test run (also
+# for subprocesses, which inherit the environment), never in the user's own cache.
+os.environ.setdefault("KPISHEET_CACHE_DIR", tempfile.mkdtemp(prefix="kpisheet-test-cache-"))
+
 
 # -- PostgreSQL --------------------------------------------------------------------------------
 # A throwaway server from Debian's binaries, started once per test run. KPISHEET_TEST_POSTGRES_URL

@@ -14,6 +14,7 @@ import copy
 import csv
 import difflib
 import functools
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -79,9 +80,8 @@ def observation_schema(registry: Registry, hierarchy: Hierarchy) -> pa.DataFrame
     )
 
 
-def _sniff_separator(path: Path) -> str:
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        sample = handle.read(64 * 1024)
+def _sniff_separator(content: bytes) -> str:
+    sample = content[: 64 * 1024].decode("utf-8-sig", errors="replace")
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;").delimiter
     except csv.Error:
@@ -104,13 +104,16 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(name, [Problem("no such file", file=name)], pd.DataFrame())
     try:
+        # Read the whole file first: a file replaced or truncated while it is parsed then fails
+        # cleanly (or not at all) instead of crashing a memory-mapped reader.
+        content = path.read_bytes()
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(io.BytesIO(content))
             offset = separator = None
         else:
-            separator = _sniff_separator(path)
+            separator = _sniff_separator(content)
             frame = pd.read_csv(
-                path,
+                io.BytesIO(content),
                 sep=separator,
                 dtype=str,
                 keep_default_na=False,
@@ -147,8 +150,16 @@ def parse_months(raw: pd.Series) -> pd.Series:
         return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
     if pd.api.types.is_datetime64_any_dtype(raw):
         return raw.dt.to_period("M")
-    text = raw.astype("string").str.strip()
-    result = pd.Series(pd.NaT, index=raw.index, dtype=MonthDtype)
+    # Each distinct text is parsed once: a file has millions of rows but only dozens of months.
+    codes, uniques = pd.factorize(raw.astype("string").str.strip())
+    parsed = _parse_month_texts(pd.Series(uniques, dtype="string"))
+    ordinals = np.append(parsed.array.asi8, pd.NaT.value)[codes]  # code -1 (missing) takes NaT
+    return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
+
+
+def _parse_month_texts(text: pd.Series) -> pd.Series:
+    """Months of distinct month texts; NaT where a text is no month."""
+    result = pd.Series(pd.NaT, index=text.index, dtype=MonthDtype)
     compact = text.str.fullmatch(r"\d{6}").fillna(False)
     year_month = text.str.fullmatch(r"\d{4}-\d{1,2}").fillna(False)
     # Dotted dates are day first wherever they are written (01.02.2023 is 1 February).

@@ -292,7 +292,8 @@ def open(
     """Open a KPI sheet.
 
     :param data: a CSV or Parquet file of observations, a SQLAlchemy URL of a store, or a
-        DataFrame; default the bundled demo sheet.
+        DataFrame; default the bundled demo sheet (a SQLite store built once in the user's
+        cache directory, ``$KPISHEET_CACHE_DIR`` if set).
     :param definitions: KPI YAML files or directories; default the built-in sheet plus plugins.
     :param entities: the entity hierarchy YAML; default the demo hierarchy.
     :param release: a store release id; default the newest.
@@ -300,21 +301,18 @@ def open(
     """
     registry = load_kpis(definitions)
     hierarchy = load_hierarchy(entities if entities is not None else _default_entities())
+    from kpisheet.store import Store, demo_store_url, display_url, is_store_url
+
     if data is None:
-        from kpisheet.demo import generate_observations
-
+        data = demo_store_url()
+    if isinstance(data, str) and is_store_url(data):
+        with Store(data) as store:
+            info, raw = store.read(release)
+        shown = display_url(data)
         observations = validate_observations(
-            generate_observations(), registry, hierarchy, source="demo"
+            raw, registry, hierarchy, source=f"{shown} release {info.id}"
         )
-        return KPISheet(observations, registry, hierarchy, source="demo")
-    if isinstance(data, str) and "://" in data:
-        from kpisheet.store import Store
-
-        info, raw = Store(data).read(release)
-        observations = validate_observations(
-            raw, registry, hierarchy, source=f"{data} release {info.id}"
-        )
-        return KPISheet(observations, registry, hierarchy, release=info, source=data)
+        return KPISheet(observations, registry, hierarchy, release=info, source=shown)
     name = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "DataFrame"
     return KPISheet(
         load_observations(data, registry, hierarchy), registry, hierarchy, source=str(name)
