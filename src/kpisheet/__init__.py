@@ -8,6 +8,7 @@ from kpisheet.errors import (
     DefinitionError,
     FormulaError,
     HierarchyError,
+    IngestConfigError,
     KpisheetError,
     Problem,
     QueryError,
@@ -17,6 +18,7 @@ from kpisheet.hookspecs import hookimpl
 from kpisheet.plugins import get_plugin_manager, load_kpis
 from kpisheet.registry import Registry
 from kpisheet.sheet import KPISheet, open
+from kpisheet.store import ReleaseInfo, Store
 
 __version__ = "0.1.0"
 
@@ -26,11 +28,14 @@ __all__ = [
     "DefinitionError",
     "FormulaError",
     "HierarchyError",
+    "IngestConfigError",
     "KPISheet",
     "KpisheetError",
     "Problem",
     "QueryError",
     "Registry",
+    "ReleaseInfo",
+    "Store",
     "StoreError",
     "__version__",
     "get_plugin_manager",
