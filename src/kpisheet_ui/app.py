@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import html
 import logging
 from typing import Any
 
@@ -16,10 +17,18 @@ import param
 from kpisheet.errors import KpisheetError
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source
 from kpisheet_ui.state import (
+    CHANGE_COLUMN,
+    CHANGE_PCT_COLUMN,
+    ENTITY_COLUMN,
     GROUP_COLUMN,
     HIGHLIGHT_COUNT,
     INCOMPLETE_MARK,
+    KPI_COLUMN,
+    LEVEL_COLUMN,
+    MONTHS_COLUMN,
     NUMBER_COLUMNS,
+    PREVIOUS_COLUMN,
+    VALUE_COLUMN,
     SheetState,
 )
 
@@ -27,7 +36,21 @@ log = logging.getLogger(__name__)
 
 TITLE = "KPI-Sheet"
 ACCENT = "#1F5F8B"
+#: Most pixels the table takes; a short table takes a row height per row and group.
 TABLE_HEIGHT = 560
+TABLE_HEADER_HEIGHT = 40
+TABLE_ROW_HEIGHT = 31
+#: Column widths in pixels: wide enough for billions of francs with centimes.
+COLUMN_WIDTHS = {
+    KPI_COLUMN: 230,
+    ENTITY_COLUMN: 260,
+    LEVEL_COLUMN: 90,
+    VALUE_COLUMN: 185,
+    PREVIOUS_COLUMN: 185,
+    CHANGE_COLUMN: 185,
+    CHANGE_PCT_COLUMN: 100,
+    MONTHS_COLUMN: 80,
+}
 SIDEBAR_WIDTH = 330
 
 #: Tabulator's group headers count rows in English ("14 items"): hidden, the group name is enough.
@@ -53,9 +76,13 @@ class AppView(param.Parameterized):
         self.data_version = pn.pane.HTML(
             "", css_classes=["datenstand"], styles={"color": "white", "font-size": "15px"}
         )
-        self.notice = pn.pane.Alert("", alert_type="success", visible=False)
-        self.notes = pn.pane.Alert("", alert_type="warning", visible=False)
-        self.error = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.notice = pn.pane.Alert(
+            "", alert_type="success", visible=False, css_classes=["neue-daten"]
+        )
+        self.notes = pn.pane.Alert(
+            "", alert_type="warning", visible=False, css_classes=["hinweise"]
+        )
+        self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["fehler"])
         self.table = pn.widgets.Tabulator(
             state.table(),
             groupby=[GROUP_COLUMN],
@@ -65,37 +92,47 @@ class AppView(param.Parameterized):
             disabled=True,
             selectable=False,
             sortable=False,
-            layout="fit_columns",
+            layout="fit_data_table",
+            widths=COLUMN_WIDTHS,
             text_align={column: "right" for column in NUMBER_COLUMNS},
             height=TABLE_HEIGHT,
             sizing_mode="stretch_width",
             stylesheets=[TABLE_CSS],
             name="KPI-Tabelle",
+            css_classes=["kpi-tabelle"],
         )
         self.table.style.apply(lambda frame: self.state.table_styles(), axis=None)
         self.legend = pn.pane.Markdown(LEGEND, styles={"font-size": "12px", "color": "#555"})
-        self.chart_pane = pn.Column(sizing_mode="stretch_width", name="Diagramm")
-        self.chart_message = pn.pane.Markdown("", styles={"color": "#555"})
+        self.chart_pane = pn.Column(
+            sizing_mode="stretch_width", name="Diagramm", css_classes=["diagramm"]
+        )
+        self.chart_message = pn.pane.Markdown(
+            "", styles={"color": "#555"}, css_classes=["kein-diagramm"]
+        )
         self.table_download = pn.widgets.FileDownload(
             callback=self._guard(state.table_xlsx),
             filename=state.table_filename(),
             label="Tabelle als XLSX",
             button_type="primary",
+            css_classes=["download-tabelle"],
         )
         self.series_download = pn.widgets.FileDownload(
             callback=self._guard(state.series_xlsx),
             filename=state.series_filename(),
             label="Diagrammdaten als XLSX",
+            css_classes=["download-verlauf"],
         )
         self.png_download = pn.widgets.FileDownload(
             callback=self._guard(state.chart_png),
             filename=state.chart_filename("png"),
             label="Diagramm als PNG",
+            css_classes=["download-png"],
         )
         self.html_download = pn.widgets.FileDownload(
             callback=self._guard(state.chart_html),
             filename=state.chart_filename("html"),
             label="Diagramm als HTML",
+            css_classes=["download-html"],
         )
         self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
         state.param.watch(self._refresh, ["result"])
@@ -125,7 +162,10 @@ class AppView(param.Parameterized):
         state = self.state
         self.data_version.object = state.data_version
         with pn.io.hold():
-            self.table.value = state.table()
+            table = state.table()
+            rows = len(table) + table[GROUP_COLUMN].nunique()
+            self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
+            self.table.value = table
             notes = state.notes()
             self.notes.object = "\n\n".join(notes)
             self.notes.visible = bool(notes)
@@ -158,24 +198,41 @@ class AppView(param.Parameterized):
     def sidebar(self) -> list[Any]:
         """The selection widgets."""
         p = self.state.param
-        clear = pn.widgets.Button(name="Auswahl löschen", button_type="light")
+        clear = pn.widgets.Button(
+            name="Auswahl löschen", button_type="light", css_classes=["auswahl-loeschen"]
+        )
         clear.on_click(lambda event: self.state.clear_all())
+        buttons = {"button_type": "primary", "button_style": "outline"}
         return [
-            pn.widgets.Select.from_param(p.as_of, name="Stichtag"),
+            pn.widgets.Select.from_param(p.as_of, name="Stichtag", css_classes=["stichtag"]),
             pn.widgets.RadioButtonGroup.from_param(
-                p.window, name="Fenster", button_type="primary", button_style="outline"
+                p.window, name="Fenster", css_classes=["fenster"], **buttons
             ),
-            pn.widgets.Select.from_param(p.grouping, name="Entitäten-Gruppe"),
-            pn.widgets.Select.from_param(p.kpi_group, name="KPI-Gruppe"),
+            pn.widgets.Select.from_param(
+                p.grouping, name="Entitäten-Gruppe", css_classes=["entitaeten-gruppe"]
+            ),
+            pn.widgets.Select.from_param(
+                p.kpi_group, name="KPI-Gruppe", css_classes=["kpi-gruppe"]
+            ),
             pn.widgets.RadioButtonGroup.from_param(
-                p.display, name="Tabelle gruppiert", button_type="primary", button_style="outline"
+                p.display, name="Tabelle gruppiert", css_classes=["darstellung"], **buttons
             ),
-            pn.widgets.Checkbox.from_param(p.per_account, name="Ø pro aktives Konto"),
-            pn.widgets.MultiChoice.from_param(
-                p.entities, name="Entitäten (leer = alle)", placeholder="alle", solid=False
+            pn.widgets.Checkbox.from_param(
+                p.per_account, name="Ø pro aktives Konto", css_classes=["pro-konto"]
             ),
             pn.widgets.MultiChoice.from_param(
-                p.kpis, name="KPIs (leer = alle)", placeholder="alle", solid=False
+                p.entities,
+                name="Entitäten (leer = alle)",
+                placeholder="alle",
+                solid=False,
+                css_classes=["entitaeten"],
+            ),
+            pn.widgets.MultiChoice.from_param(
+                p.kpis,
+                name="KPIs (leer = alle)",
+                placeholder="alle",
+                solid=False,
+                css_classes=["kpis"],
             ),
             clear,
         ]
@@ -225,8 +282,9 @@ def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTempla
     if pn.state.user and pn.state.user != "guest":
         header.append(
             pn.pane.HTML(
-                f'<span style="color:white">Angemeldet: {pn.state.user} · '
-                '<a href="./logout" style="color:white">Abmelden</a></span>'
+                f'<span style="color:white">Angemeldet: {html.escape(pn.state.user)} · '
+                '<a href="./logout" style="color:white">Abmelden</a></span>',
+                css_classes=["angemeldet"],
             )
         )
     template = pn.template.BootstrapTemplate(

@@ -29,6 +29,7 @@ from kpisheet.constants import (
     LEVEL,
     MONTHS,
     PREVIOUS_VALUE,
+    TOTAL_LEVEL,
     VALUE,
     TimeAggregation,
     Unit,
@@ -160,8 +161,8 @@ class SheetState(param.Parameterized):
     def grouping_entities(self, key: str | None = None) -> list[str]:
         """The entities of a grouping (default: the chosen one), coarse to fine.
 
-        All: every entity of the tree. A group: the group, its subgroups and its products.
-        A view: the total and the view's groups.
+        All: every entity of the tree. The total: the total alone. A group: the group, its
+        subgroups and its products. A view: the total and the view's groups.
         """
         key = self.grouping if key is None else key
         tree = self._tree()
@@ -170,7 +171,9 @@ class SheetState(param.Parameterized):
             return list(tree[ENTITY])
         if key.startswith(VIEW_PREFIX):
             return [hierarchy.total, *hierarchy.groups(key.removeprefix(VIEW_PREFIX))]
-        name = key.split(":", 1)[1]
+        level, name = key.split(":", 1)
+        if level == TOTAL_LEVEL:
+            return [name]
         chosen = {name}
         frontier = {name}
         while frontier:
