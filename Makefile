@@ -14,7 +14,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/kpisheet kpis
+	$(BIN)/kpisheet serve
 
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests

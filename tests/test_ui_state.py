@@ -98,6 +98,13 @@ def test_sector_grouping_holds_its_mandants_and_products(state: SheetState) -> N
     assert entities == ["B2C", *b2c_mandants, *hierarchy.members("B2C")]
 
 
+def test_total_grouping_is_the_total_alone(state: SheetState, sheet: kpisheet.KPISheet) -> None:
+    """The grouping "Total" shows the company total only, not everything under it."""
+    state.grouping = f"total:{sheet.hierarchy.total}"
+    assert state.selected_entities == [sheet.hierarchy.total]
+    pd.testing.assert_frame_equal(state.result, sheet.query(entities=[sheet.hierarchy.total]))
+
+
 def test_card_profile_view_shows_the_total_and_the_profiles(
     state: SheetState, sheet: kpisheet.KPISheet
 ) -> None:
