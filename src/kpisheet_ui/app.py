@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 from typing import Any
 
 import panel as pn
@@ -31,6 +32,7 @@ from kpisheet_ui.state import (
     VALUE_COLUMN,
     SheetState,
 )
+from kpisheet_ui.usage import USAGE_LOG_ENV, USAGE_LOGGER, configure_usage_log
 
 log = logging.getLogger(__name__)
 
@@ -300,5 +302,7 @@ def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTempla
     return template
 
 
-if __name__.startswith("bokeh"):
+if __name__.startswith("bokeh"):  # served by `panel serve src/kpisheet_ui/app.py`
+    if not logging.getLogger(USAGE_LOGGER).handlers:
+        configure_usage_log(os.environ.get(USAGE_LOG_ENV) or None)
     create_app().servable()

@@ -51,21 +51,26 @@ def serve(
 
     :raises KpisheetError: when the sheet cannot be opened or the users file is unusable.
     """
+    from kpisheet.store import display_url
+    from kpisheet_ui.users import cookie_secret, load_users
+
+    get_source(config).current()
+    secret = None
+    if auth is not None:
+        load_users(auth)
+        secret = cookie_secret(auth)
+
     import panel as pn
 
     from kpisheet_ui.app import TITLE, create_app
 
     configure_usage_log(usage_log)
-    get_source(config).current()
     options: dict[str, object] = {}
     if auth is not None:
         from kpisheet_ui.auth import PasswordAuthProvider
-        from kpisheet_ui.users import cookie_secret
 
         options["auth_provider"] = PasswordAuthProvider(auth)
-        options["cookie_secret"] = cookie_secret(auth)
-    from kpisheet.store import display_url
-
+        options["cookie_secret"] = secret
     host = address or "localhost"
     origins = [*allow_origins, f"localhost:{port}", f"127.0.0.1:{port}", f"{host}:{port}"]
     print(

@@ -15,6 +15,8 @@ from pathlib import Path
 
 #: Name of the logger the usage lines go to.
 USAGE_LOGGER = "kpisheet.usage"
+#: Environment variable naming the usage log file when the app runs under ``panel serve``.
+USAGE_LOG_ENV = "KPISHEET_USAGE_LOG"
 
 logger = logging.getLogger(USAGE_LOGGER)
 

@@ -1,0 +1,81 @@
+"""Tests of kpisheet_ui.source: sheets opened once per release, shared, and new releases noticed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kpisheet.demo import generate_observations
+from kpisheet.store import Store, sqlite_url
+from kpisheet_ui.source import SheetConfig, SheetSource, get_source
+
+
+@pytest.fixture(scope="module")
+def observations() -> pd.DataFrame:
+    return generate_observations()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, observations: pd.DataFrame) -> str:
+    url = sqlite_url(tmp_path / "kpis.db")
+    with Store(url) as store:
+        store.write_release(observations, source="test")
+    return url
+
+
+def test_config_from_environment(monkeypatch) -> None:
+    """`panel serve` reads store, definitions, entities and poll interval from KPISHEET_* variables."""
+    monkeypatch.setenv("KPISHEET_STORE", "sqlite:///kpis.db")
+    monkeypatch.setenv("KPISHEET_DEFINITIONS", os.pathsep.join(["a", "b"]))
+    monkeypatch.setenv("KPISHEET_ENTITIES", "entities.yaml")
+    monkeypatch.setenv("KPISHEET_POLL_SECONDS", "2.5")
+    assert SheetConfig.from_env() == SheetConfig(
+        "sqlite:///kpis.db", ("a", "b"), "entities.yaml", 2.5
+    )
+    for name in (
+        "KPISHEET_STORE",
+        "KPISHEET_DEFINITIONS",
+        "KPISHEET_ENTITIES",
+        "KPISHEET_POLL_SECONDS",
+    ):
+        monkeypatch.delenv(name)
+    assert SheetConfig.from_env() == SheetConfig()
+
+
+def test_one_source_per_configuration(store_url: str) -> None:
+    """Sessions with the same configuration share one source, so one cache of sheets."""
+    config = SheetConfig(store=store_url)
+    assert get_source(config) is get_source(SheetConfig(store=store_url))
+    assert get_source(config) is not get_source(SheetConfig(store=store_url, poll_seconds=1))
+
+
+def test_sheet_opened_once_per_release(store_url: str) -> None:
+    """The sheet of a release is opened once and then served from the cache."""
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    first = source.current()
+    assert first.release.id == 1
+    assert source.current() is first
+    assert source.sheet(1) is first
+
+
+def test_new_release_noticed_after_poll_interval(store_url: str, observations) -> None:
+    """A new release is seen once the poll interval has passed, not before."""
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=3600))
+    first = source.current()
+    with Store(store_url) as store:
+        store.write_release(observations, source="test")
+    assert source.current() is first  # within the poll interval
+    second = source.current(max_age=0)
+    assert second.release.id == 2 and second is not first
+
+
+def test_without_store_the_demo_sheet() -> None:
+    """Without a store the source serves kpisheet.open()'s demo sheet and polls nothing."""
+    source = SheetSource(SheetConfig())
+    sheet = source.current()
+    assert str(sheet.newest_month) == str(generate_observations()["month"].max())
+    assert source.current() is sheet
+    assert source.latest_release_id() is None
