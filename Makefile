@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-large clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ test: $(VENV)/.installed
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/python -m pytest
+
+# Benchmarks on synthetic sheets (see docs/performance.md); never part of `make test`.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py --size S --size M
+
+bench-large: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py --size L
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix src tests
