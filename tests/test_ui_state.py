@@ -272,7 +272,14 @@ def test_stock_note_for_windows_over_one_month(state: SheetState) -> None:
     note = state.stock_note()
     assert note.startswith("Hinweis: Bestandesgrössen werden nicht über die Zeit summiert.")
     assert "Anzahl aktive Konten (Wert des letzten Monats)" in note
+    assert note.endswith(
+        "Aktivitätsquote (berechnet als Anzahl aktive Konten / Anzahl gültige Konten "
+        "aus den Fensterwerten)."
+    )
     assert note in state.notes()
+    state.per_account = True  # stocks have no per-account value: nothing to explain
+    assert state.stock_note() == ""
+    state.per_account = False
     state.window = "1M"
     assert state.stock_note() == ""
     state.param.update(window="YTD", kpi_group="Umsatz")

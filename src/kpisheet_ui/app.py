@@ -45,8 +45,8 @@ TABLE_ROW_HEIGHT = 31
 #: Column widths in pixels: wide enough for billions of francs with centimes.
 COLUMN_WIDTHS = {
     KPI_COLUMN: 230,
-    ENTITY_COLUMN: 260,
-    LEVEL_COLUMN: 90,
+    ENTITY_COLUMN: 230,
+    LEVEL_COLUMN: 110,
     VALUE_COLUMN: 185,
     PREVIOUS_COLUMN: 185,
     CHANGE_COLUMN: 185,

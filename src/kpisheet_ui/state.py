@@ -8,6 +8,7 @@ sheet (``sheet.query``, ``sheet.series``); this module only chooses, orders and 
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -451,7 +452,8 @@ class SheetState(param.Parameterized):
         """The note for stock KPIs in a window over several months (empty when none is shown)."""
         if self.window == Window.M1.value or self.result is None or self.result.empty:
             return ""
-        shown = set(self.result[KPI])
+        result = self.result
+        shown = set(result.loc[result[VALUE].notna() | result[PREVIOUS_VALUE].notna(), KPI])
         stocks = [kpi for kpi in self.selected_kpis if kpi in shown and self.registry.is_stock(kpi)]
         if not stocks:
             return ""
@@ -459,13 +461,24 @@ class SheetState(param.Parameterized):
         for kpi in stocks:
             definition = self.registry[kpi]
             if definition.is_derived:
-                how = f"berechnet als {definition.formula} aus den Fensterwerten"
+                how = (
+                    f"berechnet als {self._formula_text(definition.formula)} aus den Fensterwerten"
+                )
             else:
                 how = _TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
             parts.append(f"{definition.label} ({how})")
         return (
             "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
             f"Im Fenster {self.window} zeigen {_listing(parts)}."
+        )
+
+    def _formula_text(self, formula: str) -> str:
+        """A formula with KPI labels in place of KPI ids."""
+        registry = self.registry
+        return re.sub(
+            r"\b[a-z][a-z0-9_]*\b",
+            lambda match: registry[match[0]].label if match[0] in registry else match[0],
+            formula,
         )
 
     # -- the chart -------------------------------------------------------------------------
