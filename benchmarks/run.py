@@ -50,6 +50,11 @@ REPEATS: dict[str, dict[str, int]] = {
     "M": {"open": 5, "query": 30, "small": 200, "app": 5, "ingest": 1, "baseline": 3},
     "L": {"open": 1, "query": 5, "small": 50, "app": 1, "ingest": 1, "baseline": 0},
 }
+#: Peak memory of an ingest per observation, as measured at size M (1.4 GB for 3M rows): the
+#: store turns every column into Python objects before writing. A size whose ingest would not fit
+#: into the available memory (less a margin for the other processes on the machine) is not run.
+INGEST_BYTES_PER_ROW = 450
+MEMORY_MARGIN = 3 * 1024**3
 #: Entities of the small query and the chart: one KPI for this many entities.
 CHART_ENTITIES = 8
 WINDOW_12M = "12M"
@@ -71,6 +76,7 @@ MEASURES: list[tuple[str, str, dict[str, float]]] = [
     ("app_small", f"app per interaction: 1 KPI × {CHART_ENTITIES} entities, with chart", {}),
     ("ingest", "ingest Parquet → new SQLite release (read, map, validate, write)", {"L": 300.0}),
     ("open_store", "open from the SQLite store", {}),
+    ("ingest_peak_memory", "peak memory: ingest + open from the store, fresh process", {}),
     ("baseline", "pandas baseline (old dashboard), one interaction", {}),
     ("peak_memory", "peak memory: open + every query, fresh process", {"M": 1.5 * GIB}),
 ]
@@ -94,6 +100,16 @@ def measure(run: Callable[[], Any], repeat: int) -> dict[str, Any]:
         "cpu_median": statistics.median(cpus),
         "runs": len(walls),
     }
+
+
+def available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes, or None where there is no such file."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return int(fields["MemAvailable"].split()[0]) * 1024 if "MemAvailable" in fields else None
 
 
 def peak_memory() -> int:
@@ -192,6 +208,14 @@ def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
         from kpisheet.store import sqlite_url
     except ImportError as exc:
         return {"ingest_note": f"not measured: {exc}"}
+    needed = INGEST_BYTES_PER_ROW * files.size.observations
+    available = available_memory()
+    if available is not None and needed > available - MEMORY_MARGIN:
+        note = (
+            f"not run: would need about {needed / GIB:.0f} GiB ({INGEST_BYTES_PER_ROW} B per row as "
+            f"measured at size M), {available / GIB:.0f} GiB available"
+        )
+        return {"ingest_note": note}
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kpisheet-bench-") as directory:
         stores = iter(range(repeat + 1))
@@ -205,7 +229,7 @@ def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
                 url,
                 definitions=files.definitions,
                 entities=files.entities,
-                progress=True if sys.stderr.isatty() else None,
+                progress=True if sys.stderr.isatty() or files.size.name == "L" else None,
             )
 
         out["ingest"] = measure(do_ingest, repeat)
@@ -214,6 +238,7 @@ def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
             lambda: kpisheet.open(url, definitions=files.definitions, entities=files.entities),
             repeat,
         )
+    out["ingest_peak_memory"] = peak_memory()
     return out
 
 
@@ -368,6 +393,7 @@ TASK_OF = {
     "app_small": "app",
     "ingest": "ingest",
     "open_store": "ingest",
+    "ingest_peak_memory": "ingest",
     "baseline": "baseline",
     "peak_memory": "memory",
 }
