@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,7 +73,10 @@ def serve(
         options["auth_provider"] = PasswordAuthProvider(auth)
         options["cookie_secret"] = secret
     host = address or "localhost"
-    origins = [*allow_origins, f"localhost:{port}", f"127.0.0.1:{port}", f"{host}:{port}"]
+    names = ["localhost", "127.0.0.1", host]
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        names += [socket.gethostname(), socket.getfqdn()]
+    origins = [*allow_origins, *(f"{name}:{port}" for name in names)]
     print(
         f"kpisheet: serving {display_url(config.store or '')} at http://{host}:{port} (Ctrl+C stops)",
         file=sys.stderr,
@@ -85,7 +89,7 @@ def serve(
     pn.serve(
         {"/": app},
         port=port,
-        address=address,
+        address=host,
         websocket_origin=list(dict.fromkeys(origins)),
         show=show,
         title=TITLE,
