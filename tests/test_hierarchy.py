@@ -191,7 +191,7 @@ def test_unknown_key(tmp_path: Path) -> None:
 def test_yaml_syntax_error_with_line(tmp_path: Path) -> None:
     """A YAML syntax error is reported with the line it is on."""
     path = write(tmp_path, "total: T\nlevels: [mandant\nentities:\n  P1: {mandant: M}\n")
-    message = f"{path}:3: YAML syntax error: expected ',' or ']', but got ':'"
+    message = f"{path}:3: YAML syntax error: while parsing a flow sequence, expected ',' or ']', but got ':'"
     with pytest.raises(HierarchyError, match=re.escape(message)):
         load_hierarchy(path)
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from kpisheet.constants import EntityAggregation, TimeAggregation, Unit
 from kpisheet.errors import FormulaError, Problem
+from kpisheet.files import display_path, read_yaml
 from kpisheet.formula import Formula, parse_formula
 
 KPI_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -171,14 +172,6 @@ def iter_definition_files(paths: Iterable[Path | str]) -> Iterator[Path]:
             yield path
 
 
-def display_path(path: Path) -> str:
-    """A path as users should read it: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
 _ENUM_FIELDS: dict[str, type[Enum]] = {
     "unit": Unit,
     "time_aggregation": TimeAggregation,
@@ -236,24 +229,9 @@ def _mapping_lines(node: yaml.Node) -> tuple[dict[str, int], list[str]]:
 
 def _read_yaml(path: Path, file: str) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
     """The YAML items of a file (one mapping or a list), each with its node for line numbers."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return [], [Problem(f"cannot read file: {exc}", file=file)]
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        context = getattr(exc, "context", None)
-        detail = f"{context}, {problem}" if context else problem
-        return [], [Problem(f"YAML syntax error: {detail}", file=file, line=line)]
+    data, node, problem = read_yaml(path, file)
+    if problem is not None:
+        return [], [problem]
     if node is None:
         return [], [Problem("file is empty; expected a KPI mapping or a list of KPIs", file=file)]
     if isinstance(node, yaml.MappingNode):

@@ -124,7 +124,8 @@ TITLE_FONT = Font(bold=True, size=12)
 BOLD = Font(bold=True)
 MIN_WIDTH, MAX_WIDTH = 8, 60
 
-_TIME_AGGREGATION_TEXT: dict[TimeAggregation, str] = {
+#: How a window combines the months of a KPI, in the words of the app and the XLSX notes.
+TIME_AGGREGATION_TEXT: dict[TimeAggregation, str] = {
     TimeAggregation.SUM: "Summe der Monate",
     TimeAggregation.LAST: "Wert des letzten Monats",
     TimeAggregation.FIRST: "Wert des ersten Monats",
@@ -334,7 +335,7 @@ def _stock_text(kpi: str, registry: Registry) -> str:
     if definition.is_derived:
         how = f"berechnet als {definition.formula} aus den Fensterwerten"
     else:
-        how = _TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
+        how = TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
     return f"{definition.label} ({how})"
 
 
@@ -547,7 +548,7 @@ def _write_selection_sheet(
                 _UNIT_TEXT[Unit(definition.unit)],
                 f"Formel: {definition.formula}"
                 if definition.is_derived
-                else _TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)],
+                else TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)],
             )
         )
         for col, text in enumerate(cells, start=1):

@@ -21,8 +21,8 @@ import pandas as pd
 import yaml
 
 from kpisheet.constants import PRODUCT_LEVEL, TOTAL_LEVEL
-from kpisheet.definitions import display_path
 from kpisheet.errors import HierarchyError, Problem
+from kpisheet.files import display_path, read_yaml
 
 _KEYS = ("total", "levels", "entities")
 
@@ -42,7 +42,9 @@ class Hierarchy:
         self._level_of.update(dict.fromkeys(self.leaves, PRODUCT_LEVEL))
 
     def __repr__(self) -> str:
-        return f"<Hierarchy {self.total!r}: {len(self.leaves)} products, levels {list(self.levels)}>"
+        return (
+            f"<Hierarchy {self.total!r}: {len(self.leaves)} products, levels {list(self.levels)}>"
+        )
 
     def __contains__(self, name: object) -> bool:
         return name in self._level_of
@@ -128,7 +130,13 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
 
     if not isinstance(data, Mapping):
         raise HierarchyError(
-            [Problem("expected a mapping with keys: total, levels, entities", file=file, line=_line(node))]
+            [
+                Problem(
+                    "expected a mapping with keys: total, levels, entities",
+                    file=file,
+                    line=_line(node),
+                )
+            ]
         )
     for key in data:
         if key not in _KEYS:
@@ -138,7 +146,9 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
         add(f"total must be the name of the grand-total entity, found {total!r}", "total")
         total = ""
     levels = data.get("levels", [])
-    if not isinstance(levels, list) or not all(isinstance(level, str) and level for level in levels):
+    if not isinstance(levels, list) or not all(
+        isinstance(level, str) and level for level in levels
+    ):
         add(f"levels must be a list of attribute names, coarse to fine, found {levels!r}", "levels")
         levels = []
     for reserved in (PRODUCT_LEVEL, TOTAL_LEVEL):
@@ -155,13 +165,21 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
         for key_node, _ in entities_node.value:
             name, line = str(key_node.value).strip(), _line(key_node)
             if name in declared:
-                add(f"entity '{name}' is declared twice (first on line {declared[name]})", "entities", line)
+                add(
+                    f"entity '{name}' is declared twice (first on line {declared[name]})",
+                    "entities",
+                    line,
+                )
             declared.setdefault(name, line)
     rows: dict[str, dict[str, str]] = {}
     for name, attributes in entities.items():
         line = _line(entity_nodes[str(name)][0]) if str(name) in entity_nodes else None
         if not isinstance(attributes, Mapping):
-            add(f"entity '{name}': expected a mapping of attributes, found {attributes!r}", "entities", line)
+            add(
+                f"entity '{name}': expected a mapping of attributes, found {attributes!r}",
+                "entities",
+                line,
+            )
             continue
         for level in levels:
             value = attributes.get(level)
@@ -169,8 +187,14 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
                 add(f"entity '{name}': missing level attribute '{level}'", "entities", line)
         for key, value in attributes.items():
             if isinstance(value, Mapping | list):
-                add(f"entity '{name}': attribute '{key}' must be a single value, found {value!r}", "entities", line)
-        rows[str(name).strip()] = {str(k): str(v).strip() for k, v in attributes.items() if v is not None}
+                add(
+                    f"entity '{name}': attribute '{key}' must be a single value, found {value!r}",
+                    "entities",
+                    line,
+                )
+        rows[str(name).strip()] = {
+            str(k): str(v).strip() for k, v in attributes.items() if v is not None
+        }
     frame = pd.DataFrame.from_dict(rows, orient="index").fillna("")
     if not frame.empty:
         for column in levels:
@@ -184,7 +208,9 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
     return Hierarchy(total, levels, frame)
 
 
-def _check_tree(frame: pd.DataFrame, total: str, levels: list[str], entity_nodes: dict, add: Any) -> None:
+def _check_tree(
+    frame: pd.DataFrame, total: str, levels: list[str], entity_nodes: dict, add: Any
+) -> None:
     """Names are unique across levels and every group sits under exactly one parent.
 
     Each problem points at the line of the product that shows it.
@@ -253,21 +279,7 @@ def load_hierarchy(path: Path | str) -> Hierarchy:
     """
     path = Path(path)
     file = display_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HierarchyError([Problem(f"cannot read file: {exc}", file=file)]) from exc
-    try:
-        loader = yaml.SafeLoader(text)
-        try:
-            node = loader.get_single_node()
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise HierarchyError(
-            [Problem(f"YAML syntax error: {getattr(exc, 'problem', None) or exc}", file=file, line=line)]
-        ) from exc
+    data, node, problem = read_yaml(path, file)
+    if problem is not None:
+        raise HierarchyError([problem])
     return parse_hierarchy(data, file, node)

@@ -36,8 +36,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import TextClause
 
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
-from kpisheet.definitions import display_path
 from kpisheet.errors import DataError, IngestConfigError, Problem, StoreError
+from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import WHERE, read_observations, validate_observations
 from kpisheet.plugins import load_kpis

@@ -24,8 +24,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.definitions import display_path
 from kpisheet.errors import DataError, Problem
+from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.registry import Registry
 

@@ -82,15 +82,6 @@ FALL_STYLE = "background-color: #FFC7CE; color: #9C0006; font-weight: bold"
 WINDOW_LABELS: dict[str, str] = {window.value: window.value for window in Window}
 DISPLAY_LABELS: dict[str, str] = {"nach Entität": BY_ENTITY, "nach KPI": BY_KPI}
 
-_TIME_AGGREGATION_TEXT: dict[TimeAggregation, str] = {
-    TimeAggregation.SUM: "Summe der Monate",
-    TimeAggregation.LAST: "Wert des letzten Monats",
-    TimeAggregation.FIRST: "Wert des ersten Monats",
-    TimeAggregation.MEAN: "Durchschnitt der Monate",
-    TimeAggregation.MIN: "kleinster Monatswert",
-    TimeAggregation.MAX: "grösster Monatswert",
-}
-
 
 def _listing(items: Sequence[str]) -> str:
     """``a``, ``a und b``, ``a, b und c``."""
@@ -465,7 +456,7 @@ class SheetState(param.Parameterized):
                     f"berechnet als {self._formula_text(definition.formula)} aus den Fensterwerten"
                 )
             else:
-                how = _TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
+                how = export.TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
             parts.append(f"{definition.label} ({how})")
         return (
             "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
