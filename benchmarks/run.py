@@ -213,7 +213,8 @@ def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
     if available is not None and needed > available - MEMORY_MARGIN:
         note = (
             f"not run: would need about {needed / GIB:.0f} GiB ({INGEST_BYTES_PER_ROW} B per row as "
-            f"measured at size M), {available / GIB:.0f} GiB available"
+            f"measured at size M), {available / GIB:.0f} GiB available, "
+            f"{MEMORY_MARGIN / GIB:.0f} GiB of them kept for other processes"
         )
         return {"ingest_note": note}
     out: dict[str, Any] = {}
