@@ -74,6 +74,8 @@ MEASURES: list[tuple[str, str, dict[str, float]]] = [
     ("series_small", f"series 13 months, 1 KPI × {CHART_ENTITIES} entities (chart data)", {}),
     ("app_all", "app per interaction: window change, everything shown", {}),
     ("app_small", f"app per interaction: 1 KPI × {CHART_ENTITIES} entities, with chart", {}),
+    ("app_view", "app per interaction with the Panel page: window change, everything shown", {}),
+    ("app_view_bytes", "app per interaction with the Panel page: sent to the browser", {}),
     ("ingest", "ingest Parquet → new SQLite release (read, map, validate, write)", {"L": 300.0}),
     ("open_store", "open from the SQLite store", {}),
     ("ingest_peak_memory", "peak memory: ingest + open from the store, fresh process", {}),
@@ -182,6 +184,45 @@ def task_app(sheet: Any, kpi: str, entities: list[str], repeat: int) -> dict[str
     state.param.update(kpis=[kpi], entities=entities)
     out["app_small"] = measure(lambda: interaction(True), repeat)
     out["app_small_chart"] = bool(state.shows_chart)
+    out.update(task_app_view(sheet, repeat))
+    return out
+
+
+def task_app_view(sheet: Any, repeat: int) -> dict[str, Any]:
+    """One click on an open page as the server handles it, up to the serialised patch it sends.
+
+    The state reacts, the Panel views update their Bokeh models, and the document's changes are
+    serialised into the PATCH-DOC message the Bokeh server would send over the websocket.
+    """
+    try:
+        import panel as pn
+        from bokeh.document import Document
+        from bokeh.protocol import Protocol
+
+        from kpisheet_ui.app import AppView
+        from kpisheet_ui.state import SheetState
+    except ImportError as exc:
+        return {"app_view_note": f"not measured: the app cannot be imported ({exc})"}
+    state = SheetState(sheet)
+    view = AppView(state)
+    document = Document()
+    document.add_root(pn.Column(*view.sidebar(), *view.main()).get_root(document))
+    events: list[Any] = []
+    document.on_change(events.append)
+    protocol = Protocol()
+    windows = iter([WINDOW_12M, WINDOW_YTD] * (repeat + 1))
+    sent: list[int] = []
+
+    def interaction() -> None:
+        events.clear()
+        state.window = next(windows)
+        message = protocol.create("PATCH-DOC", events)
+        sent.append(
+            len(message.content_json) + sum(len(buffer.to_bytes()) for buffer in message.buffers)
+        )
+
+    out: dict[str, Any] = {"app_view": measure(interaction, repeat)}
+    out["app_view_bytes"] = statistics.median(sent)
     return out
 
 
@@ -392,6 +433,8 @@ def seconds(value: float) -> str:
 TASK_OF = {
     "app_all": "app",
     "app_small": "app",
+    "app_view": "app_view",
+    "app_view_bytes": "app_view",
     "ingest": "ingest",
     "open_store": "ingest",
     "ingest_peak_memory": "ingest",
@@ -406,6 +449,8 @@ def cell(results: dict[str, Any], key: str) -> str:
         return results.get(f"{TASK_OF.get(key, 'kpisheet')}_note", "not run")
     if key.endswith("memory"):
         return f"{value / GIB:.2f} GiB"
+    if key.endswith("bytes"):
+        return f"{value / 1e6:.2f} MB"
     return f"{seconds(value['median'])} (CPU {seconds(value['cpu_median'])}, n={value['runs']})"
 
 
