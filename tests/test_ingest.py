@@ -325,11 +325,14 @@ def test_source_file_that_is_gone_fails_cleanly(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A valid canonical CSV of 300,000 rows (62 years of the demo products), about 15 MB."""
-    months = pd.period_range("1960-01", periods=750, freq="M").astype(str)
+    """A valid canonical CSV of 960,000 rows (200 years of the demo products), about 50 MB.
+
+    Big enough that writing it takes the store about a second, long enough to kill the writer.
+    """
+    months = pd.period_range("1960-01", periods=2400, freq="M").astype(str)
     products = list(kpisheet.open().hierarchy.leaves)
     kpis = [kpi.id for kpi in load_kpis().source_kpis]
-    m, k, e = np.meshgrid(np.arange(750), np.arange(len(kpis)), np.arange(len(products)))
+    m, k, e = np.meshgrid(np.arange(2400), np.arange(len(kpis)), np.arange(len(products)))
     frame = pd.DataFrame(
         {
             "month": np.asarray(months)[m.ravel()],

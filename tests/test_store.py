@@ -3,6 +3,7 @@ with the SQL compiled for SQL Server, and faults: killed writers, concurrent rea
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -23,6 +24,7 @@ from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
+import kpisheet.store
 from kpisheet.errors import StoreError
 from kpisheet.store import (
     SCHEMA_VERSION,
@@ -31,14 +33,17 @@ from kpisheet.store import (
     demo_store_url,
     display_url,
     driver_statement,
+    entities_table,
     insert_observations,
     insert_release,
     is_store_url,
+    kpis_table,
     lock_writers,
     metadata,
     observations_checksum,
     observations_table,
     schema_table,
+    select_labels,
     select_newest_id,
     select_observations,
     select_releases,
@@ -67,7 +72,7 @@ print(info.id, info.checksum == observations_checksum(frame), flush=True)
 """
 
 # Rows of the big release the fault tests write (60 months x 10 KPIs x entities).
-BIG_ENTITIES = 300
+BIG_ENTITIES = 1500
 WRITER_APP = "kpisheet-test-writer"
 
 
@@ -175,7 +180,7 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> Non
 
 
 def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> None:
-    """The first write creates the three tables and records the schema version."""
+    """The first write creates the five tables and records the schema version."""
     url = sqlite_url(tmp_path / "store.db")
     Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
@@ -185,7 +190,13 @@ def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> Non
         )
         version = conn.execute(select(schema_table.c.version)).scalar_one()
     engine.dispose()
-    assert tables == {"kpisheet_schema", "kpisheet_releases", "kpisheet_observations"}
+    assert tables == {
+        "kpisheet_schema",
+        "kpisheet_releases",
+        "kpisheet_kpis",
+        "kpisheet_entities",
+        "kpisheet_observations",
+    }
     assert version == SCHEMA_VERSION
 
 
@@ -207,6 +218,25 @@ def test_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Store(url).read()
 
 
+def test_store_of_an_older_schema_is_refused(tmp_path: Path) -> None:
+    """A store of an earlier schema version is refused for reading and writing, not misread."""
+    url = sqlite_url(tmp_path / "store.db")
+    Store(url).write_release(observations(), source="a")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(update(schema_table).values(version=SCHEMA_VERSION - 1))
+    engine.dispose()
+    message = (
+        f"store {url} has schema version {SCHEMA_VERSION - 1}, written by an earlier development "
+        f"version of kpisheet, which this kpisheet ({SCHEMA_VERSION}) no longer reads; ingest "
+        "the data into a new store"
+    )
+    with pytest.raises(StoreError, match=re.escape(message)):
+        Store(url).read()
+    with pytest.raises(StoreError, match=re.escape(message)):
+        Store(url).write_release(observations(), source="b")
+
+
 def test_failed_write_leaves_no_trace(store_url: str) -> None:
     """A write that fails halfway (a duplicate key in a late chunk) leaves the store as it was."""
     with Store(store_url) as store:
@@ -220,6 +250,119 @@ def test_failed_write_leaves_no_trace(store_url: str) -> None:
         rows = conn.execute(select(func.count()).select_from(observations_table)).scalar_one()
     engine.dispose()
     assert rows == first.row_count
+
+
+def test_big_release_written_in_chunks_reads_back_exactly(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows shuffled, chunks and INSERT statements cut mid-month: read back whole, in key order."""
+    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(kpisheet.store, "SQLITE_ROWS_PER_INSERT", 3)
+    written = observations(entities=11, months=5, seed=4).sample(frac=1, random_state=1)
+    written.loc[written.index[::9], "value"] = np.nan
+    with Store(store_url) as store:
+        info = store.write_release(written, source="shuffled")
+        read_info, read = store.read()
+    assert info == read_info
+    assert info.row_count == len(read) == 5 * 2 * 11
+    assert_same_observations(read, written)
+    key = read.astype({"kpi": str, "entity": str})[["month", "kpi", "entity"]]
+    assert key.equals(key.sort_values(["month", "kpi", "entity"]).reset_index(drop=True))
+    assert read["value"].isna().sum() == written["value"].isna().sum()
+
+
+def test_observation_rows_name_kpis_and_entities_by_codes(store_url: str) -> None:
+    """Each release numbers its KPIs and entities in sorted order; the rows join back to them."""
+    first, second = observations(entities=2, seed=5), observations(entities=3, seed=6)
+    with Store(store_url) as store:
+        store.write_release(first, source="a")
+        store.write_release(second, source="b")
+    engine = create_engine(store_url)
+    with engine.connect() as conn:
+        labels = {
+            table.name: conn.execute(select_labels(table, 2)).all()
+            for table in (kpis_table, entities_table)
+        }
+        table = observations_table
+        rows = conn.execute(
+            select(table.c.month, kpis_table.c.kpi, entities_table.c.entity, table.c.value)
+            .join(
+                kpis_table,
+                (kpis_table.c.release_id == table.c.release_id)
+                & (kpis_table.c.code == table.c.kpi_code),
+            )
+            .join(
+                entities_table,
+                (entities_table.c.release_id == table.c.release_id)
+                & (entities_table.c.code == table.c.entity_code),
+            )
+            .where(table.c.release_id == 2)
+        ).all()
+    engine.dispose()
+    assert labels["kpisheet_kpis"] == [(0, "turnover"), (1, "valid_accounts")]
+    assert labels["kpisheet_entities"] == [(i, f"Zürich Karte {i}") for i in range(3)]
+    joined = pd.DataFrame(rows, columns=["month", "kpi", "entity", "value"])
+    joined["month"] = pd.PeriodIndex(
+        [f"{m // 100}-{m % 100:02d}" for m in joined["month"]], freq="M"
+    )
+    joined["value"] = joined["value"].astype(float)
+    assert_same_observations(joined, second)
+
+
+def test_release_missing_rows_is_an_error_not_a_short_read(tmp_path: Path) -> None:
+    """Rows deleted behind kpisheet's back make reading the release fail, not return less."""
+    url = sqlite_url(tmp_path / "store.db")
+    info = Store(url).write_release(observations(), source="a")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM kpisheet_observations WHERE entity_code = 1"))
+    engine.dispose()
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"store {url}: release 1 does not hold the {info.row_count:,} rows its record says; "
+            "the store was changed outside kpisheet"
+        ),
+    ):
+        Store(url).read()
+
+
+def reference_checksum(frame: pd.DataFrame) -> str:
+    """The checksum as its docstring defines it, computed the plain way on the whole frame."""
+    months = pd.PeriodIndex(frame["month"], freq="M")
+    table = pd.DataFrame(
+        {
+            "month": (months.year * 100 + months.month).to_numpy(dtype="int64"),
+            "kpi": [str(k) for k in frame["kpi"]],
+            "entity": [str(e) for e in frame["entity"]],
+            "value": frame["value"].to_numpy(dtype=float),
+        }
+    ).sort_values(["month", "kpi", "entity"], kind="stable")
+    digest = hashlib.sha256(table["month"].to_numpy(dtype="<i8").tobytes())
+    for column in ("kpi", "entity"):
+        digest.update("\x00".join(table[column]).encode("utf-8"))
+    values = table["value"].to_numpy(dtype="<f8")
+    digest.update(np.where(np.isnan(values), np.nan, values).astype("<f8").tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 200_000])
+def test_checksum_is_the_documented_hash_in_any_row_order_and_column_type(
+    chunk_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checksum equals a plain reference, whatever the row order, text type and chunk size."""
+    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", chunk_rows)
+    frame = observations(entities=4, months=3, seed=8)
+    frame.loc[5, "entity"] = "Äpfel Karte"  # sorts after every "Z..." entity by code point
+    expected = reference_checksum(frame)
+    shuffled = frame.sample(frac=1, random_state=3)
+    categorical = frame.astype({"kpi": "category", "entity": "category"})
+    assert observations_checksum(frame) == expected
+    assert observations_checksum(shuffled) == expected
+    assert observations_checksum(categorical) == expected
+    changed = frame.copy()
+    changed.loc[0, "value"] += 1e-9
+    assert observations_checksum(changed) != expected
 
 
 def test_empty_release_is_refused(tmp_path: Path) -> None:
@@ -286,12 +429,15 @@ def test_store_sql_compiles_for_sql_server() -> None:
         table.name: str(CreateTable(table).compile(dialect=dialect))
         for table in metadata.sorted_tables
     }
-    assert "entity NVARCHAR(200) NOT NULL" in ddl["kpisheet_observations"]
+    assert "entity_code INTEGER NOT NULL" in ddl["kpisheet_observations"]
     assert "value DOUBLE PRECISION NULL" in ddl["kpisheet_observations"]
     assert (
-        "CONSTRAINT pk_kpisheet_observations PRIMARY KEY (release_id, month, kpi, entity)"
+        "CONSTRAINT pk_kpisheet_observations PRIMARY KEY (release_id, month, kpi_code, entity_code)"
         in ddl["kpisheet_observations"]
     )
+    assert "WITHOUT ROWID" not in ddl["kpisheet_observations"]
+    assert "entity NVARCHAR(200) NOT NULL" in ddl["kpisheet_entities"]
+    assert "CONSTRAINT uq_kpisheet_kpis UNIQUE (release_id, kpi)" in ddl["kpisheet_kpis"]
     assert "created_at DATETIME NOT NULL" in ddl["kpisheet_releases"]
     lock = str(lock_writers().compile(dialect=dialect))
     assert "FROM kpisheet_schema WITH (UPDLOCK, HOLDLOCK)" in lock
@@ -299,22 +445,35 @@ def test_store_sql_compiles_for_sql_server() -> None:
         assert str(statement.compile(dialect=dialect))
     sql, order = driver_statement(insert_observations(), dialect)
     assert sql == (
-        "INSERT INTO kpisheet_observations (release_id, month, kpi, entity, value) "
+        "INSERT INTO kpisheet_observations (release_id, month, kpi_code, entity_code, value) "
         "VALUES (?, ?, ?, ?, ?)"
     )
-    assert order == ("release_id", "month", "kpi", "entity", "value")
+    assert order == ("release_id", "month", "kpi_code", "entity_code", "value")
     sql, order = driver_statement(select_observations(3), dialect)
     assert sql.endswith(
         "WHERE kpisheet_observations.release_id = ? ORDER BY kpisheet_observations.month, "
-        "kpisheet_observations.kpi, kpisheet_observations.entity"
+        "kpisheet_observations.kpi_code, kpisheet_observations.entity_code"
     )
     assert order == ("release_id_1",)
-    # PostgreSQL (psycopg) takes named parameters: rows go as dicts.
+    sql, order = driver_statement(select_labels(entities_table, 3), dialect)
+    assert " ".join(sql.split()) == (
+        "SELECT kpisheet_entities.code, kpisheet_entities.entity FROM kpisheet_entities "
+        "WHERE kpisheet_entities.release_id = ? ORDER BY kpisheet_entities.code"
+    )
+    # PostgreSQL (psycopg) takes named parameters; its rows go by COPY.
     sql, order = driver_statement(
         insert_observations(), make_url("postgresql+psycopg://").get_dialect()()
     )
-    assert "VALUES (%(release_id)s::INTEGER, %(month)s::INTEGER, %(kpi)s::VARCHAR" in sql
+    assert "VALUES (%(release_id)s::INTEGER, %(month)s::INTEGER, %(kpi_code)s::INTEGER" in sql
     assert order is None
+
+
+def test_sqlite_observations_live_in_the_primary_key() -> None:
+    """On SQLite the observations table is WITHOUT ROWID: one B-tree to write, not two."""
+    ddl = str(
+        CreateTable(observations_table).compile(dialect=make_url("sqlite://").get_dialect()())
+    )
+    assert ddl.rstrip().endswith("WITHOUT ROWID")
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -360,7 +519,8 @@ def writer_probe(url: str) -> Callable[[], bool]:
     engine = create_engine(url)
     query = text(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = :app "
-        "AND xact_start IS NOT NULL AND query LIKE 'INSERT INTO kpisheet_observations%'"
+        "AND xact_start IS NOT NULL AND (query LIKE 'INSERT INTO kpisheet_observations%' "
+        "OR query LIKE 'COPY kpisheet_observations%')"
     )
 
     def postgres_writing() -> bool:

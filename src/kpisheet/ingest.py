@@ -42,7 +42,7 @@ from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import WHERE, read_observations, validate_observations
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
-from kpisheet.store import ReleaseInfo, Store, display_url, is_store_url, observations_checksum
+from kpisheet.store import ReleaseInfo, Store, display_url, is_store_url
 
 #: Column roles a source may have, by the name the configuration gives them.
 KPI_NAME = "kpi_name"
@@ -575,15 +575,14 @@ def ingest(
     settings = config if isinstance(config, IngestConfig) else load_ingest_config(config)
     frame, label = read_source(source, query, params, release)
     observations = prepare(frame, registry, hierarchy, settings, source=label, echo=echo)
+    del frame  # the raw rows are not needed while the release is written
     with store:
         previous = _latest_or_none(store)
-        if (
-            previous is not None
-            and previous.row_count == len(observations)
-            and previous.checksum == observations_checksum(observations)
-        ):
-            echo(f"the data is identical to release {previous.id}")
-        return store.write_release(observations, source=label, note=note, progress=progress)
+        info = store.write_release(observations, source=label, note=note, progress=progress)
+    # The checksum that write_release computed tells whether anything changed.
+    if previous is not None and previous.checksum == info.checksum:
+        echo(f"the data is identical to release {previous.id}")
+    return info
 
 
 def prepare(

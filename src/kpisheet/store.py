@@ -1,18 +1,27 @@
 """The store: canonical observations kept in a SQL database as numbered, immutable releases.
 
 One code path (SQLAlchemy 2 Core) serves SQLite (the embedded default), PostgreSQL and Microsoft
-SQL Server (``mssql+pyodbc``). Three tables, created on first write:
+SQL Server (``mssql+pyodbc``). Five tables, created on first write:
 
 - ``kpisheet_schema``: one row, the schema version; writers also lock it to take turns.
 - ``kpisheet_releases``: one row per release — id (1, 2, ...), created at (UTC), source,
   row count, newest month, checksum (SHA-256 of the observations) and a note.
-- ``kpisheet_observations``: release id, month, KPI, entity, value; the primary key
-  (release id, month, kpi, entity) is the index that reading one release uses.
+- ``kpisheet_kpis`` and ``kpisheet_entities``: each release's KPI ids and entity names, numbered
+  0, 1, ... in sorted order (``code``).
+- ``kpisheet_observations``: release id, month, KPI code, entity code, value; the primary key
+  (release id, month, kpi code, entity code) is the index that reading one release uses.
 
 Months are stored as integers ``YYYYMM`` (e.g. ``202406``): the same type on every database,
-no time zones, and they sort. A release is written in one transaction, its observations first
-and its row in ``kpisheet_releases`` last, so a reader, which picks the newest release row it
-can see, never sees a release that is not complete. Releases are never changed afterwards.
+no time zones, and they sort. KPIs and entities are stored as small integer codes, so that the
+rows (millions of them) are narrow and are written and read as numbers. A release is written in
+one transaction, its labels and observations first and its row in ``kpisheet_releases`` last,
+so a reader, which picks the newest release row it can see, never sees a release that is not
+complete. Releases are never changed afterwards.
+
+Large releases are converted and written chunk by chunk in primary-key order, so that memory
+stays near the size of the observations themselves: SQLite gets multi-row ``INSERT``
+statements, PostgreSQL (psycopg) ``COPY``, other drivers ``executemany`` (SQL Server with
+pyodbc's ``fast_executemany``). Reads fetch chunks of rows into preallocated numpy arrays.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import hashlib
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +51,7 @@ from sqlalchemy import (
     String,
     Table,
     Unicode,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -59,14 +69,22 @@ from tqdm import tqdm
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import StoreError
 
-#: Version of the table layout; a store written by a newer kpisheet is refused, not misread.
-SCHEMA_VERSION = 1
+#: Version of the table layout; a store of another version is refused, not misread.
+#: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row.
+SCHEMA_VERSION = 2
 SCHEMA_TABLE = "kpisheet_schema"
 RELEASES_TABLE = "kpisheet_releases"
+KPIS_TABLE = "kpisheet_kpis"
+ENTITIES_TABLE = "kpisheet_entities"
 OBSERVATIONS_TABLE = "kpisheet_observations"
+#: Columns of the observations table that hold codes of the labels tables.
+KPI_CODE = "kpi_code"
+ENTITY_CODE = "entity_code"
 
-#: Rows per INSERT batch.
-CHUNK_ROWS = 10_000
+#: Rows converted to Python objects at a time, when writing and when reading.
+CHUNK_ROWS = 200_000
+#: Rows per multi-row INSERT statement on SQLite.
+SQLITE_ROWS_PER_INSERT = 500
 #: Writes of at least this many rows show a progress bar (on a terminal).
 PROGRESS_MIN_ROWS = 50_000
 #: Seconds a SQLite writer waits for another writer before giving up.
@@ -103,16 +121,50 @@ releases_table = Table(
     Column("note", Unicode(NOTE_LENGTH), nullable=False),
 )
 
+kpis_table = Table(
+    KPIS_TABLE,
+    metadata,
+    Column("release_id", Integer, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column(KPI, Unicode(KPI_LENGTH), nullable=False),
+    PrimaryKeyConstraint("release_id", "code", name="pk_kpisheet_kpis"),
+    UniqueConstraint("release_id", KPI, name="uq_kpisheet_kpis"),
+)
+
+entities_table = Table(
+    ENTITIES_TABLE,
+    metadata,
+    Column("release_id", Integer, nullable=False),
+    Column("code", Integer, nullable=False),
+    Column(ENTITY, Unicode(ENTITY_LENGTH), nullable=False),
+    PrimaryKeyConstraint("release_id", "code", name="pk_kpisheet_entities"),
+    UniqueConstraint("release_id", ENTITY, name="uq_kpisheet_entities"),
+)
+
+# On SQLite the rows live in the primary key's B-tree itself (WITHOUT ROWID): one B-tree to
+# write instead of a table and an index.
 observations_table = Table(
     OBSERVATIONS_TABLE,
     metadata,
     Column("release_id", Integer, nullable=False),
     Column(MONTH, Integer, nullable=False),  # YYYYMM
-    Column(KPI, Unicode(KPI_LENGTH), nullable=False),
-    Column(ENTITY, Unicode(ENTITY_LENGTH), nullable=False),
+    Column(KPI_CODE, Integer, nullable=False),
+    Column(ENTITY_CODE, Integer, nullable=False),
     Column(VALUE, Double, nullable=True),
-    PrimaryKeyConstraint("release_id", MONTH, KPI, ENTITY, name="pk_kpisheet_observations"),
+    PrimaryKeyConstraint(
+        "release_id", MONTH, KPI_CODE, ENTITY_CODE, name="pk_kpisheet_observations"
+    ),
+    sqlite_with_rowid=False,
 )
+
+#: PostgreSQL types of the observations' columns, for binary COPY.
+_COPY_TYPES = {
+    "release_id": "int4",
+    MONTH: "int4",
+    KPI_CODE: "int4",
+    ENTITY_CODE: "int4",
+    VALUE: "float8",
+}
 
 
 @dataclass(frozen=True)
@@ -142,12 +194,21 @@ def select_newest_id() -> Select[Any]:
 
 
 def select_observations(release_id: int) -> Select[Any]:
-    """The observations of one release, in primary-key order."""
+    """The observations of one release (month, KPI code, entity code, value), in primary-key order."""
     table = observations_table
     return (
-        select(table.c[MONTH], table.c[KPI], table.c[ENTITY], table.c[VALUE])
+        select(table.c[MONTH], table.c[KPI_CODE], table.c[ENTITY_CODE], table.c[VALUE])
         .where(table.c.release_id == release_id)
-        .order_by(table.c[MONTH], table.c[KPI], table.c[ENTITY])
+        .order_by(table.c[MONTH], table.c[KPI_CODE], table.c[ENTITY_CODE])
+    )
+
+
+def select_labels(table: Table, release_id: int) -> Select[Any]:
+    """The codes and labels of one release from ``kpisheet_kpis`` or ``kpisheet_entities``."""
+    return (
+        select(table.c.code, table.c[KPI if table is kpis_table else ENTITY])
+        .where(table.c.release_id == release_id)
+        .order_by(table.c.code)
     )
 
 
@@ -204,7 +265,8 @@ def sqlite_url(path: str | Path) -> str:
 
 def month_numbers(months: pd.Series) -> np.ndarray:
     """``Period[M]`` months as ``YYYYMM`` integers."""
-    return (months.dt.year * 100 + months.dt.month).to_numpy(dtype="int64")
+    ordinals = months.array.asi8  # months since 1970-01
+    return (ordinals // 12 + 1970) * 100 + ordinals % 12 + 1
 
 
 def month_periods(numbers: pd.Series | np.ndarray) -> pd.arrays.PeriodArray:
@@ -219,27 +281,73 @@ def month_text(number: int) -> str:
     return f"{number // 100:04d}-{number % 100:02d}"
 
 
+@dataclass(frozen=True)
+class EncodedObservations:
+    """Observations as integer columns sorted by (month, KPI, entity), as the store keeps them.
+
+    Codes number the distinct KPI ids and entities in sorted order: code ``i`` of ``kpis`` is
+    ``kpis[i]``, so sorting by codes sorts by text.
+    """
+
+    months: np.ndarray  # YYYYMM
+    kpi_codes: np.ndarray
+    entity_codes: np.ndarray
+    values: np.ndarray  # float64, NaN for missing
+    kpis: np.ndarray  # the KPI ids, sorted (object array of str)
+    entities: np.ndarray  # the entities, sorted
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    @classmethod
+    def from_frame(cls, observations: pd.DataFrame) -> EncodedObservations:
+        """Encode canonical observations (``month``, ``kpi``, ``entity``, ``value``).
+
+        :raises StoreError: for a month that is not a ``Period[M]`` or a missing month, KPI or
+            entity.
+        """
+        missing = [c for c in OBSERVATION_COLUMNS if c not in observations.columns]
+        if missing:
+            raise StoreError(f"observations lack column(s) {', '.join(missing)}")
+        months = _as_months(observations[MONTH])
+        if months.isna().any():
+            raise StoreError("observations: month has missing values")
+        numbers = month_numbers(months)
+        kpi_codes, kpis = _text_codes(observations[KPI])
+        entity_codes, entities = _text_codes(observations[ENTITY])
+        values = observations[VALUE].to_numpy(dtype="float64", na_value=np.nan)
+        order = _key_order(numbers, kpi_codes, len(kpis), entity_codes, len(entities))
+        if order is not None:
+            numbers, kpi_codes = numbers[order], kpi_codes[order]
+            entity_codes, values = entity_codes[order], values[order]
+        return cls(numbers, kpi_codes, entity_codes, values, kpis, entities)
+
+    def checksum(self) -> str:
+        """The SHA-256 of :func:`observations_checksum`, computed chunk by chunk."""
+        digest = hashlib.sha256()
+        chunks = [slice(start, start + CHUNK_ROWS) for start in range(0, len(self), CHUNK_ROWS)]
+        for chunk in chunks:
+            digest.update(self.months[chunk].astype("<i8").tobytes())
+        for codes, labels in ((self.kpi_codes, self.kpis), (self.entity_codes, self.entities)):
+            encoded = np.array([label.encode("utf-8") for label in labels], dtype=object)
+            for number, chunk in enumerate(chunks):
+                if number:
+                    digest.update(b"\x00")
+                digest.update(b"\x00".join(encoded[codes[chunk]].tolist()))
+        for chunk in chunks:
+            values = self.values[chunk]
+            digest.update(np.where(np.isnan(values), np.nan, values).astype("<f8").tobytes())
+        return digest.hexdigest()
+
+
 def observations_checksum(observations: pd.DataFrame) -> str:
     """SHA-256 of canonical observations, independent of row order and of the database.
 
     Hashes the rows sorted by (month, kpi, entity): months as ``YYYYMM`` integers, KPI ids and
-    entities as UTF-8 text, values as IEEE doubles (every missing value the same NaN).
+    entities as UTF-8 text (each column's texts joined by NUL characters), values as IEEE
+    doubles (every missing value the same NaN).
     """
-    frame = pd.DataFrame(
-        {
-            MONTH: month_numbers(_as_months(observations[MONTH])),
-            KPI: observations[KPI].astype(str).to_numpy(),
-            ENTITY: observations[ENTITY].astype(str).to_numpy(),
-            VALUE: observations[VALUE].astype(float).to_numpy(),
-        }
-    ).sort_values([MONTH, KPI, ENTITY], kind="stable")
-    digest = hashlib.sha256()
-    digest.update(frame[MONTH].to_numpy(dtype="<i8").tobytes())
-    for column in (KPI, ENTITY):
-        digest.update("\x00".join(frame[column].tolist()).encode("utf-8"))
-    values = frame[VALUE].to_numpy(dtype="<f8")
-    digest.update(np.where(np.isnan(values), np.nan, values).astype("<f8").tobytes())
-    return digest.hexdigest()
+    return EncodedObservations.from_frame(observations).checksum()
 
 
 def _as_months(months: pd.Series) -> pd.Series:
@@ -249,6 +357,32 @@ def _as_months(months: pd.Series) -> pd.Series:
         return pd.Series(pd.PeriodIndex(months, freq="M"), index=months.index)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"observations: month is not a Period[M] column ({exc})") from exc
+
+
+def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of a text column, numbered in the sorted order of its distinct texts."""
+    codes, uniques = pd.factorize(column)
+    if len(codes) and codes.min() < 0:
+        raise StoreError(f"observations: {column.name} has missing values")
+    texts = np.array([str(label) for label in uniques], dtype=object)
+    labels, renumbered = np.unique(texts, return_inverse=True)
+    return renumbered.astype("int32")[codes], labels
+
+
+def _key_order(
+    months: np.ndarray, kpi_codes: np.ndarray, kpis: int, entity_codes: np.ndarray, entities: int
+) -> np.ndarray | None:
+    """The stable order that sorts rows by (month, KPI code, entity code); ``None`` if sorted."""
+    if not len(months):
+        return None
+    first = int(months.min())
+    span = int(months.max()) - first + 1
+    if span * max(kpis, 1) * max(entities, 1) >= 2**62:  # no room for one integer key
+        return np.lexsort((entity_codes, kpi_codes, months))
+    key = ((months - first) * kpis + kpi_codes) * entities + entity_codes
+    if (key[1:] >= key[:-1]).all():
+        return None
+    return np.argsort(key, kind="stable")
 
 
 class Store:
@@ -323,12 +457,20 @@ class Store:
 
     @contextlib.contextmanager
     def _errors(self, action: str) -> Iterator[None]:
-        """Turn database errors into a :class:`StoreError` that names the store."""
+        """Turn database errors into a :class:`StoreError` that names the store.
+
+        Errors of the driver itself come from the bulk writes and reads, which use its cursor.
+        """
         try:
             yield
         except SQLAlchemyError as exc:
             reason = getattr(exc, "orig", None) or exc
             raise StoreError(f"cannot {action} store {self.url}: {reason}") from exc
+        except Exception as exc:
+            dbapi = self._engine.dialect.loaded_dbapi if self._engine is not None else None
+            if dbapi is None or not isinstance(exc, dbapi.Error):
+                raise
+            raise StoreError(f"cannot {action} store {self.url}: {exc}") from exc
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -352,7 +494,7 @@ class Store:
             yield conn
 
     def _ensure_schema(self) -> None:
-        """Create the tables on first use; refuse a store written by a newer kpisheet."""
+        """Create the tables on first use; refuse a store of another schema version."""
         path = self._sqlite_path
         if path is not None:
             if not path.parent.is_dir():
@@ -363,12 +505,14 @@ class Store:
         for attempt in range(attempts):
             try:
                 with engine.begin() as conn:
+                    version = None
+                    if inspect(conn).has_table(SCHEMA_TABLE):
+                        version = conn.execute(select_schema_version()).scalar()
+                    if version is not None:
+                        _check_version(version, self.url)
                     metadata.create_all(conn, checkfirst=True)
-                    version = conn.execute(select_schema_version()).scalar()
                     if version is None:
                         conn.execute(insert(schema_table).values(version=SCHEMA_VERSION))
-                    else:
-                        _check_version(version, self.url)
                 return
             except SQLAlchemyError as exc:
                 # Two first writers racing to create the tables: the loser retries and finds them.
@@ -428,15 +572,7 @@ class Store:
                         f"releases: {', '.join(str(i) for i in by_id)}"
                     )
                 info = by_id[release]
-            months, kpis, entities, values = _fetch_columns(conn, select_observations(info.id))
-        frame = pd.DataFrame(
-            {
-                MONTH: month_periods(np.fromiter(months, dtype="int64", count=len(months))),
-                KPI: pd.Categorical(np.array(kpis, dtype=object)),
-                ENTITY: pd.Categorical(np.array(entities, dtype=object)),
-                VALUE: np.array(values, dtype=float),
-            }
-        )
+            frame = _read_observations(conn, info, self.url)
         return info, frame
 
     # -- writing ---------------------------------------------------------------------------
@@ -455,31 +591,27 @@ class Store:
         :param progress: show a progress bar; default on a terminal for large writes.
         :raises StoreError: when the store cannot be written; then nothing is written.
         """
-        missing = [c for c in OBSERVATION_COLUMNS if c not in observations.columns]
-        if missing:
-            raise StoreError(f"observations lack column(s) {', '.join(missing)}")
-        if observations.empty:
+        encoded = EncodedObservations.from_frame(observations)
+        if not len(encoded):
             raise StoreError(f"refusing to write an empty release to store {self.url}")
-        months = month_numbers(_as_months(observations[MONTH]))
-        checksum = observations_checksum(observations)
-        values = observations[VALUE].astype(float).to_numpy()
-        total = len(observations)
-        columns: dict[str, list[Any]] = {
-            "release_id": [0] * total,  # the id is known inside the transaction
-            MONTH: months.tolist(),
-            KPI: observations[KPI].astype(str).tolist(),
-            ENTITY: observations[ENTITY].astype(str).tolist(),
-            VALUE: np.where(np.isnan(values), None, values).tolist(),
-        }
+        checksum = encoded.checksum()
+        newest = int(encoded.months.max())
+        total = len(encoded)
         show = total >= PROGRESS_MIN_ROWS if progress is None else progress
         created = datetime.now(UTC).replace(microsecond=0)
         with self._writing() as conn:
             release_id = (conn.execute(select_newest_id()).scalar() or 0) + 1
-            columns["release_id"] = [release_id] * total
-            # Rows go to the driver as they are: SQLAlchemy's per-row processing would
-            # cost more than the database's work.
-            sql, order = driver_statement(insert_observations(), conn.dialect)
-            names = order or tuple(columns)
+            for table, column, labels in (
+                (kpis_table, KPI, encoded.kpis),
+                (entities_table, ENTITY, encoded.entities),
+            ):
+                conn.execute(
+                    insert(table),
+                    [
+                        {"release_id": release_id, "code": code, column: label}
+                        for code, label in enumerate(labels)
+                    ],
+                )
             with tqdm(
                 total=total,
                 unit="rows",
@@ -488,21 +620,13 @@ class Store:
                 disable=None if show else True,
                 leave=False,
             ) as bar:
-                for start in range(0, total, CHUNK_ROWS):
-                    stop = min(start + CHUNK_ROWS, total)
-                    rows: list[Any] = list(
-                        zip(*(columns[name][start:stop] for name in names), strict=True)
-                    )
-                    if order is None:
-                        rows = [dict(zip(names, row, strict=True)) for row in rows]
-                    conn.exec_driver_sql(sql, rows)
-                    bar.update(stop - start)
+                _insert_observations(conn, release_id, encoded, bar.update)
             info = ReleaseInfo(
                 id=release_id,
                 created_at=created,
                 source=_fit(source, SOURCE_LENGTH),
                 row_count=total,
-                newest_month=month_text(int(months.max())),
+                newest_month=month_text(newest),
                 checksum=checksum,
                 note=_fit(note, NOTE_LENGTH),
             )
@@ -512,7 +636,7 @@ class Store:
                     created_at=created.replace(tzinfo=None),
                     source=info.source,
                     row_count=info.row_count,
-                    newest_month=int(months.max()),
+                    newest_month=newest,
                     checksum=info.checksum,
                     note=info.note,
                 )
@@ -533,24 +657,151 @@ def driver_statement(
     return compiled.string, None
 
 
-def _fetch_columns(conn: Connection, statement: Select[Any]) -> list[tuple[Any, ...]]:
-    """The columns of a query's result, straight from the driver's cursor (fast for big reads)."""
+def _insert_observations(
+    conn: Connection, release_id: int, encoded: EncodedObservations, advance: Callable[[int], Any]
+) -> None:
+    """Insert a release's observation rows in primary-key order, converting one chunk at a time.
+
+    Rows go to the driver as they are, in the fastest form it takes: SQLAlchemy's per-row
+    processing would cost more than the database's work.
+    """
+    dialect = conn.dialect
+    sql, order = driver_statement(insert_observations(), dialect)
+    names = order or tuple(observations_table.c.keys())
+    cursor = conn.connection.cursor()
+    try:
+        for chunk in _row_chunks(release_id, encoded, names):
+            if dialect.name == "sqlite":
+                _insert_sqlite(cursor, sql, chunk)
+            elif dialect.name == "postgresql" and dialect.driver == "psycopg":
+                _copy_postgres(cursor, dialect, names, chunk)
+            else:  # through SQLAlchemy, which sets up e.g. pyodbc's fast_executemany
+                rows = zip(*chunk, strict=True)
+                if order is None:  # named parameters: one dict per row
+                    conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
+                else:
+                    conn.exec_driver_sql(sql, list(rows))
+            advance(len(chunk[0]))
+    finally:
+        cursor.close()
+
+
+def _row_chunks(
+    release_id: int, encoded: EncodedObservations, names: tuple[str, ...]
+) -> Iterator[list[list[Any]]]:
+    """The rows of the observations table, ``CHUNK_ROWS`` at a time, as one list per column."""
+    for start in range(0, len(encoded), CHUNK_ROWS):
+        chunk = slice(start, start + CHUNK_ROWS)
+        values = encoded.values[chunk]
+        value_list = values.tolist()
+        for missing in np.flatnonzero(np.isnan(values)).tolist():
+            value_list[missing] = None
+        columns = {
+            "release_id": [release_id] * len(values),
+            MONTH: encoded.months[chunk].tolist(),
+            KPI_CODE: encoded.kpi_codes[chunk].tolist(),
+            ENTITY_CODE: encoded.entity_codes[chunk].tolist(),
+            VALUE: value_list,
+        }
+        yield [columns[name] for name in names]
+
+
+def _insert_sqlite(cursor: Any, sql: str, columns: list[list[Any]]) -> None:
+    """Insert rows with multi-row ``INSERT ... VALUES (...), (...)`` statements.
+
+    SQLite's per-statement work, not the data, is most of the cost of inserting one row at a time.
+    """
+    width, rows = len(columns), len(columns[0])
+    head, row = sql.split(" VALUES ", 1)
+    flat: list[Any] = [None] * (width * rows)
+    for position, column in enumerate(columns):
+        flat[position::width] = column
+    step = SQLITE_ROWS_PER_INSERT
+    statement = f"{head} VALUES {', '.join([row] * step)}"
+    for start in range(0, rows, step):
+        stop = min(start + step, rows)
+        if stop - start < step:
+            statement = f"{head} VALUES {', '.join([row] * (stop - start))}"
+        cursor.execute(statement, flat[start * width : stop * width])
+
+
+def _copy_postgres(
+    cursor: Any, dialect: Dialect, names: tuple[str, ...], columns: list[list[Any]]
+) -> None:
+    """Insert rows with PostgreSQL's binary ``COPY ... FROM STDIN`` (psycopg)."""
+    quote = dialect.identifier_preparer
+    table = quote.format_table(observations_table)
+    listed = ", ".join(quote.quote(name) for name in names)
+    with cursor.copy(f"COPY {table} ({listed}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([_COPY_TYPES[name] for name in names])
+        for row in zip(*columns, strict=True):
+            copy.write_row(row)
+
+
+def _read_observations(conn: Connection, info: ReleaseInfo, url: str) -> pd.DataFrame:
+    """The observations of one release, as :meth:`Store.read` returns them."""
+    labels = []
+    for table in (kpis_table, entities_table):
+        codes, texts = _transpose(conn.execute(select_labels(table, info.id)).all(), 2)
+        if list(codes) != list(range(len(codes))):
+            raise StoreError(f"store {url}: release {info.id} has gaps in {table.name}")
+        labels.append(pd.Index(list(texts)))
+    columns = _fetch_numbers(conn, select_observations(info.id), info.row_count)
+    if columns is None:
+        raise StoreError(
+            f"store {url}: release {info.id} does not hold the {info.row_count:,} rows its "
+            "record says; the store was changed outside kpisheet"
+        )
+    months, kpi_codes, entity_codes, values = columns
+    return pd.DataFrame(
+        {
+            MONTH: month_periods(months.astype("int64")),
+            KPI: pd.Categorical.from_codes(kpi_codes.astype("int32"), categories=labels[0]),
+            ENTITY: pd.Categorical.from_codes(entity_codes.astype("int32"), categories=labels[1]),
+            VALUE: values,
+        }
+    )
+
+
+def _transpose(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
+    return list(zip(*rows, strict=True)) if rows else [()] * width
+
+
+def _fetch_numbers(conn: Connection, statement: Select[Any], count: int) -> list[np.ndarray] | None:
+    """The numeric columns of a query's ``count`` rows, read chunk by chunk into float arrays.
+
+    Straight from the driver's cursor (on PostgreSQL a server-side one, so the rows are not all
+    held at once); ``NULL`` becomes NaN. ``None`` when the query has not exactly ``count`` rows.
+    """
     sql, order = driver_statement(statement, conn.dialect)
     values = statement.compile(dialect=conn.dialect).params
     params = tuple(values[name] for name in order) if order is not None else values
-    cursor = conn.connection.cursor()
+    width = len(statement.selected_columns)
+    numbers = np.empty((count, width), dtype="float64")
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        cursor = conn.connection.driver_connection.cursor(name="kpisheet_read")
+    else:
+        cursor = conn.connection.cursor()
     # Hundreds of thousands of new tuples would trigger the cycle collector again and again.
     paused = gc.isenabled()
     gc.disable()
     try:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-        width = len(cursor.description)
-        return list(zip(*rows, strict=True)) if rows else [()] * width
+        filled = 0
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            if filled + len(rows) > count:
+                return None
+            if type(rows[0]) is not tuple:  # e.g. pyodbc's Row
+                rows = [tuple(row) for row in rows]
+            numbers[filled : filled + len(rows)] = np.array(rows, dtype="float64")
+            filled += len(rows)
     finally:
         if paused:
             gc.enable()
         cursor.close()
+    if filled != count:
+        return None
+    return list(numbers.T)
 
 
 def _fit(text: str, length: int) -> str:
@@ -562,6 +813,12 @@ def _check_version(version: int, url: str) -> None:
         raise StoreError(
             f"store {url} has schema version {version}, newer than this kpisheet supports "
             f"({SCHEMA_VERSION}); upgrade kpisheet"
+        )
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"store {url} has schema version {version}, written by an earlier development "
+            f"version of kpisheet, which this kpisheet ({SCHEMA_VERSION}) no longer reads; "
+            "ingest the data into a new store"
         )
 
 
