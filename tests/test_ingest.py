@@ -182,6 +182,29 @@ def test_upstream_names_are_trimmed_mapped_and_excluded(
     assert info.checksum == observations_checksum(demo)
 
 
+def test_dictionary_encoded_text_is_trimmed_and_spellings_merged(
+    tmp_path: Path, demo: pd.DataFrame, upstream_names: dict[str, str]
+) -> None:
+    """Categorical text (Parquet dictionaries) is trimmed too; names padded two ways become one."""
+    rows = upstream(demo, upstream_names)
+    rows.loc[rows.index[::2], "PRODUCT_NAME"] = rows["PRODUCT_NAME"].str.strip()
+    test_product = rows.head(3).assign(PRODUCT_NAME="TEST Karte ")
+    rows = pd.concat([rows, test_product]).astype({"PRODUCT_NAME": "category"})
+    rows = rows.astype({"KPI_NAME": "category"})
+    rows.to_parquet(tmp_path / "upstream.parquet")
+    config = write(
+        tmp_path / "ingest.yaml",
+        "columns: {month: period_date, entity: product_name, kpi_name: kpi_name, value: kpi_value}\n"
+        + EXCLUDE_TEST_PRODUCTS,
+    )
+    said: list[str] = []
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    info = ingest(tmp_path / "upstream.parquet", url, config=config, echo=said.append)
+    assert said == ["excluded 3 rows by rule: entity startswith 'TEST '"]
+    assert info.row_count == len(demo)
+    assert info.checksum == observations_checksum(demo)
+
+
 def test_toml_config_and_upstream_ids_with_period_ids(tmp_path: Path) -> None:
     """KPIs known upstream by id and period id map; other periods are dropped when configured."""
     definitions = write(tmp_path / "kpis.yaml", ID_KPIS)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -317,7 +318,24 @@ def read_source(
 
 
 def _trim(values: pd.Series) -> pd.Series:
-    """Strip spaces around text, leaving other values alone."""
+    """Strip spaces around text, leaving other values alone.
+
+    A categorical column (as Parquet files deliver text) stays categorical: its categories are
+    stripped, not its millions of rows.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = pd.Series(values.cat.categories)
+        stripped = _trim(categories)
+        if stripped.equals(categories):
+            return values
+        renumbered, distinct = pd.factorize(stripped)
+        codes = values.cat.codes.to_numpy()
+        codes = np.where(codes >= 0, renumbered[codes], -1)
+        return pd.Series(
+            pd.Categorical.from_codes(codes, categories=distinct),
+            index=values.index,
+            name=values.name,
+        )
     if pd.api.types.is_string_dtype(values) and values.dtype != object:
         return values.str.strip()
     if values.dtype == object:
@@ -409,7 +427,9 @@ def to_observations(
     by_lower = {str(column).strip().lower(): column for column in frame.columns}
     roles = config.columns.model_dump()
     found = {role: by_lower.get(name.strip().lower()) for role, name in roles.items()}
-    frame = frame.apply(_trim)
+    frame = frame.copy(deep=False)  # the caller's frame keeps its columns
+    for column in frame.columns:
+        frame[column] = _trim(frame[column])
 
     for rule in config.exclude:
         column = found.get(rule.column) or by_lower.get(rule.column.strip().lower())
@@ -454,6 +474,7 @@ def to_observations(
             VALUE: frame[found[VALUE]],
         },
         index=frame.index,
+        copy=False,  # the columns as they are; validation makes its own
     )
     if upstream:
         unmapped = kpi.isna()

@@ -157,6 +157,9 @@ observations_table = Table(
     sqlite_with_rowid=False,
 )
 
+#: The numpy types of the rows of :func:`select_observations`, as they are read.
+_ROW_TYPE = np.dtype([(MONTH, "i8"), (KPI_CODE, "i4"), (ENTITY_CODE, "i4"), (VALUE, "f8")])
+
 #: PostgreSQL types of the observations' columns, for binary COPY.
 _COPY_TYPES = {
     "release_id": "int4",
@@ -746,19 +749,18 @@ def _read_observations(conn: Connection, info: ReleaseInfo, url: str) -> pd.Data
         if list(codes) != list(range(len(codes))):
             raise StoreError(f"store {url}: release {info.id} has gaps in {table.name}")
         labels.append(pd.Index(list(texts)))
-    columns = _fetch_numbers(conn, select_observations(info.id), info.row_count)
-    if columns is None:
+    rows = _fetch_rows(conn, select_observations(info.id), _ROW_TYPE, info.row_count)
+    if rows is None:
         raise StoreError(
             f"store {url}: release {info.id} does not hold the {info.row_count:,} rows its "
             "record says; the store was changed outside kpisheet"
         )
-    months, kpi_codes, entity_codes, values = columns
     return pd.DataFrame(
         {
-            MONTH: month_periods(months.astype("int64")),
-            KPI: pd.Categorical.from_codes(kpi_codes.astype("int32"), categories=labels[0]),
-            ENTITY: pd.Categorical.from_codes(entity_codes.astype("int32"), categories=labels[1]),
-            VALUE: values,
+            MONTH: month_periods(rows[MONTH]),
+            KPI: pd.Categorical.from_codes(rows[KPI_CODE], categories=labels[0]),
+            ENTITY: pd.Categorical.from_codes(rows[ENTITY_CODE], categories=labels[1]),
+            VALUE: np.ascontiguousarray(rows[VALUE]),
         }
     )
 
@@ -767,17 +769,19 @@ def _transpose(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
-def _fetch_numbers(conn: Connection, statement: Select[Any], count: int) -> list[np.ndarray] | None:
-    """The numeric columns of a query's ``count`` rows, read chunk by chunk into float arrays.
+def _fetch_rows(
+    conn: Connection, statement: Select[Any], dtype: np.dtype, count: int
+) -> np.ndarray | None:
+    """A query's ``count`` rows as a structured array, fetched and converted chunk by chunk.
 
     Straight from the driver's cursor (on PostgreSQL a server-side one, so the rows are not all
-    held at once); ``NULL`` becomes NaN. ``None`` when the query has not exactly ``count`` rows.
+    held at once); ``NULL`` in a float field becomes NaN. ``None`` when the query has not
+    exactly ``count`` rows.
     """
     sql, order = driver_statement(statement, conn.dialect)
     values = statement.compile(dialect=conn.dialect).params
     params = tuple(values[name] for name in order) if order is not None else values
-    width = len(statement.selected_columns)
-    numbers = np.empty((count, width), dtype="float64")
+    out = np.empty(count, dtype=dtype)
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         cursor = conn.connection.driver_connection.cursor(name="kpisheet_read")
     else:
@@ -793,15 +797,13 @@ def _fetch_numbers(conn: Connection, statement: Select[Any], count: int) -> list
                 return None
             if type(rows[0]) is not tuple:  # e.g. pyodbc's Row
                 rows = [tuple(row) for row in rows]
-            numbers[filled : filled + len(rows)] = np.array(rows, dtype="float64")
+            out[filled : filled + len(rows)] = np.fromiter(rows, dtype=dtype, count=len(rows))
             filled += len(rows)
     finally:
         if paused:
             gc.enable()
         cursor.close()
-    if filled != count:
-        return None
-    return list(numbers.T)
+    return out if filled == count else None
 
 
 def _fit(text: str, length: int) -> str:
