@@ -3,13 +3,21 @@
 Values and changes are formatted exactly as the chart's hover shows them
 (:func:`kpisheet.charts.format_number`), so table and chart read alike. Formatting only: every
 number shown comes from the sheet.
+
+``format_value``, ``format_change`` and ``format_change_pct`` format one number;
+``format_values``, ``format_changes`` and ``format_changes_pct`` format a whole column at once,
+vectorised, to exactly the same texts (a table of the whole sheet has hundreds of thousands of
+cells).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from kpisheet import charts
 from kpisheet.constants import Unit
@@ -76,3 +84,183 @@ def month_label(month: str | pd.Period) -> str:
     """``2026-10`` as ``Oktober 2026``."""
     period = pd.Period(month, freq="M")
     return f"{MONTH_NAMES[period.month - 1]} {period.year}"
+
+
+# -- many numbers at once ----------------------------------------------------------------------
+#
+# A column of texts is built as a byte matrix with one row per character position and one
+# column per number: [sign][prefix][sign][integer digits with '][.][decimals][suffix]. Positions
+# a text does not use hold PAD; the texts are the numbers' columns with PAD left out, handed to
+# Arrow as one buffer.
+
+PAD = 0
+_PREFIX_WIDTH = 4  # "CHF "
+_SUFFIX_WIDTH = 4  # " %", " Pp."
+_MAX_DECIMALS = 2
+#: Numbers up to this magnitude are rounded exactly in 64-bit integers; larger ones (beyond
+#: 9 billiards) are left to :func:`format_value` and friends one by one.
+_EXACT_BELOW = 2.0**53
+_POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
+_MISSING_BYTES = np.frombuffer(MISSING.encode("utf-8"), dtype=np.uint8)
+#: "000" to "999" as bytes, one column per number.
+_THREE_DIGITS = np.array([list(f"{i:03d}".encode()) for i in range(1000)], dtype=np.uint8).T
+
+
+def format_values(values: object, units: object, *, per_account: bool = False) -> pd.Series:
+    """:func:`format_value` of each value with the unit beside it, vectorised."""
+    numbers = _floats(values)
+    return _format(
+        numbers, _unit_array(units, len(numbers)), per_account=per_account, scalar=format_value
+    )
+
+
+def format_changes(values: object, units: object, *, per_account: bool = False) -> pd.Series:
+    """:func:`format_change` of each value with the unit beside it, vectorised."""
+    numbers = _floats(values)
+    return _format(
+        numbers,
+        _unit_array(units, len(numbers)),
+        per_account=per_account,
+        signed=True,
+        percent_suffix=" Pp.",
+        scalar=format_change,
+    )
+
+
+def format_changes_pct(values: object) -> pd.Series:
+    """:func:`format_change_pct` of each value, vectorised."""
+    numbers = _floats(values)
+    units = np.full(len(numbers), Unit.PERCENT.value)
+    return _format(
+        numbers, units, signed=True, scalar=lambda value, unit, **_: format_change_pct(value)
+    )
+
+
+def _floats(values: object) -> np.ndarray:
+    if isinstance(values, pd.Series | pd.Index | pd.api.extensions.ExtensionArray):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
+
+
+def _unit_array(units: object, length: int) -> np.ndarray:
+    array = np.asarray(units)
+    if array.dtype.kind != "U":
+        array = np.asarray(units, dtype=object).astype(str)
+    if array.shape != (length,):
+        raise ValueError(f"expected {length} units, one per value, got shape {array.shape}")
+    known = np.zeros(length, dtype=bool)
+    for unit in Unit:
+        known |= array == unit.value
+    if not known.all():
+        unknown = sorted(set(array[~known].tolist()))
+        raise ValueError(f"unknown unit(s): {', '.join(unknown)}")
+    return array
+
+
+def _format(
+    numbers: np.ndarray,
+    units: np.ndarray,
+    *,
+    per_account: bool = False,
+    signed: bool = False,
+    percent_suffix: str = " %",
+    scalar: Callable[..., str],
+) -> pd.Series:
+    """The texts of ``numbers``: unsigned as values, or ``signed`` (``+``/``-``) as changes."""
+    finite = np.isfinite(numbers)
+    percent = units == Unit.PERCENT.value
+    currency = units == Unit.CURRENCY.value
+    count = units == Unit.COUNT.value
+    shown = np.where(finite, np.abs(numbers) if signed else numbers, 0.0)
+    shown = np.where(percent, shown * 100, shown)
+    decimals = np.where(percent, 1, 2)
+    if not per_account:
+        decimals[count & (shown == np.floor(shown))] = 0
+    exact = np.abs(shown) < _EXACT_BELOW
+    outer_sign = np.full((1, len(numbers)), PAD, dtype=np.uint8)
+    if signed:
+        outer_sign[0] = np.where(numbers < 0, ord("-"), ord("+"))
+    inner_sign = np.where(np.signbit(shown), ord("-"), PAD).astype(np.uint8)[None, :]
+    matrix = np.vstack(
+        [
+            outer_sign,
+            _affix(_PREFIX_WIDTH, {"CHF ": currency}),
+            inner_sign,
+            _digits(np.where(exact, shown, 0.0), decimals),
+            _affix(_SUFFIX_WIDTH, {percent_suffix: percent}),
+        ]
+    )
+    matrix[:, ~finite] = PAD
+    matrix[: len(_MISSING_BYTES), ~finite] = _MISSING_BYTES[:, None]
+    texts = _texts(matrix)
+    large = np.flatnonzero(finite & ~exact)
+    if len(large):
+        texts.iloc[large] = [
+            scalar(numbers[i], units[i], per_account=per_account) for i in large.tolist()
+        ]
+    return texts
+
+
+def _rounded(magnitudes: np.ndarray, decimals: np.ndarray) -> np.ndarray:
+    """``magnitudes × 10**decimals`` rounded to integers as Python's ``format`` rounds them.
+
+    That is half to even on the exact binary value: each magnitude (below 2**53) is an integer
+    significand times a power of two, so the product is exact in 64 bits and the rounding a shift.
+    """
+    mantissa, exponent = np.frexp(magnitudes)
+    significand = np.ldexp(mantissa, 53).astype(np.int64)
+    product = significand * _POWERS_OF_TEN[decimals]  # below 2**60
+    shift = np.minimum(53 - exponent, 62).astype(np.int64)  # from 62 on, everything rounds to 0
+    quotient = product >> shift
+    remainder = product - (quotient << shift)
+    half = np.left_shift(np.int64(1), np.maximum(shift - 1, 0))
+    up = (remainder > half) | ((remainder == half) & (shift > 0) & (quotient % 2 == 1))
+    return quotient + up
+
+
+def _digits(numbers: np.ndarray, decimals: np.ndarray) -> np.ndarray:
+    """The digits of ``numbers`` (below 2**53) such as ``1'234.5``, right-aligned, by position."""
+    rounded = _rounded(np.abs(numbers), decimals)
+    whole, fraction = np.divmod(rounded, _POWERS_OF_TEN[decimals])
+    length = 1 + np.searchsorted(_POWERS_OF_TEN[1:], whole, side="right")
+    groups = -(-int(length.max(initial=1)) // 3)
+    width = 4 * groups - 1  # digits and the ' between groups of three
+    matrix = np.empty((width + 1 + _MAX_DECIMALS, len(numbers)), dtype=np.uint8)
+    rest = whole
+    for group in range(groups):
+        rest, three = np.divmod(rest, 1000)
+        bottom = width - 4 * group
+        matrix[bottom - 3 : bottom] = _THREE_DIGITS[:, three]
+        if group:
+            matrix[bottom] = ord("'")
+    # Position i of the integer part shows when the number has more digits than it needs.
+    needs = np.array([(width - 1 - i) - (width - 1 - i) // 4 for i in range(width)])
+    matrix[:width] = np.where(needs[:, None] < length, matrix[:width], PAD)
+    matrix[width] = np.where(decimals > 0, ord("."), PAD)
+    tenths, hundredths = np.divmod(fraction, 10)
+    matrix[width + 1] = np.where(decimals == 2, tenths, fraction) + ord("0")
+    matrix[width + 2] = hundredths + ord("0")
+    matrix[width + 1, decimals == 0] = PAD
+    matrix[width + 2, decimals < 2] = PAD
+    return matrix
+
+
+def _affix(width: int, texts: dict[str, np.ndarray]) -> np.ndarray:
+    """Positions holding each text for the numbers its mask selects."""
+    rows = len(next(iter(texts.values())))
+    matrix = np.full((width, rows), PAD, dtype=np.uint8)
+    for text, mask in texts.items():
+        encoded = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        matrix[: len(encoded), mask] = encoded[:, None]
+    return matrix
+
+
+def _texts(matrix: np.ndarray) -> pd.Series:
+    """The columns of a byte matrix (position × text) as UTF-8 texts, PAD bytes left out."""
+    lengths = np.count_nonzero(matrix != PAD, axis=0) if matrix.size else np.zeros(0, int)
+    offsets = np.zeros(matrix.shape[1] + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    by_text = np.ascontiguousarray(matrix.T).ravel()
+    data = np.compress(by_text != PAD, by_text)
+    array = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
+    return array.to_pandas()
