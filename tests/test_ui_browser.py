@@ -30,6 +30,7 @@ import pytest
 import kpisheet
 from kpisheet.demo import generate_observations
 from kpisheet.store import Store, sqlite_url
+from kpisheet_ui.app import PAGE_ROWS_ENV
 from kpisheet_ui.format import format_value
 from kpisheet_ui.users import add_user
 
@@ -54,6 +55,8 @@ TOTAL = "Kartenwelt AG"
 #: Texts that mean Python failed somewhere.
 PYTHON_ERRORS = ("Traceback (most recent call last)", "Exception:", "Error:")
 SCREENSHOT_SIZE = {"width": 1440, "height": 1000}
+#: Rows per page of the table on the server with login, so that the demo sheet needs pages.
+AUTH_PAGE_ROWS = 300
 
 
 def _require_browser() -> None:
@@ -107,10 +110,10 @@ class Server:
         return self.url
 
 
-def _start(directory: Path, store: str, *args: str) -> Server:
+def _start(directory: Path, store: str, *args: str, env: dict[str, str] | None = None) -> Server:
     port = _free_port()
     log = directory / "server.log"
-    env = {**os.environ, "KPISHEET_CACHE_DIR": str(directory / "cache")}
+    env = {**os.environ, "KPISHEET_CACHE_DIR": str(directory / "cache"), **(env or {})}
     command = [sys.executable, "-m", "kpisheet.cli", "serve", "--port", str(port), "--store", store]
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -189,6 +192,7 @@ def servers(tmp_path_factory, observations) -> Iterator[dict[str, Server]]:
             str(users),
             "--poll-seconds",
             "1",
+            env={PAGE_ROWS_ENV: str(AUTH_PAGE_ROWS)},
         ),
     }
     yield started
@@ -423,6 +427,37 @@ def test_login_required_and_working(page, auth_app: Server, screenshots: Path) -
     _login(page, auth_app.url, USER, PASSWORD)
     expect(page.locator(".kpi-tabelle .tabulator-row").first).to_be_visible(timeout=60_000)
     expect(page.locator(".angemeldet")).to_contain_text(f"Angemeldet: {USER}")
+
+
+def test_large_table_is_shown_page_by_page(page, auth_app: Server) -> None:
+    """A table longer than a page shows a page at a time: the pager turns pages, a window change
+    keeps the page with new numbers, a smaller selection needs no pager."""
+    from playwright.sync_api import expect
+
+    def position(first: int, last: int, total: int) -> str:
+        pages = -(-total // AUTH_PAGE_ROWS)
+        return f"Zeilen {first}–{last} von {total} · Seite {-(-last // AUTH_PAGE_ROWS)} von {pages}"
+
+    sheet = kpisheet.open(auth_app.store)
+    one_month, twelve_months = _expected(sheet), _expected(sheet, window="12M")
+    _login(page, auth_app.url, USER, PASSWORD)
+    pager = page.locator(".blaettern .seite")
+    expect(pager).to_have_text(position(1, 300, len(one_month)))
+    expect(page.locator(".seite-zurueck button")).to_be_disabled()
+    page.locator(".seite-weiter button").click()
+    expect(pager).to_have_text(position(301, 600, len(one_month)))
+    expect(_values(page).first).to_have_text(one_month[300])
+    page.locator(".fenster button", has_text="12M").click()
+    expect(pager).to_have_text(position(301, 600, len(twelve_months)))
+    expect(_values(page).first).to_have_text(twelve_months[300])
+    page.locator(".seite-letzte button").click()
+    last = (len(twelve_months) - 1) // AUTH_PAGE_ROWS * AUTH_PAGE_ROWS
+    expect(pager).to_have_text(position(last + 1, len(twelve_months), len(twelve_months)))
+    expect(_values(page).first).to_have_text(twelve_months[last])
+    expect(page.locator(".seite-weiter button")).to_be_disabled()
+    page.locator(".entitaeten-gruppe select").select_option(label=f"Total: {TOTAL}")
+    expect(_values(page)).to_have_text(_expected(sheet, entities=[TOTAL], window="12M"))
+    expect(page.locator(".blaettern")).to_be_hidden()
 
 
 def test_new_release_appears_in_open_session(

@@ -28,6 +28,7 @@ from kpisheet_ui.state import (
     INCOMPLETE_STYLE,
     KPI_COLUMN,
     MONTHS_COLUMN,
+    PAGE_ROWS,
     PREVIOUS_COLUMN,
     RISE_STYLE,
     VALUE_COLUMN,
@@ -233,6 +234,76 @@ def test_largest_changes_are_highlighted(state: SheetState) -> None:
         assert styles.loc[index, CHANGE_PCT_COLUMN] == expected
 
 
+def test_styles_reach_exactly_the_styled_cells(state: SheetState) -> None:
+    """Applied through pandas' Styler as the app applies them, the styles mark exactly the
+    incomplete windows (value and months) and the largest changes (both change columns)."""
+    state.param.update(as_of="2024-06", window="3M", grouping="mandant:Rhonetal")
+    table = state.table()
+    styles = state.table_styles()
+    assert set(styles.index) <= set(table.index) and not styles.empty
+    ctx = table.style.apply(lambda frame: styles, axis=None)._compute().ctx
+    styled = {
+        (table.index[i], table.columns[j]): "; ".join(f"{k}: {v}" for k, v in css)
+        for (i, j), css in ctx.items()
+    }
+    incomplete = ~state.result["complete"].astype(bool)
+    marks = state.highlighted()
+    expected = {}
+    for row in table.index:
+        if incomplete[row]:
+            expected[(row, VALUE_COLUMN)] = expected[(row, MONTHS_COLUMN)] = INCOMPLETE_STYLE
+        if marks[row]:
+            css = RISE_STYLE if marks[row] > 0 else FALL_STYLE
+            expected[(row, "Abw. VJ")] = expected[(row, CHANGE_PCT_COLUMN)] = css
+    assert incomplete.any() and marks.abs().sum() > 0
+    assert styled == expected
+
+
+def test_large_selection_is_shown_page_by_page(sheet: kpisheet.KPISheet) -> None:
+    """A result longer than a page shows one page at a time: the same rows, numbers and styles
+    as the whole table has there; the highlights are those of the whole result."""
+    whole = SheetState(sheet, window="12M")
+    paged = SheetState(sheet, window="12M", page_rows=100)
+    total = len(paged.result)
+    assert whole.pages == 1 and len(whole.table()) == total > PAGE_ROWS // 10
+    assert paged.pages == -(-total // 100)
+    assert list(paged.table().index) == list(range(100))
+    paged.page = 3
+    pd.testing.assert_frame_equal(paged.table(), whole.table().iloc[200:300])
+    assert paged.page_text() == f"Zeilen 201–300 von {total} · Seite 3 von {paged.pages}"
+    paged.page = paged.pages
+    last = whole.table().iloc[(paged.pages - 1) * 100 :]
+    pd.testing.assert_frame_equal(paged.table(), last)
+    full_styles = whole.table_styles()
+    pd.testing.assert_frame_equal(
+        paged.table_styles(), full_styles[full_styles.index >= (paged.pages - 1) * 100]
+    )
+    pd.testing.assert_series_equal(paged.highlighted(), whole.highlighted())
+
+
+def test_page_stays_for_new_numbers_and_restarts_for_new_rows(sheet: kpisheet.KPISheet) -> None:
+    """Window, as-of month and per-account keep the page (same rows, new numbers); a new
+    grouping, KPI group, display or pick of entities or KPIs starts on page one; a page past
+    the end shows the last."""
+    state = SheetState(sheet, page_rows=100)
+    state.page = 3
+    state.param.update(window="YTD", as_of="2025-06")
+    assert state.page == 3
+    pd.testing.assert_frame_equal(state.result, sheet.query(window="YTD", as_of="2025-06"))
+    assert state.table().index[0] == 200
+    state.per_account = True
+    assert state.page == 3
+    state.display = BY_KPI
+    assert state.page == 1
+    state.page = 2
+    state.kpi_group = "Umsatz"
+    assert state.page == 1
+    state.page = 99
+    assert state.page == state.pages
+    state.grouping = "mandant:Alpine"
+    assert (state.page, state.pages) == (1, 1)
+
+
 def test_chart_for_one_kpi_and_up_to_eight_entities(state: SheetState) -> None:
     """One KPI and at most eight entities get the chart; a ninth entity hides it."""
     state.param.update(grouping=ALL, kpis=["turnover"])
@@ -380,6 +451,22 @@ def test_usage_log_has_one_json_line_per_interaction(state: SheetState, tmp_path
     assert lines[0]["selection"]["window"] == "6M"
     assert lines[1]["file"] == "xlsx"
     assert all(isinstance(line["ms"], float) and line["ms"] >= 0 for line in lines)
+
+
+def test_usage_log_records_page_turns(sheet: kpisheet.KPISheet, tmp_path) -> None:
+    """Turning a page is an interaction of its own in the usage log, with the page number."""
+    state = SheetState(sheet, user="anna", page_rows=100)
+    target = tmp_path / "usage.log"
+    handler = configure_usage_log(target)
+    try:
+        state.page = 2
+    finally:
+        logging.getLogger(USAGE_LOGGER).removeHandler(handler)
+        handler.close()
+    lines = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
+    assert [(line["action"], line["page"], line["user"]) for line in lines] == [
+        ("seite", 2, "anna")
+    ]
 
 
 def test_xlsx_download_is_a_fresh_buffer(state: SheetState) -> None:

@@ -2,6 +2,8 @@
 
 ``create_app(config)`` builds one session's page; ``kpisheet serve`` serves it, and so does
 ``panel serve src/kpisheet_ui/app.py`` (configured by the ``KPISHEET_*`` environment variables).
+``KPISHEET_PAGE_ROWS`` sets how many rows the table shows at once (default
+:data:`~kpisheet_ui.state.PAGE_ROWS`); a larger selection is shown page by page.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from kpisheet_ui.state import (
     LEVEL_COLUMN,
     MONTHS_COLUMN,
     NUMBER_COLUMNS,
+    PAGE_ROWS,
     PREVIOUS_COLUMN,
     VALUE_COLUMN,
     SheetState,
@@ -54,6 +57,8 @@ COLUMN_WIDTHS = {
     MONTHS_COLUMN: 80,
 }
 SIDEBAR_WIDTH = 330
+#: Environment variable: rows of the table shown at once.
+PAGE_ROWS_ENV = "KPISHEET_PAGE_ROWS"
 
 #: Tabulator's group headers count rows in English ("14 items"): hidden, the group name is enough.
 TABLE_CSS = """
@@ -104,6 +109,20 @@ class AppView(param.Parameterized):
             css_classes=["kpi-tabelle"],
         )
         self.table.style.apply(lambda frame: self.state.table_styles(), axis=None)
+        self.page_text = pn.pane.HTML("", css_classes=["seite"], margin=(12, 10))
+        self.first_page = self._page_button("« Erste", "seite-erste", lambda page: 1)
+        self.previous_page = self._page_button("‹ Zurück", "seite-zurueck", lambda page: page - 1)
+        self.next_page = self._page_button("Weiter ›", "seite-weiter", lambda page: page + 1)
+        self.last_page = self._page_button("Letzte »", "seite-letzte", lambda page: state.pages)
+        self.pager = pn.Row(
+            self.first_page,
+            self.previous_page,
+            self.page_text,
+            self.next_page,
+            self.last_page,
+            visible=False,
+            css_classes=["blaettern"],
+        )
         self.legend = pn.pane.Markdown(LEGEND, styles={"font-size": "12px", "color": "#555"})
         self.chart_pane = pn.Column(
             sizing_mode="stretch_width", name="Diagramm", css_classes=["diagramm"]
@@ -137,7 +156,7 @@ class AppView(param.Parameterized):
             css_classes=["download-html"],
         )
         self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
-        state.param.watch(self._refresh, ["result"])
+        state.param.watch(self._refresh, ["result", "page"])
         state.param.watch(self._show_notice, ["notice"])
         self._refresh()
 
@@ -155,24 +174,47 @@ class AppView(param.Parameterized):
 
         return callback
 
+    def _page_button(self, label: str, css_class: str, target: Any) -> pn.widgets.Button:
+        """A button that turns the table to ``target(current page)``."""
+        button = pn.widgets.Button(name=label, button_type="light", css_classes=[css_class])
+        button.on_click(
+            lambda event: setattr(
+                self.state, "page", min(max(target(self.state.page), 1), self.state.pages)
+            )
+        )
+        return button
+
     def _show_notice(self, *events: Any) -> None:
         self.notice.object = self.state.notice
         self.notice.visible = bool(self.state.notice)
 
     def _refresh(self, *events: Any) -> None:
-        """Bring every pane in line with the state after a change of selection or data."""
+        """Bring every pane in line with the state after a change of selection, data or page."""
         state = self.state
+        if {event.name for event in events} == {"page"}:
+            with pn.io.hold():
+                self._refresh_table()
+            return
         self.data_version.object = state.data_version
         with pn.io.hold():
-            table = state.table()
-            rows = len(table) + table[GROUP_COLUMN].nunique()
-            self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
-            self.table.value = table
+            self._refresh_table()
             notes = state.notes()
             self.notes.object = "\n\n".join(notes)
             self.notes.visible = bool(notes)
             self.table_download.filename = state.table_filename()
             self._refresh_chart()
+
+    def _refresh_table(self) -> None:
+        """The current page of the table, and the pager when there is more than one page."""
+        state = self.state
+        table = state.table()
+        rows = len(table) + table[GROUP_COLUMN].nunique()
+        self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
+        self.table.value = table
+        self.pager.visible = state.pages > 1
+        self.page_text.object = state.page_text()
+        self.first_page.disabled = self.previous_page.disabled = state.page <= 1
+        self.next_page.disabled = self.last_page.disabled = state.page >= state.pages
 
     def _refresh_chart(self) -> None:
         state = self.state
@@ -247,6 +289,7 @@ class AppView(param.Parameterized):
                 self.error,
                 self.notes,
                 self.table,
+                self.pager,
                 self.legend,
                 pn.Row(self.table_download),
                 pn.pane.Markdown("### Verlauf der letzten 13 Monate"),
@@ -278,7 +321,8 @@ def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTempla
     pn.extension("tabulator", notifications=False)
     config = config if config is not None else SheetConfig.from_env()
     source = get_source(config)
-    state = SheetState(source.current(), user=pn.state.user)
+    page_rows = int(os.environ.get(PAGE_ROWS_ENV) or PAGE_ROWS)
+    state = SheetState(source.current(), user=pn.state.user, page_rows=page_rows)
     view = AppView(state, source)
     header: list[Any] = [view.data_version]
     if pn.state.user and pn.state.user != "guest":

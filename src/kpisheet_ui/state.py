@@ -12,6 +12,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,12 @@ from kpisheet.constants import (
     TOTAL_LEVEL,
     VALUE,
     TimeAggregation,
-    Unit,
     Window,
 )
 from kpisheet_ui.format import (
-    format_change,
-    format_change_pct,
-    format_value,
+    format_changes,
+    format_changes_pct,
+    format_values,
     month_label,
 )
 from kpisheet_ui.usage import log_interaction
@@ -54,6 +54,9 @@ CHART_MONTHS = charts.CHART_MONTHS
 #: many, and one per :data:`HIGHLIGHT_PER_ROWS` rows shown.
 HIGHLIGHT_COUNT = 5
 HIGHLIGHT_PER_ROWS = 5
+#: Rows of the table shown at once (formatted, styled and sent to the browser); a larger
+#: selection is shown page by page. The old dashboard's largest table (2,106 rows) fits on one.
+PAGE_ROWS = 2_500
 
 # How a display is grouped.
 BY_ENTITY = "entity"
@@ -83,12 +86,38 @@ WINDOW_LABELS: dict[str, str] = {window.value: window.value for window in Window
 DISPLAY_LABELS: dict[str, str] = {"nach Entität": BY_ENTITY, "nach KPI": BY_KPI}
 
 
+def _count(number: int) -> str:
+    """A count with Swiss thousands separators: ``58'170``."""
+    return f"{number:,}".replace(",", "'")
+
+
 def _listing(items: Sequence[str]) -> str:
     """``a``, ``a und b``, ``a, b und c``."""
     items = list(items)
     if len(items) <= 1:
         return "".join(items)
     return f"{', '.join(items[:-1])} und {items[-1]}"
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """A result in display order with its highlights; built once per result and display."""
+
+    source: pd.DataFrame  # the query result it was built from (compared by identity)
+    display: str
+    result: pd.DataFrame
+    marks: pd.Series
+
+
+@dataclass(frozen=True)
+class _Page:
+    """One page of the displayed table and its cell styles; built once per page."""
+
+    shown: _Shown
+    rows: range
+    per_account: bool
+    table: pd.DataFrame
+    styles: pd.DataFrame
 
 
 class SheetState(param.Parameterized):
@@ -107,6 +136,8 @@ class SheetState(param.Parameterized):
     user = param.String(default=None, allow_None=True, precedence=-1)
     result = param.DataFrame(default=None, allow_None=True, precedence=-1)
     notice = param.String(default="", precedence=-1, doc="Shown once after a new release loaded.")
+    page = param.Integer(default=1, bounds=(1, None), label="Seite")
+    page_rows = param.Integer(default=PAGE_ROWS, bounds=(1, None), precedence=-1)
 
     _SELECTION = (
         "as_of",
@@ -118,15 +149,21 @@ class SheetState(param.Parameterized):
         "entities",
         "kpis",
     )
+    #: A change of these changes the rows of the table, and the table starts on its first page.
+    _NEW_ROWS = frozenset({"grouping", "kpi_group", "display", "entities", "kpis"})
 
     def __init__(self, sheet: kpisheet.KPISheet, **params: Any) -> None:
         super().__init__(sheet=sheet, **{k: v for k, v in params.items() if k == "user"})
         self._busy = False
+        self._shown_cache: _Shown | None = None
+        self._page_cache: _Page | None = None
+        self._tree_cache: tuple[kpisheet.KPISheet, pd.DataFrame] | None = None
         self._set_options(keep=False)
         self.param.update(**{k: v for k, v in params.items() if k != "user"})
         self._sync_choices()
         self._compute(log=False)
         self.param.watch(self._selection_changed, list(self._SELECTION))
+        self.param.watch(self._page_changed, ["page"])
 
     # -- options ---------------------------------------------------------------------------
 
@@ -136,8 +173,11 @@ class SheetState(param.Parameterized):
         return self.sheet.registry
 
     def _tree(self) -> pd.DataFrame:
-        entities = self.sheet.entities
-        return entities[entities[LEVEL].isin(self.sheet.levels)]
+        """The entities of the hierarchy (not of the views), computed once per sheet."""
+        if self._tree_cache is None or self._tree_cache[0] is not self.sheet:
+            entities = self.sheet.entities
+            self._tree_cache = (self.sheet, entities[entities[LEVEL].isin(self.sheet.levels)])
+        return self._tree_cache[1]
 
     def grouping_options(self) -> dict[str, str]:
         """Entity groupings, label → key: all, the total, each group of each level, each view."""
@@ -281,15 +321,31 @@ class SheetState(param.Parameterized):
             names = {event.name for event in events}
             if names & {"grouping", "kpi_group"}:
                 self._sync_choices()
-            self._compute(log=True)
+            self._compute(log=True, first_page=bool(names & self._NEW_ROWS))
         finally:
             self._busy = False
 
-    def _compute(self, *, log: bool) -> None:
+    def _compute(self, *, log: bool, first_page: bool = False) -> None:
+        """Query the sheet; the page stays (within the new result) unless ``first_page``."""
         start = time.perf_counter()
-        self.result = self.sheet.query(**self.query_arguments())
+        result = self.sheet.query(**self.query_arguments())
+        page = 1 if first_page else min(self.page, self._page_count(len(result)))
+        self.param.update(result=result, page=page)
         if log:
             self._log("auswahl", start)
+
+    def _page_changed(self, *events: param.parameterized.Event) -> None:
+        if self._busy:
+            return
+        start = time.perf_counter()
+        if self.page > self.pages:
+            self._busy = True
+            try:
+                self.page = self.pages
+            finally:
+                self._busy = False
+        self._page()  # formatted now, so that the usage log times it
+        self._log("seite", start, page=self.page)
 
     def _log(self, action: str, start: float, **extra: object) -> None:
         ms = (time.perf_counter() - start) * 1000
@@ -330,70 +386,115 @@ class SheetState(param.Parameterized):
         created = release.created_at.astimezone().strftime("%d.%m.%Y %H:%M")
         return f"{text} · Release {release.id} vom {created}"
 
-    def _units(self, kpis: pd.Series) -> list[Unit]:
-        return [Unit(self.registry[kpi].unit) for kpi in kpis]
+    def _shown(self) -> _Shown:
+        """The result in display order and its highlights, built once per result."""
+        cached = self._shown_cache
+        if cached is not None and cached.source is self.result and cached.display == self.display:
+            return cached
+        source = self.result if self.result is not None else pd.DataFrame()
+        result = self._order(source)
+        self._shown_cache = _Shown(source, self.display, result, self._highlights(result))
+        return self._shown_cache
 
-    def table(self) -> pd.DataFrame:
-        """The result as displayed: grouped by entity or KPI, numbers formatted per unit.
+    def _page(self) -> _Page:
+        """The current page of the table and its styles, built once per page."""
+        shown = self._shown()
+        rows = self.page_range()
+        cached = self._page_cache
+        if (
+            cached is not None
+            and cached.shown is shown
+            and cached.rows == rows
+            and cached.per_account == self.per_account
+        ):
+            return cached
+        result = shown.result.iloc[rows.start : rows.stop]
+        table = self._build_table(result)
+        styles = self._styles(result, table, shown.marks.iloc[rows.start : rows.stop])
+        self._page_cache = _Page(shown, rows, self.per_account, table, styles)
+        return self._page_cache
 
-        Rows in the order of the result (entities coarse to fine, KPIs as declared) or, grouped
-        by KPI, KPI first. The column ``Gruppe`` is what the table groups by.
-        """
-        result = self._ordered_result()
-        per_account = self.per_account
-        units = self._units(result[KPI])
-        labels = result[KPI].map(lambda kpi: self.registry[kpi].label)
-        levels = result[LEVEL].map(export.level_label)
-        months = result[MONTHS].astype("Int64").astype(str)
-        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
-        shown = {
-            VALUE_COLUMN: [
-                format_value(v, u, per_account=per_account)
-                for v, u in zip(result[VALUE], units, strict=True)
-            ],
-            PREVIOUS_COLUMN: [
-                format_value(v, u, per_account=per_account)
-                for v, u in zip(result[PREVIOUS_VALUE], units, strict=True)
-            ],
-            CHANGE_COLUMN: [
-                format_change(v, u, per_account=per_account)
-                for v, u in zip(result[CHANGE], units, strict=True)
-            ],
-            CHANGE_PCT_COLUMN: [format_change_pct(v) for v in result[CHANGE_PCT]],
-            MONTHS_COLUMN: months.where(~incomplete, months + f" {INCOMPLETE_MARK}").tolist(),
-        }
-        if self.display == BY_KPI:
-            leading = {
-                GROUP_COLUMN: labels.tolist(),
-                ENTITY_COLUMN: result[ENTITY].tolist(),
-                LEVEL_COLUMN: levels.tolist(),
-            }
-        else:
-            leading = {
-                GROUP_COLUMN: (result[ENTITY] + " (" + levels + ")").tolist(),
-                KPI_COLUMN: labels.tolist(),
-            }
-        return pd.DataFrame({**leading, **shown})
-
-    def _ordered_result(self) -> pd.DataFrame:
-        result = self.result if self.result is not None else pd.DataFrame()
+    def _order(self, result: pd.DataFrame) -> pd.DataFrame:
         if self.display != BY_KPI or result.empty:
             return result.reset_index(drop=True)
         order = pd.Categorical(result[KPI], categories=list(self.registry.ids)).codes
+        return result.iloc[np.argsort(order, kind="stable")].reset_index(drop=True)
+
+    def _ordered_result(self) -> pd.DataFrame:
+        return self._shown().result
+
+    def _page_count(self, rows: int) -> int:
+        return max(1, -(-rows // self.page_rows))
+
+    @property
+    def pages(self) -> int:
+        """Pages of the table: one per :data:`PAGE_ROWS` rows of the result (at least one)."""
+        return self._page_count(len(self.result) if self.result is not None else 0)
+
+    def page_range(self) -> range:
+        """Positions (in display order) of the result's rows on the current page."""
+        rows = len(self.result) if self.result is not None else 0
+        first = (min(self.page, self.pages) - 1) * self.page_rows
+        return range(first, min(first + self.page_rows, rows))
+
+    def page_text(self) -> str:
+        """Which rows the page shows, e.g. ``Zeilen 2'501–5'000 von 58'170 · Seite 2 von 24``."""
+        rows = self.page_range()
+        total = len(self.result) if self.result is not None else 0
         return (
-            result.assign(_order=order)
-            .sort_values("_order", kind="stable")
-            .drop(columns="_order")
-            .reset_index(drop=True)
+            f"Zeilen {_count(rows.start + 1 if rows else 0)}–{_count(rows.stop)} "
+            f"von {_count(total)} · Seite {min(self.page, self.pages)} von {self.pages}"
         )
 
+    def table(self) -> pd.DataFrame:
+        """The current page of the result as displayed: grouped by entity or KPI, numbers
+        formatted per unit.
+
+        Rows in the order of the result (entities coarse to fine, KPIs as declared) or, grouped
+        by KPI, KPI first; the index is the row's position in that order. The column ``Gruppe``
+        is what the table groups by. A result of up to :data:`PAGE_ROWS` rows is one page.
+        Built once per page: calling it again is cheap.
+        """
+        return self._page().table.copy(deep=False)
+
+    def _build_table(self, result: pd.DataFrame) -> pd.DataFrame:
+        """The table of some rows of the result: every cell formatted, a column at a time."""
+        kpi_codes, kpis = pd.factorize(result[KPI])
+        definitions = [self.registry[kpi] for kpi in kpis]
+        units = np.array([str(d.unit) for d in definitions], dtype=str)[kpi_codes]
+        labels = pd.Index([d.label for d in definitions], dtype="str").take(kpi_codes)
+        level_codes, level_names = pd.factorize(result[LEVEL])
+        levels = pd.Index([export.level_label(name) for name in level_names], dtype="str")
+        levels = levels.take(level_codes)
+        per_account = self.per_account
+        months = result[MONTHS].astype("Int64").astype(str)
+        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
+        shown = {
+            VALUE_COLUMN: format_values(result[VALUE], units, per_account=per_account),
+            PREVIOUS_COLUMN: format_values(result[PREVIOUS_VALUE], units, per_account=per_account),
+            CHANGE_COLUMN: format_changes(result[CHANGE], units, per_account=per_account),
+            CHANGE_PCT_COLUMN: format_changes_pct(result[CHANGE_PCT]),
+            MONTHS_COLUMN: months.where(~incomplete, months + f" {INCOMPLETE_MARK}"),
+        }
+        entities = result[ENTITY].astype("str")
+        if self.display == BY_KPI:
+            leading = {GROUP_COLUMN: labels, ENTITY_COLUMN: entities, LEVEL_COLUMN: levels}
+        else:
+            leading = {GROUP_COLUMN: entities + " (" + levels + ")", KPI_COLUMN: labels}
+        columns = {name: column.array for name, column in {**leading, **shown}.items()}
+        return pd.DataFrame(columns, index=result.index)
+
     def highlighted(self) -> pd.Series:
-        """Per displayed row: ``1`` for one of the largest rises, ``-1`` for a largest fall, else 0.
+        """Per row of the result in display order (all pages): ``1`` for one of the largest rises,
+        ``-1`` for one of the largest falls, else 0.
 
         The largest changes are the rows with the largest absolute change against the previous
         year in percent: one per :data:`HIGHLIGHT_PER_ROWS` rows, at most :data:`HIGHLIGHT_COUNT`.
         """
-        result = self._ordered_result()
+        return self._shown().marks.copy()
+
+    @staticmethod
+    def _highlights(result: pd.DataFrame) -> pd.Series:
         if result.empty:
             return pd.Series(dtype="int64")
         change = result[CHANGE_PCT].astype(float)
@@ -405,20 +506,36 @@ class SheetState(param.Parameterized):
         return marks
 
     def table_styles(self) -> pd.DataFrame:
-        """CSS per cell of :meth:`table`: incomplete windows and the largest changes."""
-        table = self.table()
-        styles = pd.DataFrame("", index=table.index, columns=table.columns)
+        """CSS of the styled cells of :meth:`table` (the current page): incomplete windows and the
+        largest changes.
+
+        Only rows with a style are included (with the table's index), and only the columns that
+        can have one; a cell without style is ``""``. pandas' ``Styler.apply`` accepts such a
+        frame, so a table of many rows costs only as much as its styled cells.
+        """
+        return self._page().styles.copy()
+
+    @staticmethod
+    def _styles(result: pd.DataFrame, table: pd.DataFrame, marks: pd.Series) -> pd.DataFrame:
+        columns = [VALUE_COLUMN, MONTHS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN]
         if table.empty:
-            return styles
-        result = self._ordered_result()
-        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
-        for column in (VALUE_COLUMN, MONTHS_COLUMN):
-            styles.loc[incomplete.to_numpy(), column] = INCOMPLETE_STYLE
-        marks = self.highlighted()
-        for column in (CHANGE_COLUMN, CHANGE_PCT_COLUMN):
-            styles.loc[marks.eq(1).to_numpy(), column] = RISE_STYLE
-            styles.loc[marks.eq(-1).to_numpy(), column] = FALL_STYLE
-        return styles
+            return pd.DataFrame(columns=columns, dtype="str")
+        incomplete = ~result[COMPLETE].fillna(False).astype(bool).to_numpy()
+        rises, falls = marks.eq(1).to_numpy(), marks.eq(-1).to_numpy()
+        rows = np.flatnonzero(incomplete | rises | falls)
+        empty = np.full(len(rows), "", dtype=object)
+        incomplete_css = np.where(incomplete[rows], INCOMPLETE_STYLE, empty)
+        change_css = np.where(rises[rows], RISE_STYLE, np.where(falls[rows], FALL_STYLE, empty))
+        return pd.DataFrame(
+            {
+                VALUE_COLUMN: incomplete_css,
+                MONTHS_COLUMN: incomplete_css,
+                CHANGE_COLUMN: change_css,
+                CHANGE_PCT_COLUMN: change_css,
+            },
+            index=table.index[rows],
+            dtype="str",
+        )
 
     def notes(self) -> list[str]:
         """How to read what is shown: stock KPIs over several months, per-account gaps, marks."""
@@ -444,7 +561,9 @@ class SheetState(param.Parameterized):
         if self.window == Window.M1.value or self.result is None or self.result.empty:
             return ""
         result = self.result
-        shown = set(result.loc[result[VALUE].notna() | result[PREVIOUS_VALUE].notna(), KPI])
+        shown = set(
+            result.loc[result[VALUE].notna() | result[PREVIOUS_VALUE].notna(), KPI].unique()
+        )
         stocks = [kpi for kpi in self.selected_kpis if kpi in shown and self.registry.is_stock(kpi)]
         if not stocks:
             return ""
