@@ -90,15 +90,15 @@ def month_label(month: str | pd.Period) -> str:
 #
 # A column of texts is built as a byte matrix with one row per character position and one
 # column per number: [sign][prefix][sign][integer digits with '][.][decimals][suffix]. Positions
-# a text does not use hold PAD; the texts are the numbers' columns with PAD left out, handed to
-# Arrow as one buffer.
+# a text does not use hold a zero byte (_PAD); the texts are the matrix's columns without those
+# bytes, handed to Arrow as one buffer.
 
-PAD = 0
+_PAD = 0
 _PREFIX_WIDTH = 4  # "CHF "
 _SUFFIX_WIDTH = 4  # " %", " Pp."
 _MAX_DECIMALS = 2
-#: Numbers up to this magnitude are rounded exactly in 64-bit integers; larger ones (beyond
-#: 9 billiards) are left to :func:`format_value` and friends one by one.
+#: Numbers below this magnitude (about 9 × 10**15) are rounded exactly in 64-bit integers;
+#: larger ones are left to :func:`format_value` and friends, one by one.
 _EXACT_BELOW = 2.0**53
 _POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
 _MISSING_BYTES = np.frombuffer(MISSING.encode("utf-8"), dtype=np.uint8)
@@ -177,10 +177,10 @@ def _format(
     if not per_account:
         decimals[count & (shown == np.floor(shown))] = 0
     exact = np.abs(shown) < _EXACT_BELOW
-    outer_sign = np.full((1, len(numbers)), PAD, dtype=np.uint8)
+    outer_sign = np.full((1, len(numbers)), _PAD, dtype=np.uint8)
     if signed:
         outer_sign[0] = np.where(numbers < 0, ord("-"), ord("+"))
-    inner_sign = np.where(np.signbit(shown), ord("-"), PAD).astype(np.uint8)[None, :]
+    inner_sign = np.where(np.signbit(shown), ord("-"), _PAD).astype(np.uint8)[None, :]
     matrix = np.vstack(
         [
             outer_sign,
@@ -190,7 +190,7 @@ def _format(
             _affix(_SUFFIX_WIDTH, {percent_suffix: percent}),
         ]
     )
-    matrix[:, ~finite] = PAD
+    matrix[:, ~finite] = _PAD
     matrix[: len(_MISSING_BYTES), ~finite] = _MISSING_BYTES[:, None]
     texts = _texts(matrix)
     large = np.flatnonzero(finite & ~exact)
@@ -233,22 +233,22 @@ def _digits(numbers: np.ndarray, decimals: np.ndarray) -> np.ndarray:
         matrix[bottom - 3 : bottom] = _THREE_DIGITS[:, three]
         if group:
             matrix[bottom] = ord("'")
-    # Position i of the integer part shows when the number has more digits than it needs.
+    # Position i of the integer part shows when the number has more digits than lie right of it.
     needs = np.array([(width - 1 - i) - (width - 1 - i) // 4 for i in range(width)])
-    matrix[:width] = np.where(needs[:, None] < length, matrix[:width], PAD)
-    matrix[width] = np.where(decimals > 0, ord("."), PAD)
+    matrix[:width] = np.where(needs[:, None] < length, matrix[:width], _PAD)
+    matrix[width] = np.where(decimals > 0, ord("."), _PAD)
     tenths, hundredths = np.divmod(fraction, 10)
     matrix[width + 1] = np.where(decimals == 2, tenths, fraction) + ord("0")
     matrix[width + 2] = hundredths + ord("0")
-    matrix[width + 1, decimals == 0] = PAD
-    matrix[width + 2, decimals < 2] = PAD
+    matrix[width + 1, decimals == 0] = _PAD
+    matrix[width + 2, decimals < 2] = _PAD
     return matrix
 
 
 def _affix(width: int, texts: dict[str, np.ndarray]) -> np.ndarray:
     """Positions holding each text for the numbers its mask selects."""
     rows = len(next(iter(texts.values())))
-    matrix = np.full((width, rows), PAD, dtype=np.uint8)
+    matrix = np.full((width, rows), _PAD, dtype=np.uint8)
     for text, mask in texts.items():
         encoded = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
         matrix[: len(encoded), mask] = encoded[:, None]
@@ -256,11 +256,11 @@ def _affix(width: int, texts: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def _texts(matrix: np.ndarray) -> pd.Series:
-    """The columns of a byte matrix (position × text) as UTF-8 texts, PAD bytes left out."""
-    lengths = np.count_nonzero(matrix != PAD, axis=0) if matrix.size else np.zeros(0, int)
+    """The columns of a byte matrix (position × text) as UTF-8 texts, _PAD bytes left out."""
+    lengths = np.count_nonzero(matrix != _PAD, axis=0)
     offsets = np.zeros(matrix.shape[1] + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     by_text = np.ascontiguousarray(matrix.T).ravel()
-    data = np.compress(by_text != PAD, by_text)
+    data = np.compress(by_text != _PAD, by_text)
     array = pa.StringArray.from_buffers(len(lengths), pa.py_buffer(offsets), pa.py_buffer(data))
     return array.to_pandas()
