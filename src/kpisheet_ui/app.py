@@ -130,6 +130,9 @@ class AppView(param.Parameterized):
         self.chart_message = pn.pane.Markdown(
             "", styles={"color": "#555"}, css_classes=["kein-diagramm"]
         )
+        # One chart pane for the session, updated in place: replacing the pane on every change
+        # tears down Bokeh views that the browser may still be laying out.
+        self.chart_view = pn.pane.HoloViews(None, backend="bokeh", name="Verlauf")
         self.table_download = pn.widgets.FileDownload(
             callback=self._guard(state.table_xlsx),
             filename=state.table_filename(),
@@ -216,6 +219,11 @@ class AppView(param.Parameterized):
         self.first_page.disabled = self.previous_page.disabled = state.page <= 1
         self.next_page.disabled = self.last_page.disabled = state.page >= state.pages
 
+    def _show_in_chart_pane(self, *objects: Any) -> None:
+        """Put the chart or the message in place, leaving the pane alone when they already are."""
+        if list(self.chart_pane.objects) != list(objects):
+            self.chart_pane.objects = list(objects)
+
     def _refresh_chart(self) -> None:
         state = self.state
         if state.shows_chart:
@@ -223,21 +231,19 @@ class AppView(param.Parameterized):
                 chart = state.chart()
             except KpisheetError as exc:
                 self.chart_message.object = f"Kein Diagramm: {exc}"
-                self.chart_pane.objects = [self.chart_message]
+                self._show_in_chart_pane(self.chart_message)
                 return
             self.series_download.filename = state.series_filename()
             self.png_download.filename = state.chart_filename("png")
             self.html_download.filename = state.chart_filename("html")
-            self.chart_pane.objects = [
-                pn.pane.HoloViews(chart, backend="bokeh", name="Verlauf"),
-                self.chart_downloads,
-            ]
+            self.chart_view.object = chart
+            self._show_in_chart_pane(self.chart_view, self.chart_downloads)
         else:
             self.chart_message.object = (
                 f"Kein Diagramm: {state.chart_message()} "
                 "Entitäten und KPIs links unter «auswählen» eingrenzen."
             )
-            self.chart_pane.objects = [self.chart_message]
+            self._show_in_chart_pane(self.chart_message)
 
     def sidebar(self) -> list[Any]:
         """The selection widgets."""
