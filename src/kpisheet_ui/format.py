@@ -172,7 +172,8 @@ def _format(
     currency = units == Unit.CURRENCY.value
     count = units == Unit.COUNT.value
     shown = np.where(finite, np.abs(numbers) if signed else numbers, 0.0)
-    shown = np.where(percent, shown * 100, shown)
+    with np.errstate(over="ignore"):  # beyond float range: not exact, formatted one by one below
+        shown = np.where(percent, shown * 100, shown)
     decimals = np.where(percent, 1, 2)
     if not per_account:
         decimals[count & (shown == np.floor(shown))] = 0
