@@ -14,6 +14,7 @@ import pytest
 
 import kpisheet.sheet
 from kpisheet.errors import QueryError
+from tests.reference import COLUMNS
 
 KPIS = """\
 - {id: flow, label: Umsatz, group: Umsatz, unit: currency, time_aggregation: sum, average_per: accounts}
@@ -37,19 +38,6 @@ entities:
 """
 
 GOLD, PREPAID, BOREALIS = "Alpine Gold", "Alpine Prepaid", "Borealis Card"
-RESULT_COLUMNS = [
-    "as_of",
-    "window",
-    "level",
-    "entity",
-    "kpi",
-    "value",
-    "previous_value",
-    "change",
-    "change_pct",
-    "months",
-    "complete",
-]
 
 Row = tuple[str, str, str, float]
 SheetOf = Callable[[list[Row]], kpisheet.sheet.KPISheet]
@@ -153,7 +141,7 @@ def test_a_month_without_any_value_gives_no_row(series_sheet: kpisheet.sheet.KPI
     """A 1M query of a month the series misses (and without a previous year) has no row for it."""
     result = series_sheet.query(as_of="2023-03", window="1M")
     assert result.empty
-    assert list(result.columns) == RESULT_COLUMNS
+    assert list(result.columns) == COLUMNS
 
 
 def test_as_of_defaults_to_the_newest_month_and_accepts_month_forms(
@@ -417,7 +405,7 @@ def test_result_columns_and_dtypes(year_sheet: kpisheet.sheet.KPISheet) -> None:
         year_sheet.query(as_of="2023-01", window="YTD"),
         year_sheet.query(as_of="2023-01", window="YTD", kpis="opening"),  # no rows
     ):
-        assert list(result.columns) == RESULT_COLUMNS
+        assert list(result.columns) == COLUMNS
         for column in ("as_of", "window", "level", "entity", "kpi"):
             assert pd.api.types.is_string_dtype(result[column]), column
         for column in ("value", "previous_value", "change", "change_pct"):
