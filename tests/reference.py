@@ -1,4 +1,5 @@
-"""A brute-force reference of SPEC §6, written to be obviously right rather than fast.
+"""A brute-force reference of the computation rules (docs/analysts.md), written to be obviously
+right rather than fast, including coverage: lifetimes, covered months and both windows' flags.
 
 Plain Python loops over months, entities and KPIs, on a :class:`~tests.strategies.Project`
 (plain data: hierarchy mapping, KPI mappings, observation tuples). Nothing here calls
@@ -32,6 +33,8 @@ COLUMNS = [
     "change_pct",
     "months",
     "complete",
+    "previous_months",
+    "previous_complete",
 ]
 WINDOW_LENGTHS = {"1M": 1, "3M": 3, "6M": 6, "12M": 12}
 
@@ -127,6 +130,14 @@ class Reference:
         self.first, self.last = min(months), max(months)
         self.monthly = cache(self._monthly)
         self.window_value = cache(self._window_value)
+        self.covered = cache(self._covered)
+        # lifetime of each (source KPI, leaf): its first and last month with a value
+        self.lifetime: dict[tuple[str, str], tuple[int, int]] = {}
+        for (month, kpi, leaf), value in self.values.items():
+            if is_missing(value):
+                continue
+            first, last = self.lifetime.get((kpi, leaf), (month, month))
+            self.lifetime[(kpi, leaf)] = (min(first, month), max(last, month))
 
     # --- the entity tree ---------------------------------------------------------------------
 
@@ -220,6 +231,59 @@ class Reference:
             raise ValueError(rule)
         return value, len(present)
 
+    # --- coverage ---------------------------------------------------------------------------
+
+    def expected(self, kpi: str, leaf: str, month: int) -> bool:
+        """Whether the month lies inside the leaf's lifetime for a source KPI."""
+        if (kpi, leaf) not in self.lifetime:
+            return False
+        first, last = self.lifetime[(kpi, leaf)]
+        return first <= month <= last
+
+    def _covered(self, kpi: str, entity: str, month: int) -> bool:
+        """A month is covered when the entity has a value and every expected member reports.
+
+        A derived KPI's month is covered when all of its source KPIs' are.
+        """
+        definition = self.kpis[kpi]
+        if self.is_group(entity) and definition.get("entity_aggregation") == "none":
+            return False
+        if "formula" in definition:
+            return all(self.covered(c, entity, month) for c in self.leaf_components(kpi))
+        if is_missing(self.monthly(kpi, entity, month)):
+            return False
+        return all(
+            not is_missing(self.values.get((month, kpi, leaf), NAN))
+            for leaf in self.members(entity)
+            if self.expected(kpi, leaf, month)
+        )
+
+    def all_covered(self, kpi: str, entity: str, as_of: int, window: str) -> bool:
+        """Every month of the window is covered."""
+        return all(self.covered(kpi, entity, m) for m in window_months(as_of, window))
+
+    def complete(self, kpi: str, entity: str, as_of: int, window: str) -> bool:
+        """``last``/``first``: that month covered; other rules: every month covered; derived: all
+        source KPIs complete."""
+        definition = self.kpis[kpi]
+        if self.is_group(entity) and definition.get("entity_aggregation") == "none":
+            return False
+        if "formula" in definition:
+            return all(self.complete(c, entity, as_of, window) for c in self.leaf_components(kpi))
+        months = window_months(as_of, window)
+        rule = definition["time_aggregation"]
+        if rule == "last":
+            return self.covered(kpi, entity, months[-1])
+        if rule == "first":
+            return self.covered(kpi, entity, months[0])
+        return self.all_covered(kpi, entity, as_of, window)
+
+    def complete_per_account(self, kpi: str, entity: str, as_of: int, window: str) -> bool:
+        """Per account: also the ``average_per`` KPI covered in every month of the window."""
+        per = self.kpis[kpi].get("average_per")
+        complete = self.complete(kpi, entity, as_of, window)
+        return complete and (per is None or self.all_covered(per, entity, as_of, window))
+
     def per_account(self, kpi: str, entity: str, as_of: int, window: str) -> float:
         """Rule 4: the window value divided by the window's mean of the ``average_per`` KPI."""
         per = self.kpis[kpi].get("average_per")
@@ -238,14 +302,18 @@ class Reference:
 
     def row(
         self, kpi: str, entity: str, as_of: int, window: str, per_account: bool
-    ) -> tuple[float, float, int, int]:
-        """``(value, previous value, months, previous months)``; rule 5 for the previous year."""
+    ) -> tuple[float, float, int, int, bool, bool]:
+        """``(value, previous value, months, previous months, complete, previous complete)``;
+        rule 5 for the previous year."""
         value, months = self.window_value(kpi, entity, as_of, window)
         previous, previous_months = self.window_value(kpi, entity, as_of - 12, window)
+        flag = self.complete_per_account if per_account else self.complete
+        complete = flag(kpi, entity, as_of, window)
+        previous_complete = flag(kpi, entity, as_of - 12, window)
         if per_account:
             value = self.per_account(kpi, entity, as_of, window)
             previous = self.per_account(kpi, entity, as_of - 12, window)
-        return value, previous, months, previous_months
+        return value, previous, months, previous_months, complete, previous_complete
 
     def query(
         self,
@@ -259,7 +327,6 @@ class Reference:
         wanted = set(levels) if levels is not None else None
         kpi_ids = list(kpis) if kpis is not None else list(self.kpis)
         as_of_number = month_number(as_of)
-        length = len(window_months(as_of_number, window))
         rows = []
         for entity, level in self.entities(views=wanted is not None):
             if wanted is not None and level not in wanted:
@@ -267,7 +334,7 @@ class Reference:
             if wanted is None and level in self.project.views:
                 continue
             for kpi in kpi_ids:
-                value, previous, months, previous_months = self.row(
+                value, previous, months, previous_months, complete, previous_complete = self.row(
                     kpi, entity, as_of_number, window, per_account
                 )
                 if months == 0 and previous_months == 0:
@@ -288,7 +355,9 @@ class Reference:
                         change,
                         change_pct,
                         months,
-                        months == length,
+                        complete,
+                        previous_months,
+                        previous_complete,
                     ]
                 )
         return pd.DataFrame(rows, columns=COLUMNS)
@@ -306,7 +375,15 @@ def assert_same_table(actual: pd.DataFrame, expected: pd.DataFrame, rtol: float 
         f"rows differ: extra {sorted(set(actual_keys) - set(expected_keys))}, "
         f"missing {sorted(set(expected_keys) - set(actual_keys))}"
     )
-    for column in ["as_of", "window", "level", "months", "complete"]:
+    for column in [
+        "as_of",
+        "window",
+        "level",
+        "months",
+        "complete",
+        "previous_months",
+        "previous_complete",
+    ]:
         assert list(actual[column]) == list(expected[column]), column
     for column in ["value", "previous_value", "change", "change_pct"]:
         for (entity, kpi), got, want in zip(

@@ -1,4 +1,4 @@
-"""Unit tests of the engine (SPEC §6–§7) on small tables whose results are computed by hand."""
+"""Unit tests of the engine (docs/analysts.md) on small tables whose results are computed by hand."""
 
 from __future__ import annotations
 
@@ -99,7 +99,10 @@ RULE_KPIS = {
 }
 NAN = math.nan
 
-# (as_of, window): expected value per rule, months with a value, complete — computed by hand.
+# (as_of, window): expected value per rule, months with a value, and whether every month of the
+# window has a value (complete for sum, mean, min and max) — computed by hand. A one-leaf series is
+# covered exactly in its months with a value, so last (first) is complete when the window's final
+# (first) month has one.
 WINDOW_CASES = {
     ("2023-06", "3M"): (dict(sum=14, last=9, first=4, mean=14 / 3, min=1, max=9), 3, True),
     ("2023-06", "6M"): (dict(sum=22, last=9, first=2, mean=22 / 5, min=1, max=9), 5, False),
@@ -128,13 +131,15 @@ def test_time_aggregation_of_every_rule_over_windows_with_gaps(
     series_sheet: kpisheet.sheet.KPISheet, as_of: str, window: str
 ) -> None:
     """Each rule combines only the months of the calendar window that have a value; a gap never
-    pulls in an older month; last/first are missing when the window's final/first month is."""
-    values, months, complete = WINDOW_CASES[(as_of, window)]
+    pulls in an older month; last/first are missing when the window's final/first month is, and
+    complete exactly when that month is covered (the other rules: when every month is)."""
+    values, months, every_month = WINDOW_CASES[(as_of, window)]
     result = series_sheet.query(as_of=as_of, window=window, levels="product")
     for rule, kpi in RULE_KPIS.items():
         assert same(cell(result, GOLD, kpi), values[rule]), (rule, cell(result, GOLD, kpi))
         assert cell(result, GOLD, kpi, "months") == months
-        assert cell(result, GOLD, kpi, "complete") == complete
+        complete = not math.isnan(values[rule]) if rule in ("last", "first") else every_month
+        assert cell(result, GOLD, kpi, "complete") == complete, rule
 
 
 def test_a_month_without_any_value_gives_no_row(series_sheet: kpisheet.sheet.KPISheet) -> None:
@@ -197,7 +202,8 @@ def test_group_windows_aggregate_the_rolled_up_months(
     groups_sheet: kpisheet.sheet.KPISheet,
 ) -> None:
     """Windows over groups use the group's monthly values: a stock's last month sums only the
-    leaves reporting that month, and months counts the group's months with a value."""
+    leaves reporting that month, and months counts the group's months with a value. Prepaid's
+    accounts end in February, so Alpine's March is covered and its 3M stock complete."""
     result = groups_sheet.query(
         as_of="2023-03", window="3M", levels=["total", "mandant", "cardprofile"]
     )
@@ -209,7 +215,7 @@ def test_group_windows_aggregate_the_rolled_up_months(
     assert cell(result, "PP", "flow") == 1
     assert cell(result, "Alpine", "accounts") == 120  # 2023-03: only Alpine Gold reports
     assert cell(result, "Alpine", "accounts", "months") == 2
-    assert not cell(result, "Alpine", "accounts", "complete")
+    assert cell(result, "Alpine", "accounts", "complete")
     one = groups_sheet.query(as_of="2023-02", window="1M")
     assert not (one["kpi"] == "flow").any()  # no leaf has a flow in 2023-02, so no group has
     assert cell(one, "Alpine", "accounts") == 150
@@ -307,11 +313,13 @@ def test_per_account_divides_by_the_window_mean_of_active_accounts(
     account_sheet: kpisheet.sheet.KPISheet,
 ) -> None:
     """Per account: the window value ÷ the mean of the months of the window that have active
-    accounts; groups use their rolled-up accounts; months and complete stay those of the value."""
+    accounts; groups use their rolled-up accounts; months stay those of the value, and the value
+    is complete only when the accounts are covered every month (February lacks them)."""
     result = account_sheet.query(as_of="2023-03", window="3M", per_account=True)
     assert cell(result, GOLD, "flow") == 30  # 600 / mean(10, 30)
     assert cell(result, GOLD, "flow", "months") == 3
-    assert cell(result, GOLD, "flow", "complete")
+    assert not cell(result, GOLD, "flow", "complete")
+    assert cell(account_sheet.query(as_of="2023-03", window="3M"), GOLD, "flow", "complete")
     assert cell(result, "Alpine", "flow") == 32.5  # (600 + 50) / mean(10, 30 + 0)
     one = account_sheet.query(as_of="2023-03", window="1M", per_account=True)
     assert cell(one, GOLD, "flow") == 10  # 300 / 30
@@ -396,6 +404,184 @@ def test_rows_exist_iff_a_value_in_the_current_or_previous_window(
     assert has_row(year_sheet.query(as_of="2023-01", window="12M"), GOLD, "accounts")
 
 
+# --- coverage: complete and previous_complete ------------------------------------------------
+
+
+def _months(first: str, last: str, *, without: tuple[str, ...] = ()) -> list[str]:
+    return [
+        str(month) for month in pd.period_range(first, last, freq="M") if str(month) not in without
+    ]
+
+
+@pytest.fixture
+def coverage_sheet(sheet_of: SheetOf) -> kpisheet.sheet.KPISheet:
+    """Gold lacks its flow in 2022-05 and its accounts in 2023-02; Borealis launches its flow in
+    2022-09 and stops reporting accounts after 2022-12; Prepaid reports everything."""
+    rows: list[Row] = []
+    rows += [(m, "flow", GOLD, 10) for m in _months("2022-01", "2023-06", without=("2022-05",))]
+    rows += [(m, "flow", PREPAID, 1) for m in _months("2022-01", "2023-06")]
+    rows += [(m, "flow", BOREALIS, 100) for m in _months("2022-09", "2023-06")]
+    rows += [(m, "accounts", GOLD, 5) for m in _months("2022-01", "2023-06", without=("2023-02",))]
+    rows += [(m, "accounts", PREPAID, 2) for m in _months("2022-01", "2023-06")]
+    rows += [(m, "accounts", BOREALIS, 50) for m in _months("2022-01", "2022-12")]
+    return sheet_of(rows)
+
+
+def test_a_member_gap_makes_every_ancestor_incomplete_in_that_month_only(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """Gold's missing May 2022 leaves Alpine, B2C and the total with a (too small) value in every
+    window containing that month, all marked incomplete; windows without May 2022 are complete."""
+    july = coverage_sheet.query(as_of="2022-07", window="3M", kpis="flow")
+    assert cell(july, "Alpine", "flow") == 1 + 11 + 11
+    assert cell(july, "Alpine", "flow", "months") == 3
+    for entity in (GOLD, "Alpine", "B2C", "Kartenwelt"):
+        assert not cell(july, entity, "flow", "complete"), entity
+    assert cell(july, PREPAID, "flow", "complete")
+    august = coverage_sheet.query(as_of="2022-08", window="3M", kpis="flow")
+    for entity in ("Alpine", "B2C", "Kartenwelt"):
+        assert cell(august, entity, "flow", "complete"), entity
+
+
+def test_the_previous_window_has_its_own_flags(coverage_sheet: kpisheet.sheet.KPISheet) -> None:
+    """At 2023-06 the 3M window is covered, but the previous one (2022-04..06) holds Gold's gap:
+    previous_complete is false for Gold and its ancestors, although all three months have values."""
+    result = coverage_sheet.query(as_of="2023-06", window="3M", kpis="flow")
+    for entity in (GOLD, "Alpine", "B2C", "Kartenwelt"):
+        assert cell(result, entity, "flow", "complete"), entity
+        assert not cell(result, entity, "flow", "previous_complete"), entity
+    assert cell(result, "Alpine", "flow", "previous_months") == 3
+    assert cell(result, "Alpine", "flow", "previous_value") == 11 + 1 + 11
+    assert cell(result, PREPAID, "flow", "previous_complete")
+    # Borealis had not launched: no previous value, previous window not complete
+    assert cell(result, BOREALIS, "flow", "previous_months") == 0
+    assert not cell(result, BOREALIS, "flow", "previous_complete")
+
+
+def test_launches_and_discontinuations_never_make_a_group_incomplete(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """Before Borealis's launch (2022-09) and after its accounts stop (2022-12) it is not
+    expected, so the total stays covered; Borealis's own window before its launch is not."""
+    october = coverage_sheet.query(as_of="2022-10", window="3M", kpis="flow")
+    assert cell(october, "Kartenwelt", "flow", "complete")  # 2022-08 has no Borealis: not expected
+    assert cell(october, BOREALIS, "flow", "months") == 2
+    assert not cell(october, BOREALIS, "flow", "complete")
+    june = coverage_sheet.query(as_of="2023-06", window="1M", kpis="accounts")
+    assert cell(june, "Kartenwelt", "accounts") == 5 + 2
+    assert cell(june, "Kartenwelt", "accounts", "complete")
+
+
+def test_a_stock_is_complete_when_its_final_month_is_covered(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """Gold's accounts lack February 2023: the 12M stock at 2023-06 (June's value) is complete,
+    the 1M window of February is not, nor is a flow over the same 12 months."""
+    result = coverage_sheet.query(as_of="2023-06", window="12M", kpis=["flow", "accounts"])
+    assert cell(result, "Alpine", "accounts") == 7
+    assert cell(result, "Alpine", "accounts", "months") == 12
+    assert cell(result, "Alpine", "accounts", "complete")
+    assert cell(result, GOLD, "accounts", "months") == 11
+    assert cell(result, GOLD, "accounts", "complete")
+    february = coverage_sheet.query(as_of="2023-02", window="1M", kpis="accounts")
+    assert cell(february, "Alpine", "accounts") == 2
+    assert not cell(february, "Alpine", "accounts", "complete")
+
+
+def test_windows_reaching_before_the_data_are_never_complete(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """In the first year of a sheet no comparison is complete: the previous window lies (partly)
+    before the first month, and so does a 12M window ending before month twelve."""
+    early = coverage_sheet.query(as_of="2022-06", window="12M", kpis="flow")
+    assert cell(early, PREPAID, "flow", "months") == 6
+    assert not cell(early, PREPAID, "flow", "complete")
+    march = coverage_sheet.query(as_of="2023-03", window="12M", kpis="flow")
+    assert cell(march, PREPAID, "flow", "previous_months") == 3
+    assert not cell(march, PREPAID, "flow", "previous_complete")
+    assert cell(march, PREPAID, "flow", "complete")
+
+
+def test_a_month_missing_for_every_product_leaves_the_total_incomplete(
+    sheet_of: SheetOf,
+) -> None:
+    """When nobody reports 2022-05, the total's previous 3M window has two months with values and
+    is marked incomplete, so its change (against two months) is not called complete."""
+    months = _months("2022-01", "2023-06", without=("2022-05",))
+    sheet = sheet_of([(m, "flow", e, 10) for m in months for e in (GOLD, PREPAID, BOREALIS)])
+    result = sheet.query(as_of="2023-06", window="3M", kpis="flow", entities="Kartenwelt")
+    assert cell(result, "Kartenwelt", "flow", "previous_value") == 60
+    assert cell(result, "Kartenwelt", "flow", "previous_months") == 2
+    assert cell(result, "Kartenwelt", "flow", "complete")
+    assert not cell(result, "Kartenwelt", "flow", "previous_complete")
+
+
+def test_per_account_of_a_group_needs_every_members_accounts(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """In February 2023 Gold reports its flow but not its accounts: Alpine's flow per account is
+    inflated (11 / 2 instead of 11 / 7) and marked incomplete, while its flow is complete."""
+    result = coverage_sheet.query(as_of="2023-02", window="1M", kpis="flow", per_account=True)
+    assert cell(result, "Alpine", "flow") == 11 / 2
+    assert not cell(result, "Alpine", "flow", "complete")
+    assert cell(result, PREPAID, "flow", "complete")
+    plain = coverage_sheet.query(as_of="2023-02", window="1M", kpis="flow")
+    assert cell(plain, "Alpine", "flow", "complete")
+
+
+def test_previous_flags_equal_the_current_flags_twelve_months_earlier(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """previous_months and previous_complete of a query are months and complete of the same query
+    at as_of − 12, row by row."""
+    for window in ("1M", "3M", "12M", "YTD"):
+        now = coverage_sheet.query(as_of="2023-06", window=window)
+        before = coverage_sheet.query(as_of="2022-06", window=window)
+        merged = now.merge(before, on=["entity", "kpi"], suffixes=("", "_before"))
+        assert len(merged) > 0
+        assert list(merged["previous_months"]) == list(merged["months_before"]), window
+        assert list(merged["previous_complete"]) == list(merged["complete_before"]), window
+
+
+def test_coverage_names_the_members_that_did_not_report(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """sheet.coverage lists both windows month by month; May 2022 names Gold as missing for Alpine,
+    and for a stock only the final month decides."""
+    table = coverage_sheet.coverage("flow", "Alpine", as_of="2023-06", window="3M")
+    assert list(table.columns) == [
+        "period", "month", "kpi", "has_value", "covered", "decides", "missing"
+    ]  # fmt: skip
+    assert list(table["period"]) == ["current"] * 3 + ["previous"] * 3
+    assert list(table["month"]) == [
+        "2023-04", "2023-05", "2023-06", "2022-04", "2022-05", "2022-06"
+    ]  # fmt: skip
+    assert list(table["covered"]) == [True, True, True, True, False, True]
+    assert list(table["has_value"]) == [True] * 6
+    assert list(table["missing"]) == [(), (), (), (), (GOLD,), ()]
+    assert table["decides"].all()
+    stock = coverage_sheet.coverage("accounts", "Kartenwelt", as_of="2023-06", window="6M")
+    current = stock[stock["period"] == "current"].set_index("month")
+    assert current.loc["2023-02", "missing"] == (GOLD,)
+    assert list(current["decides"]) == [False] * 5 + [True]
+    previous = stock[stock["period"] == "previous"].set_index("month")
+    assert previous.loc["2022-06", "missing"] == ()  # Borealis still reported in 2022
+
+
+def test_coverage_of_a_derived_kpi_per_account_lists_every_source(
+    coverage_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """Per account, the flow's coverage includes the accounts it is divided by, every month
+    deciding; unknown names are refused like in a query."""
+    table = coverage_sheet.coverage(
+        "flow", "Alpine", as_of="2023-02", window="1M", per_account=True
+    )
+    assert list(table["kpi"]) == ["flow", "accounts", "flow", "accounts"]
+    assert list(table["missing"]) == [(), (GOLD,), (), ()]
+    with pytest.raises(QueryError, match=re.escape("unknown entity 'Alpin'")):
+        coverage_sheet.coverage("flow", "Alpin")
+
+
 # --- the result table ------------------------------------------------------------------------
 
 
@@ -410,8 +596,10 @@ def test_result_columns_and_dtypes(year_sheet: kpisheet.sheet.KPISheet) -> None:
             assert pd.api.types.is_string_dtype(result[column]), column
         for column in ("value", "previous_value", "change", "change_pct"):
             assert result[column].dtype == np.float64, column
-        assert result["months"].dtype == np.int64
-        assert result["complete"].dtype == np.bool_
+        for column in ("months", "previous_months"):
+            assert result[column].dtype == np.int64, column
+        for column in ("complete", "previous_complete"):
+            assert result[column].dtype == np.bool_, column
     result = year_sheet.query(as_of="2023-01", window="YTD")
     assert set(result["as_of"]) == {"2023-01"}
     assert set(result["window"]) == {"YTD"}

@@ -71,6 +71,8 @@ CHANGE = "change"
 CHANGE_PCT = "change_pct"
 MONTHS = "months"
 COMPLETE = "complete"
+PREVIOUS_MONTHS = "previous_months"
+PREVIOUS_COMPLETE = "previous_complete"
 RESULT_COLUMNS: tuple[str, ...] = (
     AS_OF,
     WINDOW,
@@ -83,7 +85,11 @@ RESULT_COLUMNS: tuple[str, ...] = (
     CHANGE_PCT,
     MONTHS,
     COMPLETE,
+    PREVIOUS_MONTHS,
+    PREVIOUS_COMPLETE,
 )
+#: Column of a monthly series: whether every expected member reported that month.
+COVERED = "covered"
 
 #: Format of a month as text, e.g. ``2021-06``.
 MONTH_TEXT_FORMAT = "%Y-%m"

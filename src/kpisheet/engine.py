@@ -1,4 +1,5 @@
-"""How numbers are computed (SPEC §6): group roll-ups, calendar windows, derived KPIs, per-account values.
+"""How numbers are computed (docs/analysts.md): group roll-ups, calendar windows, derived KPIs,
+per-account values, and how far each number can be trusted (coverage).
 
 The :class:`Cube` is built once per sheet: a dense array ``values[kpi, entity, month]`` of every source
 KPI for every entity of the tree, with group levels already rolled up month by month. A query then
@@ -8,12 +9,19 @@ needs and aggregates them along the month axis — numpy on whole blocks, no loo
 The array is stored month-major, so the months of a window are one contiguous slab; next to it the
 cube keeps the values with missing ones as zero and a running count of months with a value, so a
 window's sum is a sum of whole rows and its month count a difference of two rows.
+
+Coverage works the same way. A leaf's *lifetime* for a source KPI runs from its first to its last
+month with a value; inside it the leaf is expected every month. A month is *covered* for an entity
+when the entity has a value and no member expected that month lacks one; the cube keeps a running
+count of covered months beside the running count of months with a value, so whether a window is
+complete is again a difference of two rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,12 +31,15 @@ from kpisheet.constants import (
     CHANGE,
     CHANGE_PCT,
     COMPLETE,
+    COVERED,
     ENTITY,
     KPI,
     LEVEL,
     MONTH,
     MONTH_TEXT_FORMAT,
     MONTHS,
+    PREVIOUS_COMPLETE,
+    PREVIOUS_MONTHS,
     PREVIOUS_VALUE,
     PREVIOUS_YEAR_OFFSET,
     PRODUCT_LEVEL,
@@ -52,32 +63,59 @@ def window_bounds(as_of: pd.Period, window: Window) -> tuple[pd.Period, pd.Perio
 
 @dataclass(frozen=True)
 class WindowValues:
-    """Aggregated values of one window: ``value`` and ``months`` shaped (KPIs, entities)."""
+    """Aggregated values of one window, each shaped (KPIs, entities).
+
+    ``months`` counts the months with a value; ``complete`` says whether the value rests on
+    covered months by the KPI's rule; ``covered`` whether every month of the window is covered
+    (what a per-account denominator needs).
+    """
 
     value: np.ndarray
     months: np.ndarray
+    complete: np.ndarray
+    covered: np.ndarray
     length: int
 
 
-def _roll_up(filled: np.ndarray, present: np.ndarray, codes: np.ndarray, groups: int) -> np.ndarray:
+def _roll_up(
+    filled: np.ndarray, present: np.ndarray, missing: np.ndarray, codes: np.ndarray, groups: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum leaves into groups per month and KPI; a group without any value in a month stays NaN.
 
-    ``filled`` (leaf values, missing as 0) and ``present`` (has a value) are (months, KPIs, leaves);
-    ``codes`` gives each leaf's group (-1: none). Returns (months, KPIs, groups).
+    ``filled`` (leaf values, missing as 0), ``present`` (has a value) and ``missing`` (expected
+    but without a value) are (months, KPIs, leaves); ``codes`` gives each leaf's group (-1: none).
+    Returns the group values and whether any member was missing, both (months, KPIs, groups).
     """
     shape = (*filled.shape[:2], groups)
     keep = np.flatnonzero(codes >= 0)
     members = keep[np.argsort(codes[keep], kind="stable")]
     if len(members) == 0:
-        return np.full(shape, np.nan)
+        return np.full(shape, np.nan), np.zeros(shape, dtype=bool)
     sorted_codes = codes[members]
     starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
     every = len(members) == filled.shape[2] and bool(np.all(members[1:] > members[:-1]))
-    sums = np.add.reduceat(filled if every else filled[..., members], starts, axis=2)
-    any_value = np.logical_or.reduceat(present if every else present[..., members], starts, axis=2)
+
+    def reduce(ufunc: np.ufunc, array: np.ndarray) -> np.ndarray:
+        return ufunc.reduceat(array if every else array[..., members], starts, axis=2)
+
+    any_value = reduce(np.logical_or, present)
     out = np.full(shape, np.nan)
-    out[..., sorted_codes[starts]] = np.where(any_value, sums, np.nan)
-    return out
+    out[..., sorted_codes[starts]] = np.where(any_value, reduce(np.add, filled), np.nan)
+    any_missing = np.zeros(shape, dtype=bool)
+    any_missing[..., sorted_codes[starts]] = reduce(np.logical_or, missing)
+    return out, any_missing
+
+
+def _lifetimes(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and last month position with a value per (KPI, leaf) of ``present`` (months, KPIs,
+    leaves); a series without any value gets an empty lifetime (first > last)."""
+    months = present.shape[0]
+    ever = present.any(axis=0)
+    if months == 0:
+        return np.zeros(ever.shape, dtype=np.int64), np.full(ever.shape, -1, dtype=np.int64)
+    first = np.where(ever, present.argmax(axis=0), months)
+    last = np.where(ever, months - 1 - present[::-1].argmax(axis=0), -1)
+    return first, last
 
 
 def _positions(column: pd.Series, names: Sequence[str]) -> np.ndarray:
@@ -116,6 +154,8 @@ class Cube:
         self.entities: tuple[str, ...] = tuple(names)
         self.entity_levels = np.array(levels, dtype=object)
         self.entity_index = {}
+        #: position of the first leaf on the entity axis (the leaves come last)
+        self.leaf_offset = len(names) - len(hierarchy.leaves)
         for i, name in enumerate(names):
             self.entity_index.setdefault(name, i)
 
@@ -141,18 +181,29 @@ class Cube:
             leaf[t, k, e] = observations[VALUE].to_numpy(dtype=float)
 
         present = ~np.isnan(leaf)
+        #: lifetime of each (source KPI, leaf): month positions of its first and last value
+        self._life_first, self._life_last = _lifetimes(present)
+        month_axis = np.arange(self.month_count)[:, None, None]
+        missing = (month_axis >= self._life_first) & (month_axis <= self._life_last) & ~present
         filled = np.where(present, leaf, 0.0)
-        blocks = [_roll_up(filled, present, np.zeros(len(leaves), dtype=np.int64), 1)]
+        #: each grouping's group code per leaf (-1: the leaf belongs to no group of a view)
+        self._group_codes: dict[str, np.ndarray] = {
+            grouping: pd.Index(hierarchy.groups(grouping))
+            .get_indexer(hierarchy.attributes[grouping])
+            .astype(np.int64)
+            for grouping in groupings
+        }
+        parts = [_roll_up(filled, present, missing, np.zeros(len(leaves), dtype=np.int64), 1)]
         for grouping in groupings:
-            # -1 for a product outside every group of the grouping (a view it has no value for)
-            codes = pd.Index(hierarchy.groups(grouping)).get_indexer(hierarchy.attributes[grouping])
-            blocks.append(
-                _roll_up(filled, present, codes.astype(np.int64), len(hierarchy.groups(grouping)))
-            )
+            codes = self._group_codes[grouping]
+            parts.append(_roll_up(filled, present, missing, codes, len(hierarchy.groups(grouping))))
         del filled, present
-        blocks.append(leaf)
-        by_month = np.concatenate(blocks, axis=2)
-        del blocks, leaf
+        by_month = np.concatenate([value for value, _ in parts] + [leaf], axis=2)
+        # A leaf is covered whenever it has a value; a group when no expected member is missing.
+        member_missing = np.concatenate(
+            [any_missing for _, any_missing in parts] + [np.zeros(leaf.shape, dtype=bool)], axis=2
+        )
+        del parts, leaf, missing
         no_roll_up = [
             self.kpi_index[k.id]
             for k in registry.source_kpis
@@ -169,6 +220,12 @@ class Cube:
         count_type = np.int16 if self.month_count < np.iinfo(np.int16).max else np.int32
         self._counts = np.zeros((self.month_count + 1, *by_month.shape[1:]), dtype=count_type)
         np.cumsum(present, axis=0, dtype=count_type, out=self._counts[1:])
+        # _covered[t] = covered months before month t, likewise.
+        present &= ~member_missing
+        del member_missing
+        self._covered = np.zeros_like(self._counts)
+        np.cumsum(present, axis=0, dtype=count_type, out=self._covered[1:])
+        del present
         #: each entity's level as a code into :attr:`level_names`
         self.level_codes, self.level_names = pd.factorize(self.entity_levels)
 
@@ -202,41 +259,62 @@ class Cube:
             return self._slab(slab.sum(axis=0), kpis, entities)
         return self._slab(slab, kpis, entities).sum(axis=0)
 
+    def _covered_months(
+        self, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int
+    ) -> np.ndarray:
+        """Covered months among positions ``lo..hi`` (inside the data), shaped (KPIs, entities)."""
+        return (
+            self._slab(self._covered[hi + 1], kpis, entities)
+            - self._slab(self._covered[lo], kpis, entities)
+        ).astype(np.int64)
+
     def source_window(
         self, kpi_ids: Sequence[str], entities: np.ndarray, as_of: pd.Period, window: Window
     ) -> WindowValues:
-        """Window values of source KPIs by their time aggregation."""
+        """Window values of source KPIs by their time aggregation, with their coverage.
+
+        ``last`` (``first``) is complete when the window's final (first) month is covered, every
+        other rule when all months of the window are; months outside the data are never covered.
+        """
         first, last = window_bounds(as_of, window)
         start, stop = self.month_position(first), self.month_position(last)
+        length = stop - start + 1
         kpis = np.array([self.kpi_index[k] for k in kpi_ids], dtype=np.int64)
         lo, hi = max(start, 0), min(stop, self.month_count - 1)  # the window's months with data
-        value = np.full((len(kpis), len(entities)), np.nan)
+        shape = (len(kpis), len(entities))
+        value = np.full(shape, np.nan)
         if lo > hi or len(value) == 0:
-            return WindowValues(value, np.zeros(value.shape, dtype=np.int64), stop - start + 1)
+            none = np.zeros(shape, dtype=bool)
+            return WindowValues(value, np.zeros(shape, dtype=np.int64), none, none, length)
         months = (
             self._slab(self._counts[hi + 1], kpis, entities)
             - self._slab(self._counts[lo], kpis, entities)
         ).astype(np.int64)
+        covered = self._covered_months(kpis, entities, lo, hi) == length
+        complete = covered.copy()
         rules = np.array([self.registry[k].time_aggregation for k in kpi_ids], dtype=object)
         for rule in TimeAggregation:
             rows = np.flatnonzero(rules == rule)
             if len(rows) == 0:
                 continue
             part = kpis[rows]
-            if rule is TimeAggregation.SUM:
+            if rule in (TimeAggregation.LAST, TimeAggregation.FIRST):
+                # that month's value and coverage; missing when it lies outside the data
+                month = stop if rule is TimeAggregation.LAST else start
+                if not lo <= month <= hi:
+                    complete[rows] = False
+                    continue
+                result = self._slab(self._by_month[month], part, entities)
+                complete[rows] = self._covered_months(part, entities, month, month) == 1
+            elif rule is TimeAggregation.SUM:
                 result = self._window_sum(part, entities, lo, hi)
             elif rule is TimeAggregation.MEAN:
                 result = self._window_sum(part, entities, lo, hi) / np.maximum(months[rows], 1)
-            elif rule in (TimeAggregation.MIN, TimeAggregation.MAX):
+            else:
                 reduce = np.fmin if rule is TimeAggregation.MIN else np.fmax
                 result = reduce.reduce(self._slab(self._by_month[lo : hi + 1], part, entities))
-            else:  # last or first: that month's value, missing when it lies outside the data
-                month = stop if rule is TimeAggregation.LAST else start
-                if not lo <= month <= hi:
-                    continue
-                result = self._slab(self._by_month[month], part, entities)
             value[rows] = np.where(months[rows] > 0, result, np.nan)
-        return WindowValues(value, months, stop - start + 1)
+        return WindowValues(value, months, complete, covered, length)
 
     def monthly(
         self, kpi_ids: Sequence[str], entities: np.ndarray, first: pd.Period, last: pd.Period
@@ -259,6 +337,37 @@ class Cube:
             if kpi_ids
             else np.empty((0, len(entities), stop - start + 1))
         )
+
+    def monthly_covered(
+        self, kpi_ids: Sequence[str], entities: np.ndarray, first: pd.Period, last: pd.Period
+    ) -> np.ndarray:
+        """Whether each month from ``first`` to ``last`` is covered, (KPIs, entities, months).
+
+        A derived KPI's month is covered when its source KPIs' are; months outside the data never are.
+        """
+        start, stop = self.month_position(first), self.month_position(last)
+        out = np.zeros((len(kpi_ids), len(entities), stop - start + 1), dtype=bool)
+        lo, hi = max(start, 0), min(stop, self.month_count - 1)
+        if lo > hi:
+            return out
+        steps = np.diff(self._covered[lo : hi + 2], axis=0) > 0  # (months, KPIs, entities)
+        for i, kpi in enumerate(kpi_ids):
+            sources = [self.kpi_index[k] for k in self.registry.leaf_components(kpi)]
+            block = self._slab(steps, np.array(sources, dtype=np.int64), entities).all(axis=1)
+            out[i, :, lo - start : hi - start + 1] = self._mask_groups(
+                kpi, entities, block.T, missing=False
+            )
+        return out
+
+    def members(self, entity: int) -> np.ndarray:
+        """Positions (in :attr:`hierarchy`'s leaves) of the leaves under the entity at ``entity``."""
+        level = self.entity_levels[entity]
+        if level == TOTAL_LEVEL:
+            return np.arange(len(self.hierarchy.leaves))
+        if level == PRODUCT_LEVEL:
+            return np.array([entity - self.leaf_offset])
+        group = self.hierarchy.groups(level).index(self.entities[entity])
+        return np.flatnonzero(self._group_codes[level] == group)
 
     def _closure(self, kpi_ids: Sequence[str]) -> list[str]:
         """The KPIs and every KPI their formulas need, in evaluation order."""
@@ -287,28 +396,35 @@ class Cube:
     ) -> WindowValues:
         """Window values of any KPIs: source KPIs aggregated over time, derived KPIs by formula afterwards.
 
-        A derived KPI's ``months`` is the smallest ``months`` of the source KPIs it rests on.
+        A derived KPI's ``months`` is the smallest ``months`` of the source KPIs it rests on; it is
+        complete (covered) when all of them are.
         """
         needed = self._closure(kpi_ids)
         sources = [k for k in needed if not self.registry[k].is_derived]
         base = self.source_window(sources, entities, as_of, window)
         values = {k: base.value[i] for i, k in enumerate(sources)}
+        position = {k: i for i, k in enumerate(sources)}
         months = {k: base.months[i] for i, k in enumerate(sources)}
+        complete = {k: base.complete[i] for i, k in enumerate(sources)}
+        covered = {k: base.covered[i] for i, k in enumerate(sources)}
         for kpi in self.registry.derived_kpis:
             if kpi.id in needed:
                 values[kpi.id] = self._mask_groups(
                     kpi.id, entities, kpi.parsed_formula.evaluate(values)
                 )
+                rows = [position[r] for r in self.registry.leaf_components(kpi.id)]
                 months[kpi.id] = self._mask_groups(
-                    kpi.id,
-                    entities,
-                    np.min([months[r] for r in self.registry.leaf_components(kpi.id)], axis=0),
-                    missing=0,
+                    kpi.id, entities, base.months[rows].min(axis=0), missing=0
+                )
+                complete[kpi.id] = self._mask_groups(
+                    kpi.id, entities, base.complete[rows].all(axis=0), missing=False
+                )
+                covered[kpi.id] = self._mask_groups(
+                    kpi.id, entities, base.covered[rows].all(axis=0), missing=False
                 )
         return WindowValues(
-            np.stack([values[k] for k in kpi_ids]),
-            np.stack([months[k] for k in kpi_ids]),
-            base.length,
+            *(np.stack([part[k] for k in kpi_ids]) for part in (values, months, complete, covered)),
+            length=base.length,
         )
 
     def per_account(
@@ -317,27 +433,36 @@ class Cube:
         entities: np.ndarray,
         as_of: pd.Period,
         window: Window,
-        value: np.ndarray,
-    ) -> np.ndarray:
+        values: WindowValues,
+    ) -> WindowValues:
         """Divide window values by the mean monthly value of each KPI's ``average_per`` KPI.
 
-        KPIs without ``average_per`` get NaN; a zero or missing denominator gives NaN.
+        KPIs without ``average_per`` get NaN; a zero or missing denominator gives NaN. A value
+        stays complete only when its denominator is covered every month of the window.
         """
-        out = np.full(value.shape, np.nan)
         denominators = sorted({self.registry[k].average_per for k in kpi_ids} - {None})
         if not denominators:
-            return out
+            return replace(values, value=np.full(values.value.shape, np.nan))
         first, last = window_bounds(as_of, window)
         monthly = self.monthly(denominators, entities, first, last)
         counts = (~np.isnan(monthly)).sum(axis=-1)
         means = np.where(counts > 0, np.nansum(monthly, axis=-1) / np.maximum(counts, 1), np.nan)
-        for i, kpi in enumerate(kpi_ids):
-            per = self.registry[kpi].average_per
-            if per is not None:
-                denominator = means[denominators.index(per)]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    out[i] = np.where(denominator != 0, value[i] / denominator, np.nan)
-        return out
+        covered = self.window(denominators, entities, as_of, window).covered
+        per = [self.registry[k].average_per for k in kpi_ids]
+        rows = np.array([denominators.index(p) if p is not None else -1 for p in per])
+        has_denominator = (rows >= 0)[:, None]
+        complete = values.complete & np.where(has_denominator, covered[rows], True)
+        return replace(
+            values,
+            value=np.where(has_denominator, _divide(values.value, means[rows]), np.nan),
+            complete=complete,
+        )
+
+
+def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """``numerator / denominator`` with NaN where the denominator is zero or missing."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(denominator != 0, numerator / denominator, np.nan)
 
 
 def compute(
@@ -348,7 +473,7 @@ def compute(
     entities: Sequence[str],
     per_account: bool = False,
 ) -> pd.DataFrame:
-    """The SPEC §7 result table for validated arguments (see :meth:`kpisheet.KPISheet.query`)."""
+    """The result table for validated arguments (see :meth:`kpisheet.KPISheet.query`)."""
     index = np.array([cube.entity_index[e] for e in entities], dtype=np.int64)
     kpi_ids = list(kpi_ids)
     previous_as_of = as_of - PREVIOUS_YEAR_OFFSET
@@ -356,17 +481,17 @@ def compute(
         return _empty_result()
     current = cube.window(kpi_ids, index, as_of, window)
     previous = cube.window(kpi_ids, index, previous_as_of, window)
-    value, previous_value = current.value, previous.value
     if per_account:
-        value = cube.per_account(kpi_ids, index, as_of, window, value)
-        previous_value = cube.per_account(kpi_ids, index, previous_as_of, window, previous_value)
+        current = cube.per_account(kpi_ids, index, as_of, window, current)
+        previous = cube.per_account(kpi_ids, index, previous_as_of, window, previous)
     keep = ((current.months > 0) | (previous.months > 0)).T.ravel()  # entity-major rows
-    value = value.T.ravel()[keep]
-    previous_value = previous_value.T.ravel()[keep]
-    months = current.months.T.ravel()[keep]
+
+    def rows(array: np.ndarray) -> np.ndarray:
+        return array.T.ravel()[keep]
+
+    value, previous_value = rows(current.value), rows(previous.value)
     change = value - previous_value
-    with np.errstate(divide="ignore", invalid="ignore"):
-        change_pct = np.where(previous_value != 0, change / np.abs(previous_value), np.nan)
+    change_pct = _divide(change, np.abs(previous_value))
     entity_codes = np.repeat(np.arange(len(index)), len(kpi_ids))[keep]
     kpi_codes = np.tile(np.arange(len(kpi_ids)), len(index))[keep]
     level_codes = cube.level_codes[index][entity_codes]
@@ -382,30 +507,36 @@ def compute(
             PREVIOUS_VALUE: previous_value,
             CHANGE: change,
             CHANGE_PCT: change_pct,
-            MONTHS: months.astype(np.int64),
-            COMPLETE: months == current.length,
+            MONTHS: rows(current.months),
+            COMPLETE: rows(current.complete),
+            PREVIOUS_MONTHS: rows(previous.months),
+            PREVIOUS_COMPLETE: rows(previous.complete),
         },
         columns=list(RESULT_COLUMNS),
     )
 
 
+#: dtypes of the result columns
+RESULT_DTYPES: dict[str, Any] = {
+    AS_OF: str,
+    WINDOW: str,
+    LEVEL: str,
+    ENTITY: str,
+    KPI: str,
+    VALUE: float,
+    PREVIOUS_VALUE: float,
+    CHANGE: float,
+    CHANGE_PCT: float,
+    MONTHS: np.int64,
+    COMPLETE: bool,
+    PREVIOUS_MONTHS: np.int64,
+    PREVIOUS_COMPLETE: bool,
+}
+
+
 def _empty_result() -> pd.DataFrame:
     frame = pd.DataFrame({column: [] for column in RESULT_COLUMNS})
-    return frame.astype(
-        {
-            AS_OF: str,
-            WINDOW: str,
-            LEVEL: str,
-            ENTITY: str,
-            KPI: str,
-            VALUE: float,
-            PREVIOUS_VALUE: float,
-            CHANGE: float,
-            CHANGE_PCT: float,
-            MONTHS: np.int64,
-            COMPLETE: bool,
-        }
-    )
+    return frame.astype(RESULT_DTYPES)
 
 
 def series(
@@ -416,21 +547,27 @@ def series(
     last: pd.Period,
     per_account: bool,
 ) -> pd.DataFrame:
-    """Monthly values (long: month, entity, kpi, value) of KPIs for entities, e.g. for a line chart."""
+    """Monthly values (long: month, entity, kpi, value, covered) of KPIs for entities, e.g. for a
+    line chart. ``covered`` says whether every expected member reported that month (and, per
+    account, the ``average_per`` KPI too)."""
     index = np.array([cube.entity_index[e] for e in entities], dtype=np.int64)
     kpi_ids = list(kpi_ids)
     values = cube.monthly(kpi_ids, index, first, last)
+    covered = cube.monthly_covered(kpi_ids, index, first, last)
     if per_account:
-        denominators = sorted({cube.registry[k].average_per for k in kpi_ids} - {None})
-        base = cube.monthly(denominators, index, first, last) if denominators else None
+        per = [cube.registry[k].average_per for k in kpi_ids]
+        denominators = sorted(set(per) - {None})
         out = np.full(values.shape, np.nan)
-        for i, kpi in enumerate(kpi_ids):
-            per = cube.registry[kpi].average_per
-            if per is not None and base is not None:
-                denominator = base[denominators.index(per)]
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    out[i] = np.where(denominator != 0, values[i] / denominator, np.nan)
-        values = out
+        out_covered = np.zeros(covered.shape, dtype=bool)
+        if denominators:
+            base = cube.monthly(denominators, index, first, last)
+            base_covered = cube.monthly_covered(denominators, index, first, last)
+            for i, kpi_per in enumerate(per):
+                if kpi_per is not None:
+                    row = denominators.index(kpi_per)
+                    out[i] = _divide(values[i], base[row])
+                    out_covered[i] = covered[i] & base_covered[row]
+        values, covered = out, out_covered
     months = pd.period_range(first, last, freq="M")
     k, e, t = values.shape
     return pd.DataFrame(
@@ -439,5 +576,77 @@ def series(
             ENTITY: np.tile(np.repeat(np.asarray(entities, dtype=object), t), k),
             KPI: np.repeat(np.asarray(kpi_ids, dtype=object), e * t),
             VALUE: values.ravel(),
+            COVERED: covered.ravel(),
         }
     ).astype({MONTH: pd.PeriodDtype("M"), ENTITY: str, KPI: str})
+
+
+def coverage(
+    cube: Cube,
+    kpi_id: str,
+    entity: str,
+    as_of: pd.Period,
+    window: Window,
+    per_account: bool = False,
+) -> pd.DataFrame:
+    """Month by month, for both windows of a query row: which expected members did not report.
+
+    One row per window (``current``, ``previous``), source KPI the row rests on and month, with
+    ``has_value``, ``covered``, ``decides`` (whether the month counts for the row's ``complete``
+    flag: only the final month for ``last``, the first for ``first``, every month otherwise and
+    for a per-account denominator) and ``missing`` (the expected members without a value, as a
+    tuple of names in hierarchy order).
+    """
+    registry = cube.registry
+    components: dict[str, bool] = {}  # source KPI -> every month decides
+    for source in registry.leaf_components(kpi_id):
+        components[source] = registry[source].time_aggregation not in (
+            TimeAggregation.LAST,
+            TimeAggregation.FIRST,
+        )
+    per = registry[kpi_id].average_per if per_account else None
+    if per is not None:
+        for source in registry.leaf_components(per):
+            components[source] = True
+    entity_at = np.array([cube.entity_index[entity]], dtype=np.int64)
+    masked = registry[kpi_id].entity_aggregation is EntityAggregation.NONE and (
+        cube.entity_levels[entity_at[0]] != PRODUCT_LEVEL
+    )
+    members = cube.members(entity_at[0])
+    leaves = np.asarray(cube.hierarchy.leaves, dtype=object)
+    frames = []
+    for period, end in (("current", as_of), ("previous", as_of - PREVIOUS_YEAR_OFFSET)):
+        first, last = window_bounds(end, window)
+        months = pd.period_range(first, last, freq="M")
+        positions = np.arange(cube.month_position(first), cube.month_position(last) + 1)
+        inside = (positions >= 0) & (positions < cube.month_count)
+        for source, every in components.items():
+            k = cube.kpi_index[source]
+            kpis = np.array([k], dtype=np.int64)
+            values = cube._block(kpis, entity_at, positions[0], positions[-1])[0, 0]
+            covered = cube.monthly_covered([source], entity_at, first, last)[0, 0]
+            life_first, life_last = cube._life_first[k, members], cube._life_last[k, members]
+            expected = (positions[:, None] >= life_first) & (positions[:, None] <= life_last)
+            leaf_values = cube._block(kpis, cube.leaf_offset + members, *positions[[0, -1]])[0]
+            absent = expected & np.isnan(leaf_values.T) & inside[:, None]
+            if every:
+                decides = np.ones(len(positions), dtype=bool)
+            else:
+                rule = registry[source].time_aggregation
+                decides = np.arange(len(positions)) == (
+                    len(positions) - 1 if rule is TimeAggregation.LAST else 0
+                )
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "period": period,
+                        MONTH: months.strftime(MONTH_TEXT_FORMAT),
+                        KPI: source,
+                        "has_value": ~np.isnan(values),
+                        COVERED: covered & ~masked,
+                        "decides": decides,
+                        "missing": [tuple(leaves[members[row]]) for row in absent],
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)

@@ -227,8 +227,11 @@ class KPISheet:
             ``cardprofile``); default every level of the tree.
         :param per_account: divide each value by the window's mean of its ``average_per`` KPI.
         :returns: columns ``as_of, window, level, entity, kpi, value, previous_value, change,
-            change_pct, months, complete``; one row per (entity, KPI) with a value in the current
-            or previous window, entities coarse to fine, KPIs in declared order.
+            change_pct, months, complete, previous_months, previous_complete``; one row per
+            (entity, KPI) with a value in the current or previous window, entities coarse to
+            fine, KPIs in declared order. ``complete`` and ``previous_complete`` say whether each
+            window's value rests on covered months (docs/analysts.md, "Complete and covered");
+            a change is trustworthy when both hold.
         :raises QueryError: naming the unknown month, window, KPI, entity or level.
         """
         month = self._as_of(as_of)
@@ -252,7 +255,9 @@ class KPISheet:
         """Monthly values of KPIs for entities over ``months`` months ending at ``as_of``.
 
         Groups and derived KPIs are computed month by month; missing months are NaN rows, so a
-        chart shows gaps. Columns: ``month`` (Period), ``entity``, ``kpi``, ``value``.
+        chart shows gaps. Columns: ``month`` (Period), ``entity``, ``kpi``, ``value`` and
+        ``covered`` (every member expected that month reported; per account, the ``average_per``
+        KPI too).
         """
         last = self._as_of(as_of)
         kpi_ids = self._kpi_ids(kpis)
@@ -261,6 +266,32 @@ class KPISheet:
         if unknown:
             raise _unknown("entity", unknown, list(dict.fromkeys(self._cube.entities)))
         return engine.series(self._cube, kpi_ids, names, last - (months - 1), last, per_account)
+
+    def coverage(
+        self,
+        kpi: str,
+        entity: str,
+        as_of: MonthLike | None = None,
+        window: str | Window = Window.M1,
+        per_account: bool = False,
+    ) -> pd.DataFrame:
+        """Why a query row is (in)complete: month by month, which expected members did not report.
+
+        One row per window (``period``: ``current`` or ``previous``, the window ending twelve
+        months earlier), source KPI the row rests on (a derived KPI's components; per account
+        also the ``average_per`` KPI's) and month. Columns: ``period``, ``month`` (``YYYY-MM``),
+        ``kpi``, ``has_value``, ``covered``, ``decides`` (the month counts for the row's
+        ``complete`` flag) and ``missing`` (a tuple of the expected members without a value).
+
+        :raises QueryError: naming an unknown KPI, entity, month or window.
+        """
+        month = self._as_of(as_of)
+        (kpi_id,) = self._kpi_ids([kpi])
+        if entity not in self._cube.entity_index:
+            raise _unknown("entity", [entity], list(dict.fromkeys(self._cube.entities)))
+        return engine.coverage(
+            self._cube, kpi_id, entity, month, parse_window(window), per_account=per_account
+        )
 
     def to_excel(
         self,
