@@ -1,4 +1,5 @@
-"""Property tests of the engine (SPEC §6) on generated sheets, against a brute-force reference.
+"""Property tests of the engine (docs/analysts.md) on generated sheets, against a brute-force
+reference and against the coverage rules stated one by one.
 
 The reference (:mod:`tests.reference`) loops over months in plain Python; the sheets
 (:func:`tests.strategies.projects`) have gaps, late starts, early ends, months without any
@@ -21,7 +22,14 @@ from kpisheet.constants import Window
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
-from tests.reference import Reference, assert_same_table, is_missing, month_number, month_text
+from tests.reference import (
+    Reference,
+    assert_same_table,
+    is_missing,
+    month_number,
+    month_text,
+    window_months,
+)
 from tests.strategies import Project, projects
 
 WINDOWS = [window.value for window in Window]
@@ -223,16 +231,169 @@ def test_shuffling_input_rows_changes_nothing(project: Project, seed: int, windo
 def test_previous_year_is_the_query_twelve_months_earlier(
     case: tuple[Project, str], window: str, per_account: bool
 ) -> None:
-    """``previous_value`` equals the value of the same query at as-of − 12 months."""
+    """``previous_value``, ``previous_months`` and ``previous_complete`` equal value, months and
+    complete of the same query at as-of − 12 months."""
     project, as_of = case
     sheet = engine_sheet(project)
-    result = sheet.query(as_of=as_of, window=window, per_account=per_account)
+    levels = [*sheet.levels, *sheet.views]
+    result = sheet.query(as_of=as_of, window=window, per_account=per_account, levels=levels)
     previous_as_of = month_text(month_number(as_of) - 12)
     if previous_as_of < project.months[0]:
         assert result["previous_value"].isna().all()
+        assert (result["previous_months"] == 0).all()
+        assert not result["previous_complete"].any()
         return
-    earlier = values_by_key(
-        sheet.query(as_of=previous_as_of, window=window, per_account=per_account)
+    earlier = sheet.query(
+        as_of=previous_as_of, window=window, per_account=per_account, levels=levels
     )
-    for key, value in values_by_key(result, "previous_value").items():
-        assert same_number(value, earlier.get(key, math.nan)), key
+    for column, previous_column, missing in (
+        ("value", "previous_value", math.nan),
+        ("months", "previous_months", 0),
+        ("complete", "previous_complete", False),
+    ):
+        before = values_by_key(earlier, column)
+        for key, value in values_by_key(result, previous_column).items():
+            assert same_number(value, before.get(key, missing)), (column, key)
+
+
+def _series_months(project: Project, kpi: str, leaf: str) -> list[str]:
+    """The months in which a (source KPI, leaf) series has a value, oldest first."""
+    return sorted(
+        m for m, k, e, v in project.observations if (k, e) == (kpi, leaf) and not is_missing(v)
+    )
+
+
+def _ancestors(project: Project, leaf: str) -> set[str]:
+    """The leaf, its groups on every level and view, and the total."""
+    return {leaf, project.total, *(g for g in project.entities[leaf].values() if g)}
+
+
+@st.composite
+def inner_gaps(draw: st.DrawFn) -> tuple[Project, str, str, str]:
+    """A project and a (KPI, leaf, month) whose value lies strictly inside the series' lifetime."""
+    project = draw(projects())
+    candidates = [
+        (kpi, leaf, month)
+        for kpi in project.source_ids
+        for leaf in project.entities
+        for month in _series_months(project, kpi, leaf)[1:-1]
+    ]
+    if not candidates:
+        project = project.with_observations(
+            [
+                *project.observations,
+                *(
+                    (project.months[i], project.source_ids[0], next(iter(project.entities)), 5.0)
+                    for i in range(3)
+                ),
+            ]
+        )
+        project = project.with_observations(list({r[:3]: r for r in project.observations}.values()))
+        candidates = [(project.source_ids[0], next(iter(project.entities)), project.months[1])]
+    return (project, *draw(st.sampled_from(candidates)))
+
+
+@given(case=inner_gaps())
+def test_a_member_gap_makes_every_ancestor_incomplete_in_that_month_only(
+    case: tuple[Project, str, str, str],
+) -> None:
+    """Removing one value inside a series' lifetime makes the product and all its groups
+    incomplete in that month for that KPI, and changes no 1M flag of any other month."""
+    project, kpi, leaf, gap = case
+    without = project.with_observations(
+        [row for row in project.observations if row[:3] != (gap, kpi, leaf)]
+    )
+    before, after = engine_sheet(project), engine_sheet(without)
+    levels = [*before.levels, *before.views]
+    for month in project.months:
+        old = values_by_key(before.query(as_of=month, window="1M", levels=levels), "complete")
+        new = values_by_key(after.query(as_of=month, window="1M", levels=levels), "complete")
+        if month == gap:
+            for entity in _ancestors(project, leaf):
+                assert not new.get((entity, kpi), False), (entity, month)
+        else:
+            for key in set(old) | set(new):
+                assert old.get(key, False) == new.get(key, False), (key, month)
+
+
+@st.composite
+def shortened_series(draw: st.DrawFn) -> tuple[Project, str, str, str, bool]:
+    """A project, a (KPI, leaf) series with at least two values, a cut month inside it and
+    whether the series is cut at its start (a later launch) or its end (an earlier stop)."""
+    project = draw(projects())
+    series = [
+        (kpi, leaf)
+        for kpi in project.source_ids
+        for leaf in project.entities
+        if len(_series_months(project, kpi, leaf)) >= 2
+    ]
+    if not series:
+        leaf = next(iter(project.entities))
+        rows = {r[:3]: r for r in project.observations}
+        for month in project.months[:2]:
+            rows[(month, project.source_ids[0], leaf)] = (month, project.source_ids[0], leaf, 3.0)
+        project = project.with_observations(list(rows.values()))
+        series = [(project.source_ids[0], leaf)]
+    kpi, leaf = draw(st.sampled_from(series))
+    months = _series_months(project, kpi, leaf)
+    launch = draw(st.booleans())
+    cut = draw(st.sampled_from(months[1:] if launch else months[:-1]))
+    return project, kpi, leaf, cut, launch
+
+
+@given(case=shortened_series())
+def test_launches_and_discontinuations_never_make_a_group_incomplete(
+    case: tuple[Project, str, str, str, bool],
+) -> None:
+    """A product that launches later (or stops earlier) is not expected before (after) that, so
+    any group that was complete in such a month stays complete while it has a value."""
+    project, kpi, leaf, cut, launch = case
+
+    def kept(month: str) -> bool:
+        return month >= cut if launch else month <= cut
+
+    shortened = project.with_observations(
+        [row for row in project.observations if (row[1], row[2]) != (kpi, leaf) or kept(row[0])]
+    )
+    before, after = engine_sheet(project), engine_sheet(shortened)
+    levels = [*before.levels, *before.views]
+    groups = _ancestors(project, leaf) - {leaf}
+    for month in project.months:
+        if kept(month):
+            continue
+        old = before.query(as_of=month, window="1M", kpis=kpi, levels=levels)
+        new = after.query(as_of=month, window="1M", kpis=kpi, levels=levels)
+        was_complete = values_by_key(old, "complete")
+        is_complete, has_value = values_by_key(new, "complete"), values_by_key(new)
+        for group in groups:
+            key = (group, kpi)
+            if was_complete.get(key, False) and not is_missing(has_value.get(key, math.nan)):
+                assert is_complete[key], (group, month)
+
+
+@given(case=projects_and_as_of(), window=st.sampled_from(WINDOWS))
+def test_a_stock_is_complete_exactly_when_its_deciding_month_is(
+    case: tuple[Project, str], window: str
+) -> None:
+    """A ``last`` KPI is complete over any window iff its 1M value at the as-of month is; a
+    ``first`` KPI iff its 1M value at the window's first month is (never before the data)."""
+    project, as_of = case
+    sheet = engine_sheet(project)
+    levels = [*sheet.levels, *sheet.views]
+    rules = {k["id"]: k.get("time_aggregation") for k in project.kpis}
+    for rule in ("last", "first"):
+        kpis = [kpi for kpi, r in rules.items() if r == rule]
+        if not kpis:
+            continue
+        result = sheet.query(as_of=as_of, window=window, kpis=kpis, levels=levels)
+        months = [month_text(m) for m in window_months(month_number(as_of), window)]
+        deciding = months[-1] if rule == "last" else months[0]
+        one = (
+            values_by_key(
+                sheet.query(as_of=deciding, window="1M", kpis=kpis, levels=levels), "complete"
+            )
+            if deciding >= project.months[0]
+            else {}
+        )
+        for key, complete in values_by_key(result, "complete").items():
+            assert complete == one.get(key, False), (rule, key)
