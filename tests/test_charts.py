@@ -27,12 +27,12 @@ from kpisheet.charts import (
     format_change,
     format_number,
     line_chart,
-    month_label,
     save_html,
     save_png,
 )
 from kpisheet.cli import main
 from kpisheet.errors import QueryError
+from kpisheet.presentation import month_short
 
 ENTITIES = ["Alpine Visa Gold", "Alpine", "B2C"]
 
@@ -114,9 +114,9 @@ def test_chart_layout(kpis: list[str], expected: Layout, registry: kpisheet.Regi
 
 def test_month_labels_are_german() -> None:
     """Month ticks read like "Jan 2021", with German month names."""
-    assert month_label(pd.Period("2021-01", "M")) == "Jan 2021"
-    assert month_label(pd.Period("2021-03", "M")) == "Mär 2021"
-    assert month_label(pd.Period("2021-10", "M")) == "Okt 2021"
+    assert month_short(pd.Period("2021-01", "M")) == "Jan 2021"
+    assert month_short(pd.Period("2021-03", "M")) == "Mär 2021"
+    assert month_short(pd.Period("2021-10", "M")) == "Okt 2021"
 
 
 def test_numbers_are_swiss_formatted() -> None:

@@ -38,6 +38,7 @@ from kpisheet.export import (
 from kpisheet.plugins import load_kpis
 
 HEADERS = list(RESULT_HEADERS.values())
+assert HEADERS[-3:] == ["Monate VJ", "Vollständig VJ", "Hinweis"]
 RELEASE = SimpleNamespace(
     id=7,
     newest_month=pd.Period("2026-10", "M"),
@@ -81,7 +82,7 @@ def _pairs(sheet: openpyxl.worksheet.worksheet.Worksheet) -> dict[str, object]:
 
 
 def _hand_made(**overrides: object) -> pd.DataFrame:
-    """One row per given entity with the SPEC §7 columns (for cases the demo data lacks)."""
+    """One row per given entity with the result columns (for cases the demo data lacks)."""
     entities = overrides.pop("entity", ["Alpine Visa Gold"])
     n = len(entities)  # type: ignore[arg-type]
     frame = pd.DataFrame(
@@ -97,6 +98,8 @@ def _hand_made(**overrides: object) -> pd.DataFrame:
             "change_pct": [0.234567891] * n,
             "months": [3] * n,
             "complete": [True] * n,
+            "previous_months": [3] * n,
+            "previous_complete": [True] * n,
         }
     )
     for column, values in overrides.items():
@@ -174,7 +177,7 @@ def test_header_is_frozen_with_autofilter_and_readable_widths(
     write_result_xlsx(result, path, registry=sheet.registry)
     table = _read(path)["KPIs"]
     assert table.freeze_panes == "A2"
-    assert table.auto_filter.ref == f"A1:L{len(result) + 1}"
+    assert table.auto_filter.ref == f"A1:O{len(result) + 1}"
     widths = {letter: table.column_dimensions[letter].width for letter in "ABCDEFGHIJKL"}
     assert widths["D"] >= len("Alpine Visa Gold")  # Entität
     assert widths["F"] >= len("Anzahl aktive Konten")  # KPI-Bezeichnung
@@ -199,6 +202,60 @@ def test_incomplete_windows_are_marked(sheet: kpisheet.KPISheet, tmp_path: Path)
     assert complete[0].fill.fgColor.rgb == marked
     assert _column(table, "Wert")[0].fill.fgColor.rgb == marked
     assert complete[1].fill.fgColor.rgb != marked
+
+
+def test_changes_of_incomplete_comparisons_read_a_dash_with_the_reason(
+    sheet: kpisheet.KPISheet, tmp_path: Path
+) -> None:
+    """Where either window is incomplete, Abw. VJ and Abw. VJ % read "–", the previous window's
+    cells are filled when it is the incomplete one, and "Hinweis" says why (months counted)."""
+    frame = _hand_made(
+        entity=["Alpine Visa Gold", "Alpine Visa Classic", "Alpine Visa Prepaid"],
+        months=[3, 2, 3],
+        complete=[True, False, True],
+        previous_months=[3, 3, 1],
+        previous_complete=[True, True, False],
+    )
+    path = tmp_path / "dash.xlsx"
+    write_result_xlsx(frame, path, registry=sheet.registry)
+    table = _read(path)["KPIs"]
+    assert [c.value for c in _column(table, "Abw. VJ")] == [234567.891, "–", "–"]
+    assert [c.value for c in _column(table, "Abw. VJ %")] == [0.234567891, "–", "–"]
+    assert [c.value for c in _column(table, "Hinweis")] == [
+        None,
+        "Fenster: 2 von 3 Monaten",
+        "Vorjahr: 1 von 3 Monaten",
+    ]
+    assert [c.value for c in _column(table, "Vollständig VJ")] == ["ja", "ja", "nein"]
+    marked = INCOMPLETE_FILL.fgColor.rgb
+    assert [c.fill.fgColor.rgb == marked for c in _column(table, "Vorjahr")] == [
+        False,
+        False,
+        True,
+    ]
+    assert all(c.alignment.horizontal == "right" for c in _column(table, "Abw. VJ"))
+
+
+def test_to_excel_names_the_member_that_did_not_report(tmp_path: Path) -> None:
+    """Through sheet.to_excel, a group whose previous window lacks one product's month says which
+    product and month, in German, and shows no change."""
+    months = [str(m) for m in pd.period_range("2022-01", "2023-06", freq="M")]
+    rows = [
+        (m, "turnover", product, 100.0)
+        for m in months
+        for product in ("Alpine Visa Gold", "Alpine Visa Classic")
+        if (m, product) != ("2022-05", "Alpine Visa Gold")
+    ]
+    gap_sheet = kpisheet.open(pd.DataFrame(rows, columns=["month", "kpi", "entity", "value"]))
+    result = gap_sheet.query(as_of="2023-06", window="3M", kpis="turnover", entities="Alpine")
+    path = tmp_path / "gap.xlsx"
+    gap_sheet.to_excel(result, path)
+    table = _read(path)["KPIs"]
+    assert [c.value for c in _column(table, "Abw. VJ")] == ["–"]
+    assert [c.value for c in _column(table, "Hinweis")] == [
+        "Vorjahr: Mitglied fehlt im Mai 2022: Alpine Visa Gold"
+    ]
+    assert [c.value for c in _column(table, "Vorjahr")] == [500.0]
 
 
 def test_selection_sheet_records_selection_release_time_and_notes(
@@ -237,6 +294,8 @@ def test_selection_sheet_records_selection_release_time_and_notes(
     assert "Anzahl aktive Konten (Wert des letzten Monats)" in texts
     assert "Aktivitätsquote (berechnet als active_accounts / valid_accounts" in texts
     assert "„nein“ und sind gelb hinterlegt" in texts
+    assert "Abw. VJ und Abw. VJ % stehen nur, wenn beide Fenster vollständig sind" in texts
+    assert "vollständig, wenn dieser Monat abgedeckt ist" in texts
 
 
 def test_selection_defaults_come_from_the_result(sheet: kpisheet.KPISheet, tmp_path: Path) -> None:
@@ -310,7 +369,8 @@ def test_result_without_a_column_is_rejected(sheet: kpisheet.KPISheet, tmp_path:
         QueryError,
         match=re.escape(
             "cannot export a query result: missing column(s) as_of, window, level, months, "
-            "complete; found entity, kpi, value, previous_value, change, change_pct"
+            "complete; found entity, kpi, value, previous_value, change, change_pct, "
+            "previous_months, previous_complete"
         ),
     ):
         write_result_xlsx(

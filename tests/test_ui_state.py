@@ -14,8 +14,9 @@ import pytest
 import kpisheet
 from kpisheet.charts import NO_CHART_MESSAGES, NoChart
 from kpisheet.demo import generate_observations
+from kpisheet.presentation import month_long
 from kpisheet.store import Store, sqlite_url
-from kpisheet_ui.format import format_change, format_change_pct, format_value, month_label
+from kpisheet_ui.format import format_change, format_change_pct, format_value
 from kpisheet_ui.source import SheetConfig, SheetSource
 from kpisheet_ui.state import (
     ALL,
@@ -415,7 +416,7 @@ def test_new_release_is_picked_up_with_a_notice(tmp_path) -> None:
     assert sheet is source.current()  # cached per release
     state.use_sheet(sheet)
     assert state.as_of == "2026-10"
-    assert state.data_version.startswith(f"Datenstand: {month_label('2026-10')} · Release 2 vom ")
+    assert state.data_version.startswith(f"Datenstand: {month_long('2026-10')} · Release 2 vom ")
     assert state.notice == "Neue Daten geladen: Release 2, neuester Monat Oktober 2026."
     pd.testing.assert_frame_equal(state.result, sheet.query())
     state.window = "3M"

@@ -26,6 +26,7 @@ from matplotlib import ticker
 from kpisheet.constants import CHANGE, CHANGE_PCT, ENTITY, KPI, MONTH, VALUE, Unit
 from kpisheet.errors import QueryError
 from kpisheet.export import SERIES_COLUMNS, month_on_month
+from kpisheet.presentation import month_short
 from kpisheet.registry import Registry
 
 #: Line colours, in order of the selected entities (or KPIs): one palette for every chart.
@@ -59,20 +60,6 @@ LINE_WIDTH = 2.5
 #: Month labels are turned so that thirteen of them fit side by side.
 X_ROTATION = 45
 
-MONTH_NAMES: tuple[str, ...] = (
-    "Jan",
-    "Feb",
-    "Mär",
-    "Apr",
-    "Mai",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Okt",
-    "Nov",
-    "Dez",
-)
 X_LABEL = "Monat"
 _UNIT_AXIS: dict[Unit, str] = {
     Unit.COUNT: "Anzahl",
@@ -147,11 +134,6 @@ def chart_layout(kpis: Sequence[str], registry: Registry) -> Layout:
     return Layout.SHARED if same_group and same_unit else Layout.PANELS
 
 
-def month_label(month: pd.Period) -> str:
-    """A month as the charts show it, e.g. ``Mär 2021``."""
-    return f"{MONTH_NAMES[month.month - 1]} {month.year}"
-
-
 def format_number(value: float, unit: Unit | str, *, decimals: int | None = None) -> str:
     """A value as the charts show it, Swiss style: ``1'234'567``, ``CHF 1'234.50``, ``12.3 %``."""
     if value is None or not math.isfinite(value):
@@ -218,7 +200,7 @@ def line_chart(
         )
     frame = _chart_frame(series, registry)
     months = pd.period_range(frame[MONTH].min(), frame[MONTH].max(), freq="M")
-    span = f"{month_label(months[0])} – {month_label(months[-1])}"
+    span = f"{month_short(months[0])} – {month_short(months[-1])}"
     suffix = f" · {PER_ACCOUNT_TEXT}" if per_account else ""
     layout = chart_layout(kpis, registry)
     style = _Style(backend, months)
@@ -358,7 +340,7 @@ def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
     frame = grid.merge(frame, on=[KPI, ENTITY, MONTH], how="left")
     units = frame[KPI].map(lambda kpi: Unit(registry[kpi].unit))
     frame["x"] = frame[MONTH].map(lambda m: m.ordinal).astype(np.int64)
-    frame["month_text"] = frame[MONTH].map(month_label)
+    frame["month_text"] = frame[MONTH].map(month_short)
     frame["kpi_label"] = frame[KPI].map(lambda kpi: registry[kpi].label)
     frame["value_text"] = [format_number(v, u) for v, u in zip(frame[VALUE], units, strict=True)]
     frame["change_text"] = [
@@ -386,7 +368,7 @@ class _Style:
             raise QueryError(f"unknown chart backend {backend!r}; use 'bokeh' or 'matplotlib'")
         self.backend = backend
         step = 1 if len(months) <= CHART_MONTHS else math.ceil(len(months) / CHART_MONTHS)
-        self.xticks = [(m.ordinal, month_label(m)) for m in months[::step]]
+        self.xticks = [(m.ordinal, month_short(m)) for m in months[::step]]
         self.xlim = (months[0].ordinal - 0.3, months[-1].ordinal + 0.3)
 
     def curve(self, frame: pd.DataFrame, label: str, colour: str, unit: Unit) -> hv.Curve:

@@ -609,8 +609,9 @@ def coverage(
         for source in registry.leaf_components(per):
             components[source] = True
     entity_at = np.array([cube.entity_index[entity]], dtype=np.int64)
-    masked = registry[kpi_id].entity_aggregation is EntityAggregation.NONE and (
-        cube.entity_levels[entity_at[0]] != PRODUCT_LEVEL
+    masked = bool(
+        registry[kpi_id].entity_aggregation is EntityAggregation.NONE
+        and cube.entity_levels[entity_at[0]] != PRODUCT_LEVEL
     )
     members = cube.members(entity_at[0])
     leaves = np.asarray(cube.hierarchy.leaves, dtype=object)
@@ -643,7 +644,7 @@ def coverage(
                         MONTH: months.strftime(MONTH_TEXT_FORMAT),
                         KPI: source,
                         "has_value": ~np.isnan(values),
-                        COVERED: covered & ~masked,
+                        COVERED: covered & (not masked),
                         "decides": decides,
                         "missing": [tuple(leaves[members[row]]) for row in absent],
                     }

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import numpy as np
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE, Cell
@@ -29,6 +30,8 @@ from kpisheet.constants import (
     LEVEL,
     MONTH,
     MONTHS,
+    PREVIOUS_COMPLETE,
+    PREVIOUS_MONTHS,
     PREVIOUS_VALUE,
     PRODUCT_LEVEL,
     RESULT_COLUMNS,
@@ -39,10 +42,13 @@ from kpisheet.constants import (
     Unit,
 )
 from kpisheet.errors import QueryError
+from kpisheet.presentation import FLAGS_NOTE, NOT_COMPARABLE, comparable, incomplete_reasons
 from kpisheet.registry import Registry
 
 #: Column of the KPI label, written next to the KPI id.
 LABEL = "label"
+#: Column of the reason why a row's change is not shown.
+NOTE = "note"
 #: Columns of a chart series with its month-on-month change (see :func:`month_on_month`).
 PREVIOUS_MONTH_VALUE = "previous_month_value"
 SERIES_COLUMNS: tuple[str, ...] = (MONTH, ENTITY, KPI, VALUE)
@@ -66,6 +72,9 @@ RESULT_HEADERS: dict[str, str] = {
     CHANGE_PCT: "Abw. VJ %",
     MONTHS: "Monate",
     COMPLETE: "Vollständig",
+    PREVIOUS_MONTHS: "Monate VJ",
+    PREVIOUS_COMPLETE: "Vollständig VJ",
+    NOTE: "Hinweis",
 }
 #: German headers of the series sheet, in column order.
 SERIES_HEADERS: dict[str, str] = {
@@ -158,12 +167,18 @@ def write_result_xlsx(
     registry: Registry,
     release: ReleaseLike | None = None,
     selection: Mapping[str, object] | None = None,
+    reasons: pd.Series | None = None,
 ) -> None:
-    """Write a query result (SPEC §7 columns) as a formatted workbook to a path or binary buffer.
+    """Write a query result as a formatted workbook to a path or binary buffer.
 
     ``selection`` records what was asked: keys ``as_of``, ``window``, ``kpis``, ``entities``,
     ``levels``, ``per_account`` (as for ``sheet.query``); missing ``as_of`` and ``window`` are
     read from the result. Further keys are recorded under their own name.
+
+    A change is written only where both windows are complete; elsewhere the change cells read
+    "–" and the column "Hinweis" gives the reason: ``reasons`` (one text per row, e.g. from
+    :func:`kpisheet.presentation.incomplete_reasons` with the sheet, naming missing members),
+    or by default the reasons that the result's own flags and month counts give.
 
     :raises QueryError: when the result lacks a column of a query result.
     """
@@ -178,8 +193,18 @@ def write_result_xlsx(
     table.insert(table.columns.get_loc(KPI) + 1, LABEL, _labels(table[KPI], registry))
     table[LEVEL] = table[LEVEL].map(level_label)
     incomplete = ~table[COMPLETE].fillna(False).astype(bool)
+    previous_incomplete = ~table[PREVIOUS_COMPLETE].fillna(False).astype(bool)
     table[COMPLETE] = incomplete.map({True: NO, False: YES})
+    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: NO, False: YES})
+    if reasons is None:
+        reasons = incomplete_reasons(result, registry, per_account=per_account)
+    table[NOTE] = np.asarray(reasons, dtype=object)
     units = table[KPI].map(lambda kpi: _unit(kpi, registry))
+    numeric = table  # widths are measured on the numbers, before changes become "–"
+    hidden = ~comparable(result)
+    if hidden.any():
+        table = table.astype({CHANGE: object, CHANGE_PCT: object})
+        table.loc[hidden, [CHANGE, CHANGE_PCT]] = NOT_COMPARABLE
 
     workbook = Workbook()
     sheet = workbook.active
@@ -190,14 +215,19 @@ def write_result_xlsx(
         _format_column(sheet, columns.index(column), _value_formats(units, per_account))
     _format_column(sheet, columns.index(CHANGE), _change_formats(units, per_account))
     _format_column(sheet, columns.index(CHANGE_PCT), [CHANGE_PCT_FORMAT] * len(table))
-    _format_column(sheet, columns.index(MONTHS), [INTEGER_FORMAT] * len(table))
+    for column in (MONTHS, PREVIOUS_MONTHS):
+        _format_column(sheet, columns.index(column), [INTEGER_FORMAT] * len(table))
     for column in (VALUE, COMPLETE):
         _fill_rows(sheet, columns.index(column), incomplete.to_numpy(), INCOMPLETE_FILL)
-    for column in (VALUE, PREVIOUS_VALUE, CHANGE, CHANGE_PCT):
+    for column in (PREVIOUS_VALUE, PREVIOUS_COMPLETE):
+        _fill_rows(sheet, columns.index(column), previous_incomplete.to_numpy(), INCOMPLETE_FILL)
+    for column in (VALUE, PREVIOUS_VALUE):
         _align(sheet, columns.index(column), "right", len(table), header_only=True)
-    for column in (MONTHS, COMPLETE):
+    for column in (CHANGE, CHANGE_PCT):  # "–" stands where the numbers would
+        _align(sheet, columns.index(column), "right", len(table))
+    for column in (MONTHS, COMPLETE, PREVIOUS_MONTHS, PREVIOUS_COMPLETE):
         _align(sheet, columns.index(column), "center", len(table))
-    _fit_widths(sheet, table, RESULT_HEADERS, units, per_account)
+    _fit_widths(sheet, numeric, RESULT_HEADERS, units, per_account)
 
     kpis = list(dict.fromkeys(table[KPI]))
     notes = result_notes(kpis, registry, window=selection.get(WINDOW), per_account=per_account)
@@ -307,12 +337,13 @@ def result_notes(
         named = ", ".join(_stock_text(kpi, registry) for kpi in stocks)
         notes.append(
             "Bestandesgrössen werden nicht über die Zeit summiert; ein Fenster über mehrere "
-            f"Monate zeigt: {named}."
+            f"Monate zeigt: {named}. {STOCK_COMPLETE_NOTE}"
         )
     notes.append(
-        "Fenster, in denen Monate ohne Wert sind, stehen in der Spalte „Vollständig“ auf "
-        "„nein“ und sind gelb hinterlegt; „Monate“ zählt die Monate mit Wert."
+        "Unvollständige Fenster stehen in der Spalte „Vollständig“ (Vorjahr: „Vollständig VJ“) "
+        "auf „nein“ und sind gelb hinterlegt; „Monate“ zählt die Monate mit Wert."
     )
+    notes.append(FLAGS_NOTE)
     notes.append(
         "Vorjahr: dasselbe Fenster zwölf Monate früher. Abw. VJ % ist die Abweichung bezogen "
         "auf den Betrag des Vorjahreswerts; leer, wenn der Vorjahreswert fehlt oder null ist."
@@ -324,6 +355,10 @@ def result_notes(
     return notes
 
 
+#: How a stock's window is judged, for the stock notes of the XLSX and the app.
+STOCK_COMPLETE_NOTE = (
+    "Ein Fenster mit dem Wert des letzten Monats ist vollständig, wenn dieser Monat abgedeckt ist."
+)
 _PER_ACCOUNT_NOTE = (
     "Ø pro aktives Konto: Wert geteilt durch den Durchschnitt der aktiven Konten derselben "
     "Entität über die Monate des Fensters; KPIs ohne Bezugsgrösse bleiben leer."
@@ -460,7 +495,7 @@ def _shown_number_width(values: pd.Series, units: pd.Series, column: str, per_ac
     """Characters of the widest formatted number: digits, separators, sign, unit text."""
     magnitude = values.abs().fillna(0)
     digits = magnitude.where(magnitude >= 1, 1).map(lambda v: len(f"{v:,.0f}"))
-    if column in (CHANGE_PCT, MONTHS):
+    if column in (CHANGE_PCT, MONTHS, PREVIOUS_MONTHS):
         return int(digits.max()) + 4 if len(values) else 0
     extra = units.map(
         {

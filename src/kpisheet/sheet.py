@@ -299,11 +299,21 @@ class KPISheet:
         target: str | Path | IO[bytes],
         selection: Mapping[str, object] | None = None,
     ) -> None:
-        """Write a query result as a formatted XLSX workbook (see :mod:`kpisheet.export`)."""
+        """Write a query result as a formatted XLSX workbook (see :mod:`kpisheet.export`); a change
+        whose windows are not both complete reads "–", with the reason (naming the members that
+        did not report) in the column "Hinweis"."""
         from kpisheet import export
+        from kpisheet.presentation import incomplete_reasons
 
+        per_account = bool((selection or {}).get("per_account", False))
+        reasons = incomplete_reasons(result, self.registry, sheet=self, per_account=per_account)
         export.write_result_xlsx(
-            result, target, registry=self.registry, release=self.release, selection=selection
+            result,
+            target,
+            registry=self.registry,
+            release=self.release,
+            selection=selection,
+            reasons=reasons,
         )
 
 

@@ -25,21 +25,6 @@ from kpisheet.constants import Unit
 #: Shown for a missing value.
 MISSING = "–"
 
-MONTH_NAMES = (
-    "Januar",
-    "Februar",
-    "März",
-    "April",
-    "Mai",
-    "Juni",
-    "Juli",
-    "August",
-    "September",
-    "Oktober",
-    "November",
-    "Dezember",
-)
-
 
 def _number(value: object) -> float | None:
     if value is None or value is pd.NA:
@@ -78,12 +63,6 @@ def format_change_pct(value: object) -> str:
         return MISSING
     sign = "-" if number < 0 else "+"
     return f"{sign}{charts.format_number(abs(number), Unit.PERCENT)}"
-
-
-def month_label(month: str | pd.Period) -> str:
-    """``2026-10`` as ``Oktober 2026``."""
-    period = pd.Period(month, freq="M")
-    return f"{MONTH_NAMES[period.month - 1]} {period.year}"
 
 
 # -- many numbers at once ----------------------------------------------------------------------

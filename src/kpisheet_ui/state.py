@@ -11,7 +11,7 @@ import io
 import re
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +36,11 @@ from kpisheet.constants import (
     TimeAggregation,
     Window,
 )
+from kpisheet.presentation import listing, month_long
 from kpisheet_ui.format import (
     format_changes,
     format_changes_pct,
     format_values,
-    month_label,
 )
 from kpisheet_ui.usage import log_interaction
 
@@ -89,14 +89,6 @@ DISPLAY_LABELS: dict[str, str] = {"nach Entität": BY_ENTITY, "nach KPI": BY_KPI
 def _count(number: int) -> str:
     """A count with Swiss thousands separators: ``58'170``."""
     return f"{number:,}".replace(",", "'")
-
-
-def _listing(items: Sequence[str]) -> str:
-    """``a``, ``a und b``, ``a, b und c``."""
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return f"{', '.join(items[:-1])} und {items[-1]}"
 
 
 @dataclass(frozen=True)
@@ -238,7 +230,7 @@ class SheetState(param.Parameterized):
     def month_options(self) -> dict[str, str]:
         """Months of the sheet, newest first, label → ``YYYY-MM``."""
         months = [str(month) for month in self.sheet.months[::-1]]
-        return {month_label(month): month for month in months}
+        return {month_long(month): month for month in months}
 
     def _set_options(self, *, keep: bool) -> None:
         """Options of every choice from the sheet; with ``keep``, selections that still exist stay."""
@@ -369,7 +361,7 @@ class SheetState(param.Parameterized):
         if release is not None:
             self.notice = (
                 f"Neue Daten geladen: Release {release.id}, "
-                f"neuester Monat {month_label(release.newest_month)}."
+                f"neuester Monat {month_long(release.newest_month)}."
             )
         self._log("neue_daten", start, release=getattr(release, "id", None))
 
@@ -379,7 +371,7 @@ class SheetState(param.Parameterized):
     def data_version(self) -> str:
         """The "Datenstand": newest month and release of the sheet."""
         newest = self.sheet.newest_month
-        text = f"Datenstand: {month_label(newest) if newest is not None else 'keine Daten'}"
+        text = f"Datenstand: {month_long(newest) if newest is not None else 'keine Daten'}"
         release = self.sheet.release
         if release is None:
             return f"{text} · ohne Release ({self.sheet.source or 'Daten'})"
@@ -552,7 +544,7 @@ class SheetState(param.Parameterized):
             if without:
                 notes.append(
                     "Ø pro aktives Konto: ohne Bezugsgrösse und daher ohne Wert: "
-                    f"{_listing(without)}."
+                    f"{listing(without)}."
                 )
         return notes
 
@@ -579,7 +571,7 @@ class SheetState(param.Parameterized):
             parts.append(f"{definition.label} ({how})")
         return (
             "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
-            f"Im Fenster {self.window} zeigen {_listing(parts)}."
+            f"Im Fenster {self.window} zeigen {listing(parts)}."
         )
 
     def _formula_text(self, formula: str) -> str:

@@ -1,0 +1,208 @@
+"""Words shown to people, in German: month names and why a comparison with last year is not shown.
+
+The web app, the XLSX export and the charts take these texts from here, so a word is changed in
+one place. Everything interpolated from data (entity names) stays plain text; whoever shows it
+as markup escapes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from kpisheet.constants import (
+    AS_OF,
+    COMPLETE,
+    ENTITY,
+    KPI,
+    MONTHS,
+    PREVIOUS_COMPLETE,
+    PREVIOUS_MONTHS,
+    WINDOW,
+    Window,
+)
+from kpisheet.registry import Registry
+
+if TYPE_CHECKING:
+    from kpisheet.sheet import KPISheet
+
+MONTH_NAMES: tuple[str, ...] = (
+    "Januar",
+    "Februar",
+    "März",
+    "April",
+    "Mai",
+    "Juni",
+    "Juli",
+    "August",
+    "September",
+    "Oktober",
+    "November",
+    "Dezember",
+)
+MONTH_ABBREVIATIONS: tuple[str, ...] = (
+    "Jan",
+    "Feb",
+    "Mär",
+    "Apr",
+    "Mai",
+    "Jun",
+    "Jul",
+    "Aug",
+    "Sep",
+    "Okt",
+    "Nov",
+    "Dez",
+)
+
+#: Shown in place of a change whose windows are not both complete.
+NOT_COMPARABLE = "–"
+#: How the two windows of a row are named in a reason.
+CURRENT_WINDOW_WORD = "Fenster"
+PREVIOUS_WINDOW_WORD = "Vorjahr"
+#: Most members a reason names; more are counted ("und 3 weitere").
+NAMED_MEMBERS = 3
+#: Most rows of one call whose reason is looked up month by month (:meth:`KPISheet.coverage`);
+#: further rows get the general reason, which needs no lookup.
+LOOKUP_LIMIT = 500
+
+#: Explains the flags, for the XLSX "Auswahl" sheet and the app's legend.
+FLAGS_NOTE = (
+    "Vollständig heisst: jeder massgebende Monat des Fensters ist abgedeckt — die Entität hat "
+    "einen Wert und jedes Produkt darunter, das in diesem Monat erwartet wird (zwischen seinem "
+    "ersten und letzten Monat mit Wert), hat gemeldet. Zeigt ein KPI den Wert des letzten "
+    "Monats, zählt nur dieser Monat. „Vollständig VJ“ beurteilt das Vorjahresfenster "
+    "ebenso. Abw. VJ und Abw. VJ % stehen nur, wenn beide Fenster vollständig sind; sonst steht "
+    "„–“ und der Grund unter „Hinweis“."
+)
+
+
+def month_long(month: str | pd.Period) -> str:
+    """``2019-05`` as ``Mai 2019``; ``2026-10`` as ``Oktober 2026``."""
+    period = pd.Period(month, freq="M")
+    return f"{MONTH_NAMES[period.month - 1]} {period.year}"
+
+
+def month_short(month: str | pd.Period) -> str:
+    """``2021-03`` as ``Mär 2021`` (charts, where thirteen months stand side by side)."""
+    period = pd.Period(month, freq="M")
+    return f"{MONTH_ABBREVIATIONS[period.month - 1]} {period.year}"
+
+
+def listing(items: Sequence[str]) -> str:
+    """``a``, ``a und b``, ``a, b und c``."""
+    items = list(items)
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} und {items[-1]}"
+
+
+def members_text(names: Sequence[str]) -> str:
+    """At most :data:`NAMED_MEMBERS` names, the rest counted: ``A, B, C und 2 weitere``."""
+    names = list(names)
+    if len(names) <= NAMED_MEMBERS:
+        return listing(names)
+    return f"{', '.join(names[:NAMED_MEMBERS])} und {len(names) - NAMED_MEMBERS} weitere"
+
+
+def comparable(result: pd.DataFrame) -> np.ndarray:
+    """Rows whose change may be shown: both windows complete."""
+    return result[COMPLETE].to_numpy(dtype=bool) & result[PREVIOUS_COMPLETE].to_numpy(dtype=bool)
+
+
+def incomplete_reasons(
+    result: pd.DataFrame,
+    registry: Registry,
+    *,
+    sheet: KPISheet | None = None,
+    per_account: bool = False,
+) -> pd.Series:
+    """Why each row's windows are not complete, in German; ``""`` for a complete row.
+
+    The current window's reason comes first ("Fenster: …"), then the previous year's
+    ("Vorjahr: …"), e.g. ``Vorjahr: 3 von 12 Monaten`` or ``Vorjahr: Mitglied fehlt im Mai 2019:
+    TUI VISA Card Gold``. Naming the members needs the ``sheet`` (its :meth:`coverage`); without
+    it, or beyond :data:`LOOKUP_LIMIT` rows, the reason says only that members did not report.
+    """
+    current = _window_reasons(
+        result, registry, CURRENT_WINDOW_WORD, MONTHS, COMPLETE, 0, sheet, per_account
+    )
+    previous = _window_reasons(
+        result, registry, PREVIOUS_WINDOW_WORD, PREVIOUS_MONTHS, PREVIOUS_COMPLETE, 12, sheet,
+        per_account,
+    )  # fmt: skip
+    both = (current != "") & (previous != "")
+    joined = np.where(both, current + "; " + previous, current + previous)
+    return pd.Series(joined, index=result.index, dtype=object)
+
+
+def _window_lengths(result: pd.DataFrame) -> np.ndarray:
+    """Months of each row's window (a year-to-date window's length is its as-of month)."""
+    months = result[AS_OF].astype(str).str.slice(5, 7).astype(int).to_numpy()
+    lengths = result[WINDOW].map(lambda w: Window(w).length or 0).to_numpy(dtype=np.int64)
+    return np.where(lengths > 0, lengths, months)
+
+
+def _window_reasons(
+    result: pd.DataFrame,
+    registry: Registry,
+    word: str,
+    months_column: str,
+    complete_column: str,
+    offset: int,
+    sheet: KPISheet | None,
+    per_account: bool,
+) -> np.ndarray:
+    """The reasons of one window (current: ``offset`` 0; previous: 12), ``""`` where complete."""
+    reasons = np.full(len(result), "", dtype=object)
+    incomplete = ~result[complete_column].to_numpy(dtype=bool)
+    if not incomplete.any():
+        return reasons
+    months = result[months_column].to_numpy(dtype=np.int64)
+    lengths = _window_lengths(result)
+    kpis = result[KPI].astype(str)
+    flows = kpis.map({k: not registry.is_stock(k) for k in kpis.unique()}).to_numpy(dtype=bool)
+    empty = incomplete & (months == 0)
+    reasons[empty] = f"{word}: keine Werte"
+    short = incomplete & ~empty & flows & (months < lengths)
+    reasons[short] = [
+        f"{word}: {m} von {n} Monaten" for m, n in zip(months[short], lengths[short], strict=True)
+    ]
+    rest = np.flatnonzero(incomplete & ~empty & ~short)
+    general = f"{word}: nicht alle erwarteten Produkte haben gemeldet"
+    if sheet is None or len(rest) > LOOKUP_LIMIT:
+        reasons[rest] = general
+        return reasons
+    period = "previous" if offset else "current"
+    for row in rest:
+        record = result.iloc[row]
+        coverage = sheet.coverage(
+            str(record[KPI]),
+            str(record[ENTITY]),
+            as_of=str(record[AS_OF]),
+            window=str(record[WINDOW]),
+            per_account=per_account,
+        )
+        culprits = coverage[
+            (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
+        ]
+        reasons[row] = _member_reason(word, culprits) if len(culprits) else general
+    return reasons
+
+
+def _member_reason(word: str, culprits: pd.DataFrame) -> str:
+    """The first uncovered month: who did not report, or that the entity had no value."""
+    first = culprits["month"].min()
+    month = month_long(first)
+    missing = list(
+        dict.fromkeys(
+            name for names in culprits.loc[culprits["month"] == first, "missing"] for name in names
+        )
+    )
+    if not missing:
+        return f"{word}: kein Wert im {month}"
+    verb = "Mitglied fehlt" if len(missing) == 1 else "Mitglieder fehlen"
+    return f"{word}: {verb} im {month}: {members_text(missing)}"
