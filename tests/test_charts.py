@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import holoviews as hv
 import numpy as np
 import pandas as pd
 import pytest
@@ -363,3 +364,45 @@ def test_cli_chart_errors(tmp_path: Path) -> None:
     assert run.exit_code == 2
     assert "'c.svg' must end in .png or .html" in run.stderr
     assert not (tmp_path / "c.png").exists()
+
+
+def _gap_series() -> tuple[pd.DataFrame, kpisheet.Registry]:
+    """Alpine's turnover in February 2023 lacks Alpine Visa Gold (inside its lifetime)."""
+    months = [str(m) for m in pd.period_range("2022-01", "2023-06", freq="M")]
+    rows = [
+        (m, "turnover", product, 100.0 + i)
+        for i, m in enumerate(months)
+        for product in ("Alpine Visa Gold", "Alpine Visa Classic")
+        if (m, product) != ("2023-02", "Alpine Visa Gold")
+    ]
+    sheet = kpisheet.open(pd.DataFrame(rows, columns=["month", "kpi", "entity", "value"]))
+    series = sheet.series("turnover", ["Alpine", "Alpine Visa Classic"], as_of="2023-06")
+    return series, sheet.registry
+
+
+def test_months_not_covered_are_marked_on_the_line() -> None:
+    """A month with a value but a missing member gets a cross (a Scatter point) on its line, the
+    hover says so and the title explains the cross; fully covered lines get no marks."""
+    series, registry = _gap_series()
+    chart = line_chart(series, registry)
+    marks = [element for element in chart if isinstance(element, hv.Scatter)]
+    assert len(marks) == 1
+    assert list(marks[0].data["month_text"]) == ["Feb 2023"]
+    assert list(marks[0].data["entity"]) == ["Alpine"]
+    assert "× = nicht alle Produkte gemeldet" in chart.opts.get().kwargs["title"]
+    covered = series[series["entity"] == "Alpine Visa Classic"]
+    plain = line_chart(covered, registry)
+    assert not [element for element in plain if isinstance(element, hv.Scatter)]
+    assert "×" not in plain.opts.get().kwargs["title"]
+
+
+def test_marked_charts_export_to_png_and_html() -> None:
+    """PNG and HTML of a chart with a marked month render; the HTML's hover carries the text."""
+    series, registry = _gap_series()
+    png, page = io.BytesIO(), io.BytesIO()
+    save_png(series, registry, png)
+    save_html(series, registry, page)
+    assert png.getvalue().startswith(b"\x89PNG")
+    assert (
+        "unvollständig: nicht alle erwarteten Produkte haben gemeldet" in page.getvalue().decode()
+    )

@@ -23,7 +23,7 @@ import pandas as pd
 from matplotlib import pyplot as plt
 from matplotlib import ticker
 
-from kpisheet.constants import CHANGE, CHANGE_PCT, ENTITY, KPI, MONTH, VALUE, Unit
+from kpisheet.constants import CHANGE, CHANGE_PCT, COVERED, ENTITY, KPI, MONTH, VALUE, Unit
 from kpisheet.errors import QueryError
 from kpisheet.export import SERIES_COLUMNS, month_on_month
 from kpisheet.presentation import month_short
@@ -202,15 +202,17 @@ def line_chart(
     months = pd.period_range(frame[MONTH].min(), frame[MONTH].max(), freq="M")
     span = f"{month_short(months[0])} – {month_short(months[-1])}"
     suffix = f" · {PER_ACCOUNT_TEXT}" if per_account else ""
+    span += f" · {MARK_NOTE}" if frame[UNCOVERED].any() else ""
     layout = chart_layout(kpis, registry)
     style = _Style(backend, months)
 
     if layout is Layout.ENTITIES:
         kpi = registry[kpis[0]]
+        lines = [(frame[frame[ENTITY] == entity], entity) for entity in entities]
         curves = [
-            style.curve(frame[frame[ENTITY] == entity], entity, PALETTE[i], kpi.unit)
-            for i, entity in enumerate(entities)
+            style.curve(part, name, PALETTE[i], kpi.unit) for i, (part, name) in enumerate(lines)
         ]
+        curves += [m for i, (part, _) in enumerate(lines) for m in style.marks(part, PALETTE[i])]
         return style.overlay(
             curves,
             title=title or f"{kpi.label}{suffix} · {span}",
@@ -220,10 +222,11 @@ def line_chart(
         )
     definitions = [registry[kpi] for kpi in kpis]
     if layout is Layout.SHARED:
+        parts = [frame[frame[KPI] == d.id] for d in definitions]
         curves = [
-            style.curve(frame[frame[KPI] == d.id], d.label, PALETTE[i], d.unit)
-            for i, d in enumerate(definitions)
+            style.curve(parts[i], d.label, PALETTE[i], d.unit) for i, d in enumerate(definitions)
         ]
+        curves += [m for i, part in enumerate(parts) for m in style.marks(part, PALETTE[i])]
         return style.overlay(
             curves,
             title=title or f"{entities[0]}{suffix} · {span}",
@@ -233,7 +236,10 @@ def line_chart(
         )
     panels = [
         style.overlay(
-            [style.curve(frame[frame[KPI] == d.id], d.label, PALETTE[i], d.unit)],
+            [
+                style.curve(frame[frame[KPI] == d.id], d.label, PALETTE[i], d.unit),
+                *style.marks(frame[frame[KPI] == d.id], PALETTE[i]),
+            ],
             title=d.label,
             ylabel=_axis_label(d.label, d.unit, per_account),
             unit=d.unit,
@@ -334,6 +340,9 @@ def _axis_label(name: str, unit: Unit, per_account: bool) -> str:
 def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
     """Every month of every line (gaps as NaN), with month-on-month change and hover texts."""
     frame = month_on_month(series)
+    if COVERED in series.columns:
+        flags = series.loc[:, [MONTH, ENTITY, KPI, COVERED]].astype({MONTH: "period[M]"})
+        frame = frame.merge(flags, on=[MONTH, ENTITY, KPI], how="left", validate="one_to_one")
     months = pd.period_range(frame[MONTH].min(), frame[MONTH].max(), freq="M")
     lines = frame[[KPI, ENTITY]].drop_duplicates()
     grid = lines.merge(pd.DataFrame({MONTH: months}), how="cross")
@@ -347,17 +356,41 @@ def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
         format_change(c, p, u)
         for c, p, u in zip(frame[CHANGE], frame[CHANGE_PCT], units, strict=True)
     ]
+    covered = (
+        frame[COVERED].fillna(True).astype(bool)
+        if COVERED in frame.columns
+        else pd.Series(True, index=frame.index)
+    )
+    #: a month with a value although not every expected product reported: marked on the line
+    frame[UNCOVERED] = ~covered & frame[VALUE].notna()
+    frame["coverage_text"] = np.where(frame[UNCOVERED], UNCOVERED_TEXT, "")
     return frame
 
 
-_HOVER_COLUMNS = ("entity", "kpi_label", "month_text", "value_text", "change_text")
+#: Column of the chart frame: the month has a value but not every expected product reported.
+UNCOVERED = "uncovered"
+#: Hover text of such a month, and what the mark on the line means.
+UNCOVERED_TEXT = "unvollständig: nicht alle erwarteten Produkte haben gemeldet"
+_HOVER_COLUMNS = (
+    "entity",
+    "kpi_label",
+    "month_text",
+    "value_text",
+    "change_text",
+    "coverage_text",
+)
 _TOOLTIPS = [
     ("Entität", "@entity"),
     ("KPI", "@kpi_label"),
     ("Monat", "@month_text"),
     ("Wert", "@value_text"),
     ("Abw. Vormonat", "@change_text"),
+    ("Abdeckung", "@coverage_text"),
 ]
+#: Said in the title when a line has marked months.
+MARK_NOTE = "× = nicht alle Produkte gemeldet"
+#: Marker size of an uncovered month (bokeh in screen pixels, matplotlib in points²).
+MARK_SIZE = {"bokeh": 13, "matplotlib": 160}
 
 
 class _Style:
@@ -394,9 +427,27 @@ class _Style:
             backend="matplotlib",
         )
 
+    def marks(self, frame: pd.DataFrame, colour: str) -> list[hv.Scatter]:
+        """A cross on every month of the line that is not covered (none when all are)."""
+        uncovered = frame[frame[UNCOVERED]]
+        if uncovered.empty:
+            return []
+        scatter = hv.Scatter(
+            uncovered,
+            kdims=[hv.Dimension("x", label=X_LABEL)],
+            vdims=[hv.Dimension(VALUE, label="Wert"), *_HOVER_COLUMNS],
+        )
+        size = MARK_SIZE[self.backend]
+        if self.backend == "bokeh":
+            options = {"size": size, "line_width": 3, "tools": ["hover"], "marker": "x"}
+            options["hover_tooltips"] = _TOOLTIPS
+        else:
+            options = {"s": size, "linewidth": 0, "marker": "X"}  # filled: matplotlib's "x" warns
+        return [scatter.opts(color=colour, backend=self.backend, **options)]
+
     def overlay(
         self,
-        curves: list[hv.Curve],
+        curves: list[hv.Curve | hv.Scatter],
         *,
         title: str,
         ylabel: str,
