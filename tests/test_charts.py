@@ -403,6 +403,4 @@ def test_marked_charts_export_to_png_and_html() -> None:
     save_png(series, registry, png)
     save_html(series, registry, page)
     assert png.getvalue().startswith(b"\x89PNG")
-    assert (
-        "unvollständig: nicht alle erwarteten Produkte haben gemeldet" in page.getvalue().decode()
-    )
+    assert "nicht alle erwarteten Produkte haben gemeldet" in page.getvalue().decode()
