@@ -1,7 +1,8 @@
 """Browser tests: ``kpisheet serve`` driven in Debian's Chromium through Playwright.
 
-Two servers run for the module: one without login on a fixed store, one with ``--auth`` on a
-store that a test adds a release to. Every page is checked for browser console errors and for
+Two servers run for the module: one without login on a fixed store (the demo data with one
+product's turnover missing a month, :data:`GAP`), one with ``--auth`` on a store that a test adds
+a release to. Every page is checked for browser console errors and for
 Python error text. Screenshots go to ``$KPISHEET_SCREENSHOTS`` (the guide's are made with
 ``KPISHEET_SCREENSHOTS=docs/images``), else to a temporary directory.
 """
@@ -57,6 +58,9 @@ PYTHON_ERRORS = ("Traceback (most recent call last)", "Exception:", "Error:")
 SCREENSHOT_SIZE = {"width": 1440, "height": 1000}
 #: Rows per page of the table on the server with login, so that the demo sheet needs pages.
 AUTH_PAGE_ROWS = 300
+#: (month, KPI, product) missing from the plain server's store: the previous-year month of the
+#: newest month, inside the product's lifetime.
+GAP = ("2025-10", "turnover", "Alpine Visa Gold")
 
 
 def _require_browser() -> None:
@@ -174,6 +178,18 @@ def observations() -> pd.DataFrame:
     return generate_observations()
 
 
+def _with_gap(observations: pd.DataFrame) -> pd.DataFrame:
+    """The observations without the :data:`GAP` row."""
+    month, kpi, entity = GAP
+    gap = (
+        (observations["month"] == pd.Period(month, "M"))
+        & (observations["kpi"] == kpi)
+        & (observations["entity"] == entity)
+    )
+    assert gap.sum() == 1
+    return observations[~gap].reset_index(drop=True)
+
+
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory, observations) -> Iterator[dict[str, Server]]:
     """Both servers, started at once so that they start up side by side."""
@@ -184,7 +200,7 @@ def servers(tmp_path_factory, observations) -> Iterator[dict[str, Server]]:
     add_user(users, USER, PASSWORD)
     older = observations[observations["month"] < observations["month"].max()]
     started = {
-        "plain": _start(plain_dir, _write_store(plain_dir / "kpis.db", observations)),
+        "plain": _start(plain_dir, _write_store(plain_dir / "kpis.db", _with_gap(observations))),
         "auth": _start(
             auth_dir,
             _write_store(auth_dir / "kpis.db", older),
@@ -342,6 +358,45 @@ def test_window_and_as_of_change_the_numbers(page, app: Server, sheet: kpisheet.
     page.locator(".fenster button", has_text="1M").click()
     expect(_values(page)).to_have_text(_expected(sheet, entities=[TOTAL], as_of="2025-01"))
     expect(page.locator(".hinweise")).to_be_hidden()
+
+
+def test_member_gap_shows_a_dash_with_the_reason_and_no_highlight(
+    page, app: Server, sheet: kpisheet.KPISheet, screenshots: Path
+) -> None:
+    """Alpine Visa Gold lacks its turnover of October 2025: the total's, B2C's and Alpine's
+    turnover change against that month reads "–", with the culprit on hover and in the notes;
+    no "–" row is highlighted, and the table download says the same."""
+    from playwright.sync_api import expect
+
+    reason = "Vorjahr: Mitglied fehlt im Oktober 2025: Alpine Visa Gold"
+    _open(page, app.url)
+    _choose(page, "kpis", "Umsatz Total")
+    for group in (f"{TOTAL} (Total)", "B2C (Sektor)", "Alpine (Mandant)"):
+        _choose(page, "entitaeten", group)
+    page.locator(".entitaeten input[type=search]").press("Escape")
+    changes = _values(page, "Abw. VJ")
+    expect(changes).to_have_text(["–", "–", "–"])
+    expect(_values(page, "Abw. VJ %")).to_have_text(["–", "–", "–"])
+    for cell in changes.all():
+        expect(cell.locator("span")).to_have_attribute("title", reason)
+    expect(page.locator(".hinweise")).to_contain_text(f"{reason} (3 Zeilen)")
+    expect(_values(page)).to_have_text(
+        _expected(sheet, kpis=["turnover"], entities=[TOTAL, "B2C", "Alpine"])
+    )
+    page.screenshot(path=screenshots / "unvollstaendig.png")
+    # One of three rows would be highlighted (the largest change), but none may be: all are "–".
+    backgrounds = _values(page, "Abw. VJ %").evaluate_all(
+        "cells => cells.map(cell => getComputedStyle(cell).backgroundColor)"
+    )
+    assert len(backgrounds) == 3
+    assert not {"rgb(198, 239, 206)", "rgb(255, 199, 206)"} & set(backgrounds)
+    with page.expect_download() as info:
+        page.locator(".download-tabelle button").click()
+    workbook = openpyxl.load_workbook(io.BytesIO(Path(info.value.path()).read_bytes()))
+    rows = list(workbook["KPIs"].iter_rows(values_only=True))
+    header = rows[0]
+    assert [row[header.index("Abw. VJ")] for row in rows[1:]] == ["–", "–", "–"]
+    assert [row[header.index("Hinweis")] for row in rows[1:]] == [reason] * 3
 
 
 def test_chart_shown_for_eight_entities_and_downloads(

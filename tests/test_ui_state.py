@@ -21,6 +21,7 @@ from kpisheet_ui.source import SheetConfig, SheetSource
 from kpisheet_ui.state import (
     ALL,
     BY_KPI,
+    CHANGE_COLUMN,
     CHANGE_PCT_COLUMN,
     ENTITY_COLUMN,
     FALL_STYLE,
@@ -29,6 +30,7 @@ from kpisheet_ui.state import (
     INCOMPLETE_STYLE,
     KPI_COLUMN,
     MONTHS_COLUMN,
+    NOTE_COLUMN,
     PAGE_ROWS,
     PREVIOUS_COLUMN,
     RISE_STYLE,
@@ -346,7 +348,8 @@ def test_stock_note_for_windows_over_one_month(state: SheetState) -> None:
     assert "Anzahl aktive Konten (Wert des letzten Monats)" in note
     assert note.endswith(
         "Aktivitätsquote (berechnet als Anzahl aktive Konten / Anzahl gültige Konten "
-        "aus den Fensterwerten)."
+        "aus den Fensterwerten). Ein Fenster mit dem Wert des letzten Monats ist vollständig, "
+        "wenn dieser Monat abgedeckt ist."
     )
     assert note in state.notes()
     state.per_account = True  # stocks have no per-account value: nothing to explain
@@ -475,3 +478,64 @@ def test_xlsx_download_is_a_fresh_buffer(state: SheetState) -> None:
     first, second = state.table_xlsx(), state.table_xlsx()
     assert isinstance(first, io.BytesIO) and first is not second
     assert first.tell() == 0 and first.getvalue()[:2] == b"PK"
+
+
+@pytest.fixture(scope="module")
+def gap_sheet() -> kpisheet.KPISheet:
+    """The demo data without Alpine Visa Gold's turnover of October 2025 (inside its lifetime)."""
+    observations = generate_observations()
+    gap = (
+        (observations["month"] == pd.Period("2025-10", "M"))
+        & (observations["kpi"] == "turnover")
+        & (observations["entity"] == "Alpine Visa Gold")
+    )
+    return kpisheet.open(observations[~gap].reset_index(drop=True))
+
+
+GAP_REASON = "Vorjahr: Mitglied fehlt im Oktober 2025: Alpine Visa Gold"
+
+
+def test_changes_of_incomplete_comparisons_read_a_dash_with_the_reason(
+    gap_sheet: kpisheet.KPISheet,
+) -> None:
+    """Rows whose previous window lacks a member show "–" for both changes and carry the reason;
+    complete rows show their formatted change and no reason; values stay shown."""
+    state = SheetState(
+        gap_sheet, kpis=["turnover"], entities=["Kartenwelt AG", "Alpine", "Nordlicht"]
+    )
+    table = state.table()
+    assert list(table[CHANGE_COLUMN])[:2] == ["–", "–"]
+    assert list(table[CHANGE_PCT_COLUMN])[:2] == ["–", "–"]
+    assert list(table[NOTE_COLUMN]) == [GAP_REASON, GAP_REASON, ""]
+    result = state.result
+    assert table[CHANGE_COLUMN].iloc[2] == format_change(result["change"].iloc[2], "currency")
+    assert table[VALUE_COLUMN].iloc[0] == format_value(result["value"].iloc[0], "currency")
+    styles = state.table_styles()
+    assert styles.loc[0, PREVIOUS_COLUMN] == INCOMPLETE_STYLE
+    assert styles.loc[0, VALUE_COLUMN] == ""
+    assert f"{GAP_REASON} (2 Zeilen)" in state.comparison_note()
+    assert state.comparison_note() in state.notes()
+
+
+def test_incomplete_comparisons_are_never_highlighted(gap_sheet: kpisheet.KPISheet) -> None:
+    """The total's turnover change is inflated by the gap (the largest of the selection), yet the
+    highlight goes to the largest complete change instead."""
+    state = SheetState(
+        gap_sheet, kpis=["turnover"], entities=["Kartenwelt AG", "Alpine", "Nordlicht", "Talwind"]
+    )
+    result = state.result
+    assert result["change_pct"].abs().idxmax() in (0, 1)  # a row with a "–"
+    marks = state.highlighted()
+    assert marks.iloc[:2].eq(0).all()
+    complete = result.loc[2:, "change_pct"].abs()
+    assert marks.loc[complete.idxmax()] != 0
+
+
+def test_table_download_writes_the_dash_and_the_named_member(gap_sheet: kpisheet.KPISheet) -> None:
+    """The XLSX of the table shows "–" and the reason naming the member, like the app."""
+    state = SheetState(gap_sheet, kpis=["turnover"], entities=["Kartenwelt AG", "Nordlicht"])
+    sheet = openpyxl.load_workbook(state.table_xlsx())["KPIs"]
+    rows = list(sheet.iter_rows(values_only=True))
+    header = rows[0]
+    assert rows[1][header.index("Abw. VJ")] == "–"
+    assert [row[header.index("Hinweis")] for row in rows[1:]] == [GAP_REASON, None]

@@ -428,12 +428,13 @@ class _Style:
         )
 
     def marks(self, frame: pd.DataFrame, colour: str) -> list[hv.Scatter]:
-        """A cross on every month of the line that is not covered (none when all are)."""
-        uncovered = frame[frame[UNCOVERED]]
-        if uncovered.empty:
-            return []
+        """A cross on every month of the line that is not covered.
+
+        Every line gets its (maybe empty) scatter, so the chart keeps its structure when a mark
+        comes or goes and the app can update the plot in place.
+        """
         scatter = hv.Scatter(
-            uncovered,
+            frame[frame[UNCOVERED]],
             kdims=[hv.Dimension("x", label=X_LABEL)],
             vdims=[hv.Dimension(VALUE, label="Wert"), *_HOVER_COLUMNS],
         )

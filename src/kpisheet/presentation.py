@@ -119,20 +119,22 @@ def incomplete_reasons(
     *,
     sheet: KPISheet | None = None,
     per_account: bool = False,
+    limit: int = LOOKUP_LIMIT,
 ) -> pd.Series:
     """Why each row's windows are not complete, in German; ``""`` for a complete row.
 
     The current window's reason comes first ("Fenster: …"), then the previous year's
     ("Vorjahr: …"), e.g. ``Vorjahr: 3 von 12 Monaten`` or ``Vorjahr: Mitglied fehlt im Mai 2019:
     TUI VISA Card Gold``. Naming the members needs the ``sheet`` (its :meth:`coverage`); without
-    it, or beyond :data:`LOOKUP_LIMIT` rows, the reason says only that members did not report.
+    it, or when more than ``limit`` rows of a window need a lookup, the reason says only that
+    members did not report.
     """
     current = _window_reasons(
-        result, registry, CURRENT_WINDOW_WORD, MONTHS, COMPLETE, 0, sheet, per_account
+        result, registry, CURRENT_WINDOW_WORD, MONTHS, COMPLETE, 0, sheet, per_account, limit
     )
     previous = _window_reasons(
         result, registry, PREVIOUS_WINDOW_WORD, PREVIOUS_MONTHS, PREVIOUS_COMPLETE, 12, sheet,
-        per_account,
+        per_account, limit,
     )  # fmt: skip
     both = (current != "") & (previous != "")
     joined = np.where(both, current + "; " + previous, current + previous)
@@ -155,6 +157,7 @@ def _window_reasons(
     offset: int,
     sheet: KPISheet | None,
     per_account: bool,
+    limit: int,
 ) -> np.ndarray:
     """The reasons of one window (current: ``offset`` 0; previous: 12), ``""`` where complete."""
     reasons = np.full(len(result), "", dtype=object)
@@ -173,7 +176,7 @@ def _window_reasons(
     ]
     rest = np.flatnonzero(incomplete & ~empty & ~short)
     general = f"{word}: nicht alle erwarteten Produkte haben gemeldet"
-    if sheet is None or len(rest) > LOOKUP_LIMIT:
+    if sheet is None or len(rest) > limit:
         reasons[rest] = general
         return reasons
     period = "previous" if offset else "current"

@@ -14,10 +14,12 @@ import logging
 import os
 from typing import Any
 
+import pandas as pd
 import panel as pn
 import param
 
 from kpisheet.errors import KpisheetError
+from kpisheet.presentation import NOT_COMPARABLE
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source
 from kpisheet_ui.state import (
     CHANGE_COLUMN,
@@ -29,6 +31,7 @@ from kpisheet_ui.state import (
     KPI_COLUMN,
     LEVEL_COLUMN,
     MONTHS_COLUMN,
+    NOTE_COLUMN,
     NUMBER_COLUMNS,
     PAGE_ROWS,
     PREVIOUS_COLUMN,
@@ -67,10 +70,34 @@ TABLE_CSS = """
 """
 
 LEGEND = (
-    f"{INCOMPLETE_MARK} und gelb: Fenster unvollständig (nicht alle Monate haben Werte). "
+    f"{INCOMPLETE_MARK} und gelb: Fenster unvollständig — nicht jeder massgebende Monat ist "
+    "abgedeckt (ein Monat ohne Wert, oder ein Produkt, das in diesem Monat erwartet wurde, hat "
+    "nicht gemeldet); gelber Vorjahreswert: das Vorjahresfenster ist unvollständig. "
+    f"„{NOT_COMPARABLE}“ bei Abw. VJ: die Abweichung wird nur gezeigt, wenn beide Fenster "
+    "vollständig sind; der Grund erscheint beim Darüberfahren mit der Maus. "
     "Grün und rot hinterlegt: die grössten prozentualen Abweichungen zum Vorjahr "
-    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen)."
+    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen, nur vollständige Vergleiche)."
 )
+#: Columns whose cells carry the row's reason as a tooltip: they are rendered as (escaped) HTML.
+REASON_COLUMNS = (CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
+
+
+def with_reasons(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as the browser gets it: cells of :data:`REASON_COLUMNS` as escaped HTML, with the
+    row's reason (if any) as their tooltip, and without the reason column itself.
+
+    Every text is escaped here (reasons name products, which come from data), so no markup from
+    data reaches the page.
+    """
+    shown = table.drop(columns=[NOTE_COLUMN])
+    reasons = table[NOTE_COLUMN].astype(str)
+    titles = reasons.map(lambda text: html.escape(text, quote=True))
+    has_reason = reasons != ""
+    for column in REASON_COLUMNS:
+        texts = shown[column].astype(str).map(lambda text: html.escape(text, quote=True))
+        wrapped = '<span title="' + titles + '">' + texts + "</span>"
+        shown[column] = texts.where(~has_reason, wrapped)
+    return shown
 
 
 class AppView(param.Parameterized):
@@ -91,7 +118,7 @@ class AppView(param.Parameterized):
         )
         self.error = pn.pane.Alert("", alert_type="danger", visible=False, css_classes=["fehler"])
         self.table = pn.widgets.Tabulator(
-            state.table(),
+            with_reasons(state.table()),
             groupby=[GROUP_COLUMN],
             hidden_columns=[GROUP_COLUMN],
             show_index=False,
@@ -102,6 +129,7 @@ class AppView(param.Parameterized):
             layout="fit_data_table",
             widths=COLUMN_WIDTHS,
             text_align={column: "right" for column in NUMBER_COLUMNS},
+            formatters={column: {"type": "html"} for column in REASON_COLUMNS},
             height=TABLE_HEIGHT,
             sizing_mode="stretch_width",
             stylesheets=[TABLE_CSS],
@@ -213,7 +241,7 @@ class AppView(param.Parameterized):
         table = state.table()
         rows = len(table) + table[GROUP_COLUMN].nunique()
         self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
-        self.table.value = table
+        self.table.value = with_reasons(table)
         self.pager.visible = state.pages > 1
         self.page_text.object = state.page_text()
         self.first_page.disabled = self.previous_page.disabled = state.page <= 1

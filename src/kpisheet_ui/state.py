@@ -30,13 +30,20 @@ from kpisheet.constants import (
     KPI,
     LEVEL,
     MONTHS,
+    PREVIOUS_COMPLETE,
     PREVIOUS_VALUE,
     TOTAL_LEVEL,
     VALUE,
     TimeAggregation,
     Window,
 )
-from kpisheet.presentation import listing, month_long
+from kpisheet.presentation import (
+    NOT_COMPARABLE,
+    comparable,
+    incomplete_reasons,
+    listing,
+    month_long,
+)
 from kpisheet_ui.format import (
     format_changes,
     format_changes_pct,
@@ -72,9 +79,15 @@ PREVIOUS_COLUMN = "Vorjahr"
 CHANGE_COLUMN = "Abw. VJ"
 CHANGE_PCT_COLUMN = "Abw. VJ %"
 MONTHS_COLUMN = "Monate"
+#: Why a change is not shown ("" when it is); hidden in the table, shown on hover and in the notes.
+NOTE_COLUMN = "Hinweis"
 NUMBER_COLUMNS = (VALUE_COLUMN, PREVIOUS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
-#: Marks the month count of a window with months missing.
+#: Marks the month count of a window that is not complete.
 INCOMPLETE_MARK = "⚠"
+#: Rows of a page whose reason may be looked up member by member (each lookup takes ~3 ms).
+REASON_LOOKUPS = 200
+#: Most distinct reasons the notes list.
+LISTED_REASONS = 5
 
 # Cell styles of the table.
 INCOMPLETE_STYLE = "background-color: #FFE699"
@@ -461,12 +474,23 @@ class SheetState(param.Parameterized):
         per_account = self.per_account
         months = result[MONTHS].astype("Int64").astype(str)
         incomplete = ~result[COMPLETE].fillna(False).astype(bool)
+        hidden = ~comparable(result)
+        changes = format_changes(result[CHANGE], units, per_account=per_account)
+        changes_pct = format_changes_pct(result[CHANGE_PCT])
+        reasons = incomplete_reasons(
+            result,
+            self.registry,
+            sheet=self.sheet,
+            per_account=per_account,
+            limit=REASON_LOOKUPS,
+        )
         shown = {
             VALUE_COLUMN: format_values(result[VALUE], units, per_account=per_account),
             PREVIOUS_COLUMN: format_values(result[PREVIOUS_VALUE], units, per_account=per_account),
-            CHANGE_COLUMN: format_changes(result[CHANGE], units, per_account=per_account),
-            CHANGE_PCT_COLUMN: format_changes_pct(result[CHANGE_PCT]),
+            CHANGE_COLUMN: changes.where(~hidden, NOT_COMPARABLE),
+            CHANGE_PCT_COLUMN: changes_pct.where(~hidden, NOT_COMPARABLE),
             MONTHS_COLUMN: months.where(~incomplete, months + f" {INCOMPLETE_MARK}"),
+            NOTE_COLUMN: pd.Series(reasons.to_numpy(dtype=str), index=result.index, dtype="str"),
         }
         entities = result[ENTITY].astype("str")
         if self.display == BY_KPI:
@@ -482,6 +506,7 @@ class SheetState(param.Parameterized):
 
         The largest changes are the rows with the largest absolute change against the previous
         year in percent: one per :data:`HIGHLIGHT_PER_ROWS` rows, at most :data:`HIGHLIGHT_COUNT`.
+        Only rows whose two windows are both complete qualify.
         """
         return self._shown().marks.copy()
 
@@ -489,7 +514,8 @@ class SheetState(param.Parameterized):
     def _highlights(result: pd.DataFrame) -> pd.Series:
         if result.empty:
             return pd.Series(dtype="int64")
-        change = result[CHANGE_PCT].astype(float)
+        # a change whose windows are not both complete is never among the largest
+        change = result[CHANGE_PCT].astype(float).where(comparable(result))
         magnitude = change.abs().where(change.ne(0))
         count = min(HIGHLIGHT_COUNT, -(-len(result) // HIGHLIGHT_PER_ROWS))
         largest = magnitude.dropna().nlargest(count, keep="first").index
@@ -509,18 +535,21 @@ class SheetState(param.Parameterized):
 
     @staticmethod
     def _styles(result: pd.DataFrame, table: pd.DataFrame, marks: pd.Series) -> pd.DataFrame:
-        columns = [VALUE_COLUMN, MONTHS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN]
+        columns = [VALUE_COLUMN, PREVIOUS_COLUMN, MONTHS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN]
         if table.empty:
             return pd.DataFrame(columns=columns, dtype="str")
         incomplete = ~result[COMPLETE].fillna(False).astype(bool).to_numpy()
+        previous_incomplete = ~result[PREVIOUS_COMPLETE].fillna(False).astype(bool).to_numpy()
         rises, falls = marks.eq(1).to_numpy(), marks.eq(-1).to_numpy()
-        rows = np.flatnonzero(incomplete | rises | falls)
+        rows = np.flatnonzero(incomplete | previous_incomplete | rises | falls)
         empty = np.full(len(rows), "", dtype=object)
         incomplete_css = np.where(incomplete[rows], INCOMPLETE_STYLE, empty)
+        previous_css = np.where(previous_incomplete[rows], INCOMPLETE_STYLE, empty)
         change_css = np.where(rises[rows], RISE_STYLE, np.where(falls[rows], FALL_STYLE, empty))
         return pd.DataFrame(
             {
                 VALUE_COLUMN: incomplete_css,
+                PREVIOUS_COLUMN: previous_css,
                 MONTHS_COLUMN: incomplete_css,
                 CHANGE_COLUMN: change_css,
                 CHANGE_PCT_COLUMN: change_css,
@@ -530,11 +559,15 @@ class SheetState(param.Parameterized):
         )
 
     def notes(self) -> list[str]:
-        """How to read what is shown: stock KPIs over several months, per-account gaps, marks."""
+        """How to read what is shown: stock KPIs over several months, per-account gaps, and why
+        changes on this page read "–"."""
         notes = []
         stock = self.stock_note()
         if stock:
             notes.append(stock)
+        reasons = self.comparison_note()
+        if reasons:
+            notes.append(reasons)
         if self.per_account:
             without = [
                 self.registry[kpi].label
@@ -547,6 +580,24 @@ class SheetState(param.Parameterized):
                     f"{listing(without)}."
                 )
         return notes
+
+    def comparison_note(self) -> str:
+        """Why changes on the current page read "–": the distinct reasons, most frequent first."""
+        table = self._page().table
+        reasons = table.loc[table[NOTE_COLUMN] != "", NOTE_COLUMN]
+        if reasons.empty:
+            return ""
+        counts = reasons.value_counts(sort=True)
+        listed = [
+            f"{reason} ({_count(int(n))} Zeilen)"
+            for reason, n in counts.head(LISTED_REASONS).items()
+        ]
+        more = len(counts) - LISTED_REASONS
+        tail = f"; und {_count(more)} weitere Gründe" if more > 0 else ""
+        return (
+            f"„{NOT_COMPARABLE}“ bei Abw. VJ: Vergleich nicht vollständig (Grund beim Darüberfahren "
+            f"mit der Maus): {'; '.join(listed)}{tail}."
+        )
 
     def stock_note(self) -> str:
         """The note for stock KPIs in a window over several months (empty when none is shown)."""
@@ -571,7 +622,7 @@ class SheetState(param.Parameterized):
             parts.append(f"{definition.label} ({how})")
         return (
             "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
-            f"Im Fenster {self.window} zeigen {listing(parts)}."
+            f"Im Fenster {self.window} zeigen {listing(parts)}. {export.STOCK_COMPLETE_NOTE}"
         )
 
     def _formula_text(self, formula: str) -> str:
@@ -642,12 +693,16 @@ class SheetState(param.Parameterized):
         """The table as shown, as a formatted XLSX workbook (with the "Auswahl" sheet)."""
 
         def write(buffer: io.BytesIO) -> None:
+            result = self._ordered_result()
             export.write_result_xlsx(
-                self._ordered_result(),
+                result,
                 buffer,
                 registry=self.registry,
                 release=self.sheet.release,
                 selection=self.selection(),
+                reasons=incomplete_reasons(
+                    result, self.registry, sheet=self.sheet, per_account=self.per_account
+                ),
             )
 
         return self._download("xlsx", write)
