@@ -48,7 +48,8 @@ def query(*options: str) -> pd.DataFrame:
 
 
 def test_the_project_has_what_it_is_meant_to_test(reference: Reference) -> None:
-    """The data really holds the late start, missing as-of months and zero denominators."""
+    """The data really holds the late start, missing as-of months, zero denominators, a
+    discontinued series and group months with a value that are not covered."""
     values = reference.values
     may_2022, feb_2023 = 2022 * 12 + 4, 2023 * 12 + 1
     business = {m for m, _, e in values if e == "Brisa Business"}
@@ -58,6 +59,20 @@ def test_the_project_has_what_it_is_meant_to_test(reference: Reference) -> None:
     assert values[(2023 * 12, "purchases", "Cirrus Student")] == 0
     assert values[(2023 * 12, "cards_active", "Cirrus Student")] == 0
     assert pd.isna(values[(2023 * 12 + 3, "cards_active", "Cirrus Student")])
+    platinum = [m for m, k, e in values if (k, e) == ("cards_active", "Aurora Platinum")]
+    assert max(platinum) == 2022 * 12 + 8  # discontinued after 2022-09
+    uncovered = [
+        (month, kpi, group)
+        for month in range(reference.first, reference.last + 1)
+        for kpi in ("spend", "cards_active")
+        for group in ("Aurora", "Nord", "Nordlicht Karten AG")
+        if not pd.isna(reference.monthly(kpi, group, month))
+        and not reference.covered(kpi, group, month)
+    ]
+    assert len(uncovered) >= 3
+    flags = reference.query("2023-04", "3M")
+    assert set(flags["previous_complete"]) == {True, False}
+    assert set(flags["complete"]) == {True, False}
 
 
 @pytest.mark.parametrize("as_of", AS_OF_MONTHS)
