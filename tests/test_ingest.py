@@ -70,6 +70,9 @@ exclude:
   - {column: entity, startswith: "TEST "}
 """
 
+# For data that runs centuries ahead on purpose: no checks of months.
+NO_MONTH_CHECKS = "checks: {future_months: 'off', months_after_previous: null}\n"
+
 
 @pytest.fixture(scope="module")
 def demo() -> pd.DataFrame:
@@ -132,16 +135,16 @@ def test_second_ingest_is_release_two_and_release_one_stays_queryable(
 ) -> None:
     """A second ingest makes release 2 (newest); release 1 is still read with release=1."""
     url = sqlite_url(tmp_path / "kpisheet.db")
-    older = demo[demo["month"] <= pd.Period("2025-12", "M")]
-    older.assign(month=older["month"].astype(str)).to_csv(tmp_path / "2025.csv", index=False)
-    write_demo_csv(tmp_path / "2026.csv")
-    ingest(tmp_path / "2025.csv", url, note="December close")
-    second = ingest(tmp_path / "2026.csv", url)
+    older = demo[demo["month"] <= pd.Period("2026-09", "M")]
+    older.assign(month=older["month"].astype(str)).to_csv(tmp_path / "2026-09.csv", index=False)
+    write_demo_csv(tmp_path / "2026-10.csv")
+    ingest(tmp_path / "2026-09.csv", url, note="September close")
+    second = ingest(tmp_path / "2026-10.csv", url)
     assert release_ids(url) == [1, 2]
-    assert Store(url).releases()[0].note == "December close"
+    assert Store(url).releases()[0].note == "September close"
     assert kpisheet.open(url).months[-1] == pd.Period("2026-10", "M")
     first = kpisheet.open(url, release=1)
-    assert first.release.id == 1 and first.months[-1] == pd.Period("2025-12", "M")
+    assert first.release.id == 1 and first.months[-1] == pd.Period("2026-09", "M")
     assert kpisheet.open(url).release == second
 
 
@@ -210,7 +213,8 @@ def test_toml_config_and_upstream_ids_with_period_ids(tmp_path: Path) -> None:
     definitions = write(tmp_path / "kpis.yaml", ID_KPIS)
     entities = write(tmp_path / "entities.yaml", ID_ENTITIES)
     config = write(
-        tmp_path / "ingest.toml", 'unmapped_kpis = "drop"\n[columns]\nvalue = "amount"\n'
+        tmp_path / "ingest.toml",
+        'unmapped_kpis = "drop"\n[columns]\nvalue = "amount"\n[checks]\nlate_data = "off"\n',
     )
     rows = pd.DataFrame(
         {
@@ -421,7 +425,8 @@ def test_source_file_overwritten_during_ingest_gives_whole_data_or_a_clean_error
     content = big_csv.read_bytes()
     source.write_bytes(content)
     url = sqlite_url(tmp_path / "kpisheet.db")
-    process = cli("ingest", "--source", str(source), "--store", url)
+    config = write(tmp_path / "ingest.yaml", NO_MONTH_CHECKS)
+    process = cli("ingest", "--source", str(source), "--store", url, "--config", str(config))
     wait_until(lambda: has_open(process.pid, source) or process.poll() is not None)
     half = content[: content.index(b"\n", len(content) // 2) + 1]
     with source.open("r+b") as handle:  # as a copy over the file would: truncate, rewrite
@@ -446,7 +451,8 @@ def test_ingest_killed_mid_write_leaves_previous_release_newest(
     path = tmp_path / "kpisheet.db"
     url = sqlite_url(path)
     first = ingest(write_demo_csv(tmp_path / "demo.csv"), url)
-    process = cli("ingest", "--source", str(big_csv), "--store", url)
+    config = write(tmp_path / "ingest.yaml", NO_MONTH_CHECKS)
+    process = cli("ingest", "--source", str(big_csv), "--store", url, "--config", str(config))
     # The write lock held for a while: the release's transaction, not a brief one before it.
     wait_until(
         lambda: sqlite_writer_active(path) and not time.sleep(0.2) and sqlite_writer_active(path)
@@ -615,7 +621,7 @@ def test_cli_warehouse_into_a_postgresql_store(tmp_path: Path, warehouse: str) -
     config = write(tmp_path / "ingest.yaml", EXCLUDE_TEST_PRODUCTS)
     base = ["ingest", "--source", warehouse, "--store", warehouse, "--query", str(query)]
     runner = CliRunner()
-    for to_date in ("2025-06-30", "2026-10-31"):
+    for to_date in ("2026-09-30", "2026-10-31"):
         result = runner.invoke(
             main,
             [
@@ -631,10 +637,10 @@ def test_cli_warehouse_into_a_postgresql_store(tmp_path: Path, warehouse: str) -
         assert result.exit_code == 0, result.stderr
         assert "excluded 5 rows by rule: entity startswith 'TEST '" in result.stderr
     assert [(r.id, r.newest_month) for r in Store(warehouse).releases()] == [
-        (1, "2025-06"),
+        (1, "2026-09"),
         (2, "2026-10"),
     ]
-    assert kpisheet.open(warehouse, release=1).months[-1] == pd.Period("2025-06", "M")
+    assert kpisheet.open(warehouse, release=1).months[-1] == pd.Period("2026-09", "M")
     assert kpisheet.open(warehouse).months[-1] == pd.Period("2026-10", "M")
 
 

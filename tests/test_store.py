@@ -180,7 +180,7 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> Non
 
 
 def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> None:
-    """The first write creates the five tables and records the schema version."""
+    """The first write creates the seven tables and records the schema version."""
     url = sqlite_url(tmp_path / "store.db")
     Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
@@ -196,6 +196,8 @@ def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> Non
         "kpisheet_kpis",
         "kpisheet_entities",
         "kpisheet_observations",
+        "kpisheet_hierarchies",
+        "kpisheet_warnings",
     }
     assert version == SCHEMA_VERSION
 
@@ -218,16 +220,16 @@ def test_store_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
         Store(url).read()
 
 
-def test_store_of_an_older_schema_is_refused(tmp_path: Path) -> None:
-    """A store of an earlier schema version is refused for reading and writing, not misread."""
+def test_store_of_a_development_schema_is_refused(tmp_path: Path) -> None:
+    """A store of schema 1 (before the first release) is refused for reading and writing."""
     url = sqlite_url(tmp_path / "store.db")
     Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(update(schema_table).values(version=SCHEMA_VERSION - 1))
+        conn.execute(update(schema_table).values(version=1))
     engine.dispose()
     message = (
-        f"store {url} has schema version {SCHEMA_VERSION - 1}, written by an earlier development "
+        f"store {url} has schema version 1, written by an earlier development "
         f"version of kpisheet, which this kpisheet ({SCHEMA_VERSION}) no longer reads; ingest "
         "the data into a new store"
     )
@@ -400,12 +402,18 @@ def test_passwords_are_never_shown_or_recorded() -> None:
     assert "s3cret" not in repr(store)
 
 
-def test_not_a_url_is_refused() -> None:
-    """A file path given as a store says what a store URL looks like."""
+def test_not_a_url_is_refused(tmp_path: Path) -> None:
+    """A path that is no SQLite file (by its header) and no new .db file says what a store is."""
+    path = tmp_path / "kpis.csv"
+    path.write_text("month,kpi,entity,value\n", encoding="utf-8")
     with pytest.raises(
-        StoreError, match=re.escape("'kpisheet.db' is not a database URL; expected e.g. sqlite:///")
+        StoreError,
+        match=re.escape(
+            f"'{path}' is neither a database URL nor a SQLite file; expected e.g. "
+            "sqlite:///kpisheet.db, kpisheet.db, postgresql"
+        ),
     ):
-        Store("kpisheet.db")
+        Store(str(path))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyodbc") is not None, reason="pyodbc is installed")

@@ -60,13 +60,15 @@ def sheet_options(function: Any) -> Any:
         "--entities",
         type=click.Path(path_type=Path),
         default=None,
-        help="Entity hierarchy YAML. Default: the demo hierarchy.",
+        help="Entity hierarchy YAML. Default: a store release's own hierarchy, else the demo "
+        "hierarchy.",
     )(function)
     function = definitions_option(function)
     return click.option(
         "--data",
         default=None,
-        help="Observations: a CSV or Parquet file, or a store URL (sqlite:///kpisheet.db). Default: the demo sheet.",
+        help="Observations: a CSV or Parquet file, or a store: its URL (sqlite:///kpisheet.db) or "
+        "SQLite file (kpisheet.db). Default: the demo sheet.",
     )(function)
 
 
@@ -336,20 +338,24 @@ def parse_params(
 @main.command("ingest")
 @click.option(
     "--source",
+    "sources",
     required=True,
-    help="A CSV or Parquet file, a database URL to run --query on, or a store URL.",
+    multiple=True,
+    help="A CSV or Parquet file or glob ('history/*.csv'), a database URL to run --query on, or "
+    "a store (repeatable; with overlap: later the source listed later wins).",
 )
 @click.option(
     "--store",
     "store_url",
     required=True,
-    help="Store URL to write the release to, e.g. sqlite:///kpisheet.db.",
+    help="Store to write the release to: a URL (sqlite:///kpisheet.db) or a SQLite file.",
 )
 @click.option(
     "--query",
+    "queries",
+    multiple=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="A .sql file run on a database source; its :name parameters are bound from --param.",
+    help="A .sql file run on the database source (repeatable); :name parameters bound from --param.",
 )
 @click.option(
     "--param",
@@ -364,13 +370,26 @@ def parse_params(
     "--entities",
     type=click.Path(path_type=Path),
     default=None,
-    help="Entity hierarchy YAML. Default: the demo hierarchy.",
+    help="Entity hierarchy YAML. Default: --entities-source, else the previous release's "
+    "hierarchy, else the demo hierarchy.",
+)
+@click.option(
+    "--entities-source",
+    default=None,
+    help="The hierarchy from a product table: a CSV or Parquet file, or a database URL with "
+    "--entities-query; its columns are named in the config's 'entities:' section.",
+)
+@click.option(
+    "--entities-query",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="A .sql file giving the product table from the --entities-source database.",
 )
 @click.option(
     "--config",
     type=click.Path(path_type=Path, dir_okay=False),
     default=None,
-    help="Ingest configuration (YAML or TOML): source column names, exclusion rules.",
+    help="Ingest configuration (YAML or TOML): column names, exclusions, overlap, checks.",
 )
 @click.option(
     "--release",
@@ -379,31 +398,43 @@ def parse_params(
     help="With a store URL as the source: the release to copy (roll back). Default: its newest.",
 )
 @click.option("--note", default="", help="A note recorded with the release.")
+@click.option(
+    "--strict", is_flag=True, help="Make plausibility warnings errors: then nothing is written."
+)
 def ingest_command(
-    source: str,
+    sources: tuple[str, ...],
     store_url: str,
-    query: Path | None,
+    queries: tuple[Path, ...],
     params: dict[str, str],
     definitions: tuple[Path, ...],
     entities: Path | None,
+    entities_source: str | None,
+    entities_query: Path | None,
     config: Path | None,
     release: int | None,
     note: str,
+    strict: bool,
 ) -> None:
-    """Load a source into the store as a new release: validated completely, or nothing is written."""
+    """Load sources into the store as a new release: validated completely, or nothing is written.
+
+    Prints plausibility warnings and what changed against the previous release.
+    """
     from kpisheet.ingest import ingest
     from kpisheet.store import display_url
 
     info = ingest(
-        source,
+        list(sources),
         store_url,
-        query=query,
+        query=list(queries) or None,
         params=params,
         definitions=definitions_arg(definitions),
         entities=entities,
+        entities_source=entities_source,
+        entities_query=entities_query,
         config=config,
         release=release,
         note=note,
+        strict=strict,
         echo=lambda message: click.echo(message, err=True),
     )
     click.echo(
@@ -412,15 +443,21 @@ def ingest_command(
     )
 
 
-@main.command()
-@click.option(
-    "--store",
-    "store_url",
-    default=None,
-    help="Store URL, e.g. sqlite:///kpisheet.db. Default: the demo store.",
-)
-def releases(store_url: str | None) -> None:
-    """List the releases of a store, oldest first; queries read the newest unless told otherwise."""
+STORE_HELP = "Store: a URL (sqlite:///kpisheet.db) or a SQLite file. Default: the demo store."
+
+
+@main.group(cls=KpisheetGroup, invoke_without_command=True)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.pass_context
+def releases(ctx: click.Context, store_url: str | None) -> None:
+    """List the releases of a store, oldest first; queries read the newest unless told otherwise.
+
+    `kpisheet releases show ID` shows one release with its warnings, `kpisheet releases diff`
+    what a release changed.
+    """
+    if ctx.invoked_subcommand is not None:
+        ctx.obj = store_url
+        return
     from kpisheet.store import Store, demo_store_url
 
     with Store(store_url or demo_store_url()) as store:
@@ -442,6 +479,138 @@ def releases(store_url: str | None) -> None:
     ]
     echo_table(header, rows)
     click.echo(f"\nnewest: release {infos[-1].id} (read by default; --release ID reads another)")
+
+
+def _store_of(ctx: click.Context, store_url: str | None) -> str:
+    """The store a ``releases`` subcommand reads: its own --store, the group's, or the demo's."""
+    from kpisheet.store import demo_store_url
+
+    return store_url or ctx.obj or demo_store_url()
+
+
+@releases.command("show")
+@click.argument("release_id", type=int, required=False)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.pass_context
+def releases_show(ctx: click.Context, release_id: int | None, store_url: str | None) -> None:
+    """Show one release (default the newest): its record, hierarchy and plausibility warnings."""
+    from kpisheet.store import Store
+
+    with Store(_store_of(ctx, store_url)) as store:
+        infos = {info.id: info for info in store.releases()}
+        if not infos:
+            raise UserError(f"no releases in {store.url}")
+        info = infos[max(infos)] if release_id is None else infos.get(release_id)
+        if info is None:
+            raise UserError(
+                f"release {release_id} does not exist in store {store.url}; "
+                f"releases: {', '.join(map(str, infos))}"
+            )
+        hierarchy = store.hierarchy(info.id)
+        warnings = store.warnings(info.id)
+    click.echo(f"release {info.id} of {store.url}")
+    for label, value in (
+        ("created (UTC)", info.created_at.strftime("%Y-%m-%d %H:%M:%S")),
+        ("newest month", info.newest_month),
+        ("rows", f"{info.row_count:,}"),
+        ("source", info.source),
+        ("note", info.note),
+        ("checksum", info.checksum),
+        (
+            "hierarchy",
+            f"{hierarchy.total}: {len(hierarchy.leaves)} products, levels "
+            f"{', '.join(hierarchy.levels) or 'none'}"
+            if hierarchy is not None
+            else "not recorded (loaded before releases kept one)",
+        ),
+    ):
+        click.echo(f"  {label + ':':<15}{value}")
+    click.echo(f"warnings: {len(warnings)}")
+    for warning in warnings:
+        click.echo(f"  {warning.message}")
+
+
+@releases.command("diff")
+@click.argument("old", type=int, required=False)
+@click.argument("new", type=int, required=False)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: a summary with the largest restatements; csv: one row per change; json.",
+)
+@click.pass_context
+def releases_diff(
+    ctx: click.Context,
+    old: int | None,
+    new: int | None,
+    store_url: str | None,
+    output_format: str,
+) -> None:
+    """What release NEW changed against release OLD (default: the newest two).
+
+    Months, products and KPIs added or removed, products moved in the hierarchy, and restated
+    values: counted per month and KPI, the largest with their old and new value.
+    """
+    from kpisheet.diff import diff_releases
+    from kpisheet.store import Store
+
+    with Store(_store_of(ctx, store_url)) as store:
+        ids = [info.id for info in store.releases()]
+        if old is None:
+            if len(ids) < 2:
+                raise UserError(f"store {store.url} has {len(ids)} release(s); a diff needs two")
+            old, new = ids[-2], ids[-1]
+        elif new is None:
+            raise UserError("give two release ids (OLD NEW), or none for the newest two")
+        _, before = store.read(old)
+        _, after = store.read(new)
+        changes = diff_releases(
+            before,
+            after,
+            old_hierarchy=store.hierarchy(old),
+            new_hierarchy=store.hierarchy(new),
+            old_id=old,
+            new_id=new,
+        )
+    if output_format == "json":
+        click.echo(changes.to_json())
+    elif output_format == "csv":
+        click.echo(changes.to_frame().to_csv(index=False), nl=False)
+    else:
+        for line in changes.summary():
+            click.echo(line)
+
+
+@main.group(cls=KpisheetGroup)
+def store() -> None:
+    """Look after a store: upgrade one written by an earlier kpisheet."""
+
+
+@store.command("upgrade")
+@click.option("--store", "store_url", required=True, help="Store: a URL or a SQLite file.")
+@click.option(
+    "--entities",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Entity hierarchy YAML to record for releases that have none (the one they were "
+    "loaded with).",
+)
+def store_upgrade(store_url: str, entities: Path | None) -> None:
+    """Upgrade a store to this kpisheet's schema; its releases are kept as they are."""
+    from kpisheet.hierarchy import load_hierarchy
+    from kpisheet.store import Store
+
+    hierarchy = load_hierarchy(entities) if entities is not None else None
+    with Store(store_url) as target:
+        done = target.upgrade(hierarchy)
+    if not done:
+        click.echo(f"store {target.url} is up to date; nothing to do")
+    for line in done:
+        click.echo(line)
 
 
 @main.command()

@@ -8,12 +8,16 @@ Declared in YAML (SPEC §5)::
       Alpine Visa Gold: {mandant: Alpine, sector: B2C, cardprofile: CC}
 
 Attributes that are not levels (``cardprofile``) are *views*: the same leaves grouped another way.
+
+The same structure can come from a table, e.g. the warehouse's product table, one row per
+product with a column per level and attribute (:func:`hierarchy_from_table`); each release of the
+store keeps the hierarchy it was validated against (:meth:`Hierarchy.to_data`).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +98,46 @@ class Hierarchy:
             return self.total
         leaf = self.members(name)[0]
         return str(self.attributes.at[leaf, chain[position + 1]])
+
+    def to_data(self) -> dict[str, Any]:
+        """The hierarchy as the YAML file declares it (``total``, ``levels``, ``entities``).
+
+        :func:`parse_hierarchy` of the result gives an equal hierarchy; an attribute a product
+        does not have is left out.
+        """
+        rows = self.attributes.to_dict(orient="index")
+        return {
+            "total": self.total,
+            "levels": list(self.levels),
+            "entities": {
+                str(name): {key: value for key, value in row.items() if value != ""}
+                for name, row in rows.items()
+            },
+        }
+
+    def moves(self, newer: Hierarchy) -> pd.DataFrame:
+        """Products of both hierarchies whose group changed, one row per product and level or view.
+
+        Columns ``entity``, ``level``, ``old``, ``new`` (``""`` where the product had no group).
+        """
+        common = self.attributes.index.intersection(newer.attributes.index)
+        columns = [c for c in self.attributes.columns if c in newer.attributes.columns]
+        columns += [c for c in newer.attributes.columns if c not in columns]
+        old = self.attributes.reindex(index=common, columns=columns).fillna("")
+        new = newer.attributes.reindex(index=common, columns=columns).fillna("")
+        changed = (old != new).stack()
+        changed = changed[changed]
+        entities = changed.index.get_level_values(0)
+        levels = changed.index.get_level_values(1)
+        return pd.DataFrame(
+            {
+                "entity": list(entities),
+                "level": list(levels),
+                "old": [old.at[e, c] for e, c in zip(entities, levels, strict=True)],
+                "new": [new.at[e, c] for e, c in zip(entities, levels, strict=True)],
+            },
+            columns=["entity", "level", "old", "new"],
+        )
 
     def to_frame(self) -> pd.DataFrame:
         """One row per entity of the tree: ``entity``, ``level``, ``parent``."""
@@ -283,3 +327,69 @@ def load_hierarchy(path: Path | str) -> Hierarchy:
     if problem is not None:
         raise HierarchyError([problem])
     return parse_hierarchy(data, file, node)
+
+
+def hierarchy_from_table(
+    table: pd.DataFrame,
+    *,
+    leaf: str,
+    levels: Sequence[tuple[str, str]],
+    attributes: Sequence[tuple[str, str]],
+    total: str,
+    file: str,
+    where: Callable[[pd.Index], list[str]] | None = None,
+) -> Hierarchy:
+    """A hierarchy from a product table: one row per leaf, a column per level and attribute.
+
+    :param leaf: the column naming the leaves (products).
+    :param levels: ``(level name, column)`` pairs, coarse to fine.
+    :param attributes: ``(attribute name, column)`` pairs of views such as ``cardprofile``.
+    :param file: the table's name in messages; ``where`` names its rows (``line 7``).
+    :raises HierarchyError: listing every problem: missing columns, products listed twice with
+        different groups, and everything :func:`parse_hierarchy` checks.
+    """
+    name_rows = where or (lambda index: [f"row {i}" for i in index])
+    by_lower = {str(column).strip().lower(): column for column in table.columns}
+    wanted = [("leaf", leaf), *levels, *attributes]
+    missing = [f"{role} '{column}'" for role, column in wanted if column.lower() not in by_lower]
+    if missing:
+        raise HierarchyError(
+            [
+                Problem(
+                    f"missing column(s) {', '.join(missing)}; found "
+                    f"{', '.join(map(str, table.columns)) or 'none'} — name the product table's "
+                    "columns under 'entities:' in the ingest configuration",
+                    file=file,
+                )
+            ]
+        )
+    names = [role for role, _ in wanted]
+    frame = pd.DataFrame(
+        {role: table[by_lower[column.lower()]] for role, column in wanted}, index=table.index
+    )
+    frame.columns = names
+    frame = frame.astype("string").apply(lambda column: column.str.strip()).fillna("")
+    problems: list[Problem] = []
+    empty = frame["leaf"] == ""
+    if empty.any():
+        problems.append(
+            Problem(f"{leaf} is empty in {', '.join(name_rows(frame.index[empty])[:5])}", file=file)
+        )
+    frame = frame[~empty].drop_duplicates()
+    twice = frame["leaf"].duplicated(keep=False)
+    for product, rows in frame[twice].groupby("leaf", sort=True):
+        problems.append(
+            Problem(
+                f"product '{product}' is listed {len(rows)} times with different groups "
+                f"({', '.join(name_rows(rows.index)[:5])})",
+                file=file,
+            )
+        )
+    if problems:
+        raise HierarchyError(problems)
+    entities = {
+        row["leaf"]: {key: row[key] for key in names[1:] if row[key] != ""}
+        for row in frame.to_dict(orient="records")
+    }
+    data = {"total": total, "levels": [level for level, _ in levels], "entities": entities}
+    return parse_hierarchy(data, file)

@@ -1,7 +1,9 @@
-"""The monthly refresh: read a source, map it to KPI ids, validate it, write one release.
+"""The monthly refresh: read sources, map them to KPI ids, validate and check them, write one release.
 
-A source is a CSV or Parquet file, or a database (a SQLAlchemy URL) read with a query from a
-``.sql`` file whose ``:name`` parameters are bound, never pasted into the text. Rows that already
+A source is a CSV or Parquet file (or a glob of files), or a database (a SQLAlchemy URL) read with
+queries from ``.sql`` files whose ``:name`` parameters are bound, never pasted into the text.
+Several sources make one release; rows that more than one source holds are an error, or the later
+source's (``overlap: later``). Rows that already
 carry KPI ids in a ``kpi`` column ingest as they are; upstream rows carrying the warehouse's KPI
 names or ids are mapped through each definition's ``source:``. Column names, exclusion rules and
 what to do with upstream KPIs no definition claims come from a small configuration file::
@@ -11,39 +13,73 @@ what to do with upstream KPIs no definition claims come from a small configurati
     exclude:
       - {column: entity, startswith: "TEST "}
     unmapped_kpis: drop            # error (default) | drop
+    overlap: later                 # error (default) | later
+    date_format: "%d/%m/%Y"        # for dates like 01/10/2026, whose order the text does not tell
+    entities:                      # the hierarchy from a product table (--entities-source)
+      total: Kartenwelt AG
+      leaf: product_name
+      levels: [sector, mandant]
+      attributes: [cardprofile]
+    checks: {months_after_previous: 1, jumps: {turnover: 0.5}}   # see kpisheet.plausibility
 
-Every problem — of the mapping and of the observations — is reported at once, and on any
-problem nothing is written.
+Each release records the entity hierarchy it was validated against, and the plausibility
+warnings of its ingest. Every problem — of the mapping, the observations and the plausibility
+checks — is reported at once, and on any problem nothing is written.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import shutil
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import TextClause
 
+from kpisheet import plausibility
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
-from kpisheet.errors import DataError, IngestConfigError, Problem, StoreError
+from kpisheet.diff import diff_releases
+from kpisheet.errors import DataError, HierarchyError, IngestConfigError, Problem, StoreError
 from kpisheet.files import display_path
-from kpisheet.hierarchy import Hierarchy, load_hierarchy
-from kpisheet.observations import WHERE, read_observations, validate_observations
+from kpisheet.hierarchy import Hierarchy, hierarchy_from_table, load_hierarchy
+from kpisheet.observations import (
+    WHERE,
+    RawTable,
+    missing_value_text,
+    read_observations,
+    validate_observations,
+)
+from kpisheet.plausibility import Checks
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
-from kpisheet.store import ReleaseInfo, Store, display_url, is_store_url
+from kpisheet.store import (
+    ReleaseInfo,
+    ReleaseWarning,
+    Store,
+    display_url,
+    is_store_url,
+    store_url_of,
+)
 
 #: Column roles a source may have, by the name the configuration gives them.
 KPI_NAME = "kpi_name"
@@ -123,14 +159,58 @@ class ExcludeRule(BaseModel):
         return f"{self.column} {test} {operand!r}"
 
 
+def _column_pairs(items: Sequence[str | dict[str, str]]) -> list[tuple[str, str]]:
+    """``[sector, {cardprofile: kartenprofil}]`` as (name, column) pairs."""
+    return [(item, item) if isinstance(item, str) else next(iter(item.items())) for item in items]
+
+
+class EntityColumns(BaseModel):
+    """The ``entities:`` section: how a product table (``--entities-source``) gives the hierarchy.
+
+    ``levels`` and ``attributes`` list columns; ``{name: column}`` names a level or attribute
+    after another column (``{cardprofile: kartenprofil}``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: str = Field(min_length=1)
+    leaf: str = ENTITY
+    levels: list[str | dict[str, str]] = []
+    attributes: list[str | dict[str, str]] = []
+    exclude: list[ExcludeRule] = []
+
+    @field_validator("levels", "attributes")
+    @classmethod
+    def _one_name_each(cls, items: list[str | dict[str, str]]) -> list[str | dict[str, str]]:
+        for item in items:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError(f"{item!r}: expected a column name or {{name: column}}")
+        return items
+
+    @property
+    def level_columns(self) -> list[tuple[str, str]]:
+        """(level, column) pairs, coarse to fine."""
+        return _column_pairs(self.levels)
+
+    @property
+    def attribute_columns(self) -> list[tuple[str, str]]:
+        """(attribute, column) pairs."""
+        return _column_pairs(self.attributes)
+
+
 class IngestConfig(BaseModel):
-    """How upstream rows become observations: column names, exclusions, unmapped KPIs."""
+    """How upstream rows become observations: column names, exclusions, unmapped KPIs, overlap
+    of sources, the date format, the hierarchy from a product table and plausibility checks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     columns: ColumnNames = ColumnNames()
     exclude: list[ExcludeRule] = []
     unmapped_kpis: Literal["error", "drop"] = "error"
+    overlap: Literal["error", "later"] = "error"
+    date_format: str | None = None
+    entities: EntityColumns | None = None
+    checks: Checks = Checks()
 
 
 def load_ingest_config(path: Path | str | None) -> IngestConfig:
@@ -188,9 +268,13 @@ def bind_query(sql: str, params: Mapping[str, Any] | None, file: str = "query") 
     return statement.bindparams(**params) if params else statement
 
 
-def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None) -> pd.DataFrame:
+def read_database(
+    url: str, query: Path | str, params: Mapping[str, Any] | None, *, only_named: bool = False
+) -> RawTable:
     """Rows of a query, run with bound parameters on the database at ``url``.
 
+    :param only_named: bind only the parameters the query names (a product table's query runs
+        with the observations' ``--param`` values, which it need not all use).
     :raises DataError: when the query cannot be read, bound or run.
     """
     query = Path(query)
@@ -201,6 +285,9 @@ def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None)
     except (OSError, UnicodeDecodeError) as exc:
         problem = Problem(f"cannot read query: {exc}", file=file)
         raise DataError(file, [problem], pd.DataFrame()) from exc
+    if only_named and params:
+        named = set(text(sql.strip().rstrip(";")).compile().params)
+        params = {key: value for key, value in params.items() if key in named}
     statement = bind_query(sql, params, file)
     try:
         engine = create_engine(url, poolclass=NullPool)
@@ -221,12 +308,10 @@ def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None)
     finally:
         engine.dispose()
     frame.columns = [str(column).strip().lower() for column in frame.columns]
-    frame.attrs["source"] = source
-    frame.attrs["line_offset"] = None
-    return frame
+    return RawTable(frame, source)
 
 
-def read_file(path: Path | str) -> pd.DataFrame:
+def read_file(path: Path | str) -> RawTable:
     """Rows of a CSV or Parquet file, refusing a file that changed or vanished while being read.
 
     The file is first copied to a private scratch file, which is then parsed: a source that is
@@ -264,15 +349,14 @@ def read_file(path: Path | str) -> pd.DataFrame:
                 f"{after.st_size} after); nothing was written — run again once it is complete"
             )
         try:
-            frame = read_observations(copy)
+            table = read_observations(copy)
         except DataError as exc:  # name the source, not the scratch copy
             problems = [
                 dataclasses.replace(p, file=name, message=p.message.replace(str(copy), str(path)))
                 for p in exc.problems
             ]
             raise DataError(name, problems, exc.failure_cases) from exc
-    frame.attrs["source"] = name
-    return frame
+    return dataclasses.replace(table, source=name)
 
 
 def read_source(
@@ -280,7 +364,7 @@ def read_source(
     query: Path | str | None = None,
     params: Mapping[str, Any] | None = None,
     release: int | None = None,
-) -> tuple[pd.DataFrame, str]:
+) -> tuple[RawTable, str]:
     """Raw rows of a file, a database query or a release of another store, and the source's name.
 
     A database URL without a query must be a kpisheet store: its newest release, or ``release``,
@@ -293,7 +377,9 @@ def read_source(
 
     if release is not None and query is not None:
         raise fail("--release reads a release of a store; it does not go with --query")
-    if isinstance(source, str) and is_store_url(source):
+    url = store_url_of(source) if query is None else source
+    if isinstance(url, str) and is_store_url(url):
+        source = url
         if query is not None:
             frame = read_database(source, query, params)
             shown = ", ".join(f"{key}={value}" for key, value in (params or {}).items())
@@ -305,8 +391,7 @@ def read_source(
                     "a database source needs --query FILE.sql (it is no kpisheet store with releases)"
                 )
             info, frame = store.read(release)
-        frame.attrs.update(source=f"{name} release {info.id}", line_offset=None)
-        return frame, f"{name} release {info.id}"
+        return RawTable(frame, f"{name} release {info.id}"), f"{name} release {info.id}"
     if query is not None:
         raise fail("--query needs a database URL as the source, e.g. postgresql+psycopg://host/db")
     if release is not None:
@@ -408,22 +493,23 @@ def _counted(values: pd.Series, known: Sequence[str] = ()) -> str:
 
 
 def to_observations(
-    frame: pd.DataFrame,
+    raw: RawTable | pd.DataFrame,
     registry: Registry,
     config: IngestConfig | None = None,
     *,
     echo: Echo = _no_echo,
-) -> tuple[pd.DataFrame, _Report]:
+) -> tuple[RawTable, _Report]:
     """Raw rows as observation columns (``month``, ``kpi``, ``entity``, ``value``), unvalidated.
 
     Strings are trimmed, exclusion rules applied, and upstream KPI names or ids mapped to KPI
     ids. Problems of the mapping are collected in the returned report, not raised, so that
-    they can be reported together with validation's.
+    they can be reported together with validation's. The result keeps what the reader learnt
+    about the source (e.g. its decimal commas).
     """
     config = config or IngestConfig()
-    source = frame.attrs.get("source", "DataFrame")
-    offset = frame.attrs.get("line_offset")
-    report = _Report(source, offset)
+    table = raw if isinstance(raw, RawTable) else RawTable(raw)
+    frame = table.frame
+    report = _Report(table.source, table.line_offset)
     by_lower = {str(column).strip().lower(): column for column in frame.columns}
     roles = config.columns.model_dump()
     found = {role: by_lower.get(name.strip().lower()) for role, name in roles.items()}
@@ -458,7 +544,7 @@ def to_observations(
             f"{', '.join(map(str, frame.columns)) or 'none'} — name the source's columns under "
             "'columns:' in the ingest configuration"
         )
-        return pd.DataFrame(columns=[MONTH, KPI, ENTITY, VALUE]), report
+        return table.with_frame(pd.DataFrame(columns=[MONTH, KPI, ENTITY, VALUE])), report
 
     kpi = frame[found[KPI]] if not upstream else _map_upstream(frame, found, registry, report)
     if upstream and config.unmapped_kpis == "drop":
@@ -490,8 +576,13 @@ def to_observations(
                 KPI,
             )
             observations = observations[~unmapped]
-    observations.attrs.update(source=source, line_offset=offset)
-    return observations, report
+    if config.checks.empty_values == "error":
+        empty = plausibility.empty_value_column(
+            observations[VALUE], missing_value_text(observations[VALUE]), str(found[VALUE])
+        )
+        if empty is not None:
+            report.add(empty.message, column=VALUE)
+    return table.with_frame(observations), report
 
 
 def _upstream_names(registry: Registry) -> list[str]:
@@ -559,55 +650,397 @@ def _map_upstream(
     return kpi
 
 
+# -- sources, hierarchy, overlap ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """One source of a release: a file, a store, or a query on a database."""
+
+    source: str | Path
+    query: Path | str | None = None
+
+
+def _many(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str | Path):
+        return [value]
+    return list(value)
+
+
+def expand_sources(
+    sources: str | Path | Sequence[str | Path], queries: Path | str | Sequence[Path | str] | None
+) -> list[SourceSpec]:
+    """The sources of a release, in the order their rows count (later wins with ``overlap: later``).
+
+    Files and globs first, as given (a glob's files in name order, so ``kpis_2026-*.csv`` lists
+    older months first); then one source per query, run on the one database URL among the
+    sources.
+
+    :raises DataError: for a glob matching no file, or queries without exactly one database.
+    """
+    problems: list[Problem] = []
+    specs: list[SourceSpec] = []
+    databases: list[str] = []
+    query_list = _many(queries)
+    for source in _many(sources):
+        if isinstance(source, str) and is_store_url(source):
+            if query_list:
+                databases.append(source)
+            else:
+                specs.append(SourceSpec(source))
+            continue
+        text = str(source)
+        if isinstance(source, str) and glob.has_magic(text) and not Path(text).exists():
+            matches = sorted(glob.glob(text))
+            if not matches:
+                problems.append(Problem("no file matches this pattern", file=text))
+            specs += [SourceSpec(Path(match)) for match in matches]
+        else:
+            specs.append(SourceSpec(source))
+    if query_list and not databases:
+        problems.append(
+            Problem(
+                "--query needs a database URL as the source, e.g. postgresql+psycopg://host/db",
+                file=", ".join(map(str, query_list)),
+            )
+        )
+    elif query_list and len(databases) > 1:
+        problems.append(
+            Problem(
+                f"--query runs on one database; found {len(databases)} database URLs among "
+                "the sources",
+                file=", ".join(map(str, query_list)),
+            )
+        )
+    elif query_list:
+        specs += [SourceSpec(databases[0], query) for query in query_list]
+    if not specs and not problems:
+        problems.append(Problem("no source given"))
+    if problems:
+        raise DataError("the sources", problems, pd.DataFrame())
+    return specs
+
+
+def read_entities(
+    source: str | Path,
+    columns: EntityColumns | None,
+    *,
+    query: Path | str | None = None,
+    params: Mapping[str, Any] | None = None,
+    echo: Echo = _no_echo,
+) -> Hierarchy:
+    """The entity hierarchy from a product table: a CSV or Parquet file, or a query on a database.
+
+    :raises IngestConfigError: when the configuration has no ``entities:`` section.
+    :raises HierarchyError, DataError: with every problem of the table.
+    """
+    if columns is None:
+        raise IngestConfigError(
+            [
+                Problem(
+                    "--entities-source needs an 'entities:' section in the ingest configuration "
+                    "(--config): total, leaf, levels, attributes"
+                )
+            ]
+        )
+    if isinstance(source, str) and is_store_url(source):
+        if query is None:
+            raise DataError(
+                display_url(source),
+                [Problem("a database as --entities-source needs --entities-query FILE.sql")],
+                pd.DataFrame(),
+            )
+        table = read_database(source, query, params, only_named=True)
+    else:
+        if query is not None:
+            raise DataError(
+                str(source),
+                [Problem("--entities-query needs a database URL as --entities-source")],
+                pd.DataFrame(),
+            )
+        table = read_file(source)
+    frame = table.frame
+    by_lower = {str(column).strip().lower(): column for column in frame.columns}
+    leaf = by_lower.get(columns.leaf.lower())
+    problems: list[Problem] = []
+    for rule in columns.exclude:
+        name = (
+            leaf if rule.column.lower() in (ENTITY, "leaf") else by_lower.get(rule.column.lower())
+        )
+        if name is None:
+            problems.append(
+                Problem(
+                    f"exclusion rule '{rule}' names column '{rule.column}', which the product "
+                    f"table does not have; columns: {', '.join(map(str, frame.columns))}",
+                    file=table.source,
+                )
+            )
+            continue
+        dropped = rule.matches(_trim(frame[name]))
+        if dropped.any():
+            echo(f"excluded {_rows(int(dropped.sum()))} of the product table by rule: {rule}")
+            frame = frame[~dropped]
+    if problems:
+        raise HierarchyError(problems)
+    return hierarchy_from_table(
+        frame,
+        leaf=columns.leaf,
+        levels=columns.level_columns,
+        attributes=columns.attribute_columns,
+        total=columns.total,
+        file=table.source,
+        where=table.where,
+    )
+
+
+def combine(
+    parts: Sequence[tuple[str, pd.DataFrame]], overlap: str, *, echo: Echo = _no_echo
+) -> pd.DataFrame:
+    """Canonical observations of several sources as one, by the ``overlap`` rule.
+
+    ``error``: a (month, KPI, entity) in more than one source is an error naming both sources.
+    ``later``: the value of the source listed later is kept; how many values that changed
+    (*restated*) is reported through ``echo``.
+
+    :raises DataError: for overlapping rows with ``overlap: error``.
+    """
+    if len(parts) == 1:
+        return parts[0][1]
+    keys = [MONTH, KPI, ENTITY]
+    frames = [frame.assign(_part=number) for number, (_, frame) in enumerate(parts)]
+    combined = pd.concat(frames, ignore_index=True)
+    repeated = combined.duplicated(keys, keep=False)
+    if not repeated.any():
+        return combined.drop(columns="_part")
+    overlapping = combined[repeated]
+    count = int(overlapping[keys].drop_duplicates().shape[0])
+    labels = [label for label, _ in parts]
+    if overlap == "error":
+        firsts = overlapping.sort_values([*keys, "_part"]).groupby(keys, sort=True)["_part"]
+        pairs = pd.DataFrame({"first": firsts.first(), "second": firsts.nth(1).to_numpy()})
+        shown = [
+            f"{month.strftime('%Y-%m')} / {kpi} / {entity} in {labels[row.first]} and "
+            f"{labels[row.second]}"
+            for (month, kpi, entity), row in pairs.head(5).iterrows()
+        ]
+        more = f" and {count - 5:,} more" if count > 5 else ""
+        problem = Problem(
+            f"{count:,} (month, kpi, entity) rows are in more than one source: "
+            f"{'; '.join(shown)}{more} — set overlap: later in the ingest configuration to take "
+            "the value of the source listed later"
+        )
+        raise DataError(f"{len(parts)} sources", [problem], pd.DataFrame())
+    stats = overlapping.groupby(keys, sort=True, observed=True)[VALUE].agg(
+        ["min", "max", "count", "size"]
+    )
+    restated = (stats["min"] != stats["max"]) & stats["count"].eq(stats["size"])
+    restated |= (stats["count"] > 0) & (stats["count"] < stats["size"])
+    per_month = restated[restated].groupby(level=MONTH).size()
+    detail = ", ".join(f"{m.strftime('%Y-%m')}: {n:,}" for m, n in per_month.items())
+    echo(
+        f"overlap: {count:,} (month, kpi, entity) values are in more than one source; the later "
+        f"source's value is taken; {int(restated.sum()):,} of them restated"
+        + (f" ({detail})" if detail else "")
+    )
+    kept = combined.drop_duplicates(keys, keep="last").drop(columns="_part")
+    return kept.reset_index(drop=True)
+
+
 # -- the whole refresh -------------------------------------------------------------------------
 
 
 def ingest(
-    source: str | Path,
-    store_url: str,
+    source: str | Path | Sequence[str | Path],
+    store_url: str | Path,
     *,
-    query: Path | str | None = None,
+    query: Path | str | Sequence[Path | str] | None = None,
     params: Mapping[str, Any] | None = None,
     definitions: Sequence[Path | str] | Path | str | None = None,
     entities: Path | str | None = None,
+    entities_source: str | Path | None = None,
+    entities_query: Path | str | None = None,
     config: Path | str | IngestConfig | None = None,
     release: int | None = None,
     note: str = "",
+    strict: bool = False,
+    today: date | None = None,
     progress: bool | None = None,
     echo: Echo = _no_echo,
 ) -> ReleaseInfo:
-    """Read, map, validate and write one new release; on any problem write nothing.
+    """Read, map, validate, check and write one new release; on any problem write nothing.
 
-    :param source: a CSV or Parquet file, a database URL with ``query``, or a store URL.
-    :param store_url: the SQLAlchemy URL of the store.
-    :param query: a ``.sql`` file with ``:name`` parameters, run on a database source.
-    :param params: values of the query's parameters, bound by the database driver.
+    :param source: CSV or Parquet files or globs, a database URL with ``query``, or a store URL
+        (several: combined by the configuration's ``overlap`` rule, later sources last).
+    :param store_url: the SQLAlchemy URL (or SQLite file) of the store.
+    :param query: ``.sql`` files with ``:name`` parameters, each run on the database source.
+    :param params: values of the queries' parameters, bound by the database driver.
     :param definitions: KPI definitions; default the built-in sheet plus plugins.
-    :param entities: the entity hierarchy; default the demo hierarchy.
-    :param config: an ingest configuration file (or object): column names, exclusions.
+    :param entities: the entity hierarchy YAML. Default: ``entities_source``, else the hierarchy
+        of the store release being copied, else the previous release's, else the demo hierarchy.
+    :param entities_source: a product table (file or database URL with ``entities_query``),
+        read by the configuration's ``entities:`` section.
+    :param config: an ingest configuration file (or object).
     :param release: with a store as the source, the release to copy (default its newest).
-    :param echo: receives one line per notable step (exclusions, identical data).
+    :param strict: make plausibility warnings errors.
+    :param today: the current date for the future-month check (default today, UTC).
+    :param echo: receives one line per notable step (exclusions, overlap, warnings, changes).
     :raises DataError, StoreError, DefinitionError, HierarchyError, IngestConfigError: with
         every problem found.
     """
     store = Store(store_url)
     registry = load_kpis(definitions)
-    hierarchy = load_hierarchy(entities if entities is not None else _default_entities())
     settings = config if isinstance(config, IngestConfig) else load_ingest_config(config)
-    frame, label = read_source(source, query, params, release)
-    observations = prepare(frame, registry, hierarchy, settings, source=label, echo=echo)
-    del frame  # the raw rows are not needed while the release is written
+    _check_settings(settings, registry, config)
+    specs = expand_sources(source, query)
+    if entities is not None and entities_source is not None:
+        raise IngestConfigError(
+            [Problem("give the hierarchy once: --entities FILE.yaml or --entities-source")]
+        )
     with store:
         previous = _latest_or_none(store)
-        info = store.write_release(observations, source=label, note=note, progress=progress)
-    # The checksum that write_release computed tells whether anything changed.
-    if previous is not None and previous.checksum == info.checksum:
-        echo(f"the data is identical to release {previous.id}")
+        if entities is not None:
+            hierarchy = load_hierarchy(entities)
+        elif entities_source is not None:
+            hierarchy = read_entities(
+                entities_source, settings.entities, query=entities_query, params=params, echo=echo
+            )
+            echo(
+                f"hierarchy from {display_url(str(entities_source))}: {len(hierarchy.leaves)} products"
+            )
+        else:
+            hierarchy = _recorded_hierarchy(specs, release, store, previous)
+    parts: list[tuple[str, pd.DataFrame]] = []
+    errors: list[DataError] = []
+    for spec in specs:
+        try:
+            raw, label = read_source(spec.source, spec.query, params, release)
+            parts.append(
+                (label, prepare(raw, registry, hierarchy, settings, source=label, echo=echo))
+            )
+        except DataError as error:
+            errors.append(error)
+    if errors:
+        raise errors[0] if len(errors) == 1 else _joined(errors)
+    label = " + ".join(label for label, _ in parts)
+    observations = combine(parts, settings.overlap, echo=echo)
+    del parts
+    previous_newest = pd.Period(previous.newest_month, freq="M") if previous else None
+    refused = plausibility.month_errors(
+        observations,
+        settings.checks,
+        today=today or datetime.now(UTC).date(),
+        previous_newest=previous_newest,
+        previous_id=previous.id if previous else None,
+    )
+    warned = plausibility.warnings(observations, settings.checks, previous_newest=previous_newest)
+    if refused or (strict and warned):
+        problems = [Problem(f.message) for f in refused]
+        problems += [
+            Problem(f"{f.message} (a warning, an error with --strict)") for f in warned if strict
+        ]
+        raise DataError(
+            label if len(specs) == 1 else f"{len(specs)} sources", problems, pd.DataFrame()
+        )
+    with store:
+        info = store.write_release(
+            observations,
+            source=label,
+            note=note,
+            hierarchy=hierarchy,
+            warnings=[ReleaseWarning(f.rule, f.message) for f in warned],
+            progress=progress,
+        )
+        for line in plausibility.shown(warned):
+            echo(f"warning: {line}")
+        if previous is not None:
+            # The checksum that write_release computed tells whether anything changed.
+            if previous.checksum == info.checksum and not len(
+                _moves(store, previous.id, hierarchy)
+            ):
+                echo(f"the data is identical to release {previous.id}")
+            else:
+                _, before = store.read(previous.id)
+                changes = diff_releases(
+                    before,
+                    observations,
+                    old_hierarchy=store.hierarchy(previous.id),
+                    new_hierarchy=hierarchy,
+                    old_id=previous.id,
+                    new_id=info.id,
+                )
+                for line in changes.summary():
+                    echo(line)
     return info
 
 
+def _moves(store: Store, release: int, hierarchy: Hierarchy) -> pd.DataFrame:
+    old = store.hierarchy(release)
+    return old.moves(hierarchy) if old is not None else pd.DataFrame()
+
+
+def _joined(errors: Sequence[DataError]) -> DataError:
+    """One error with the problems of every source."""
+    problems = [p for error in errors for p in error.problems]
+    cases = [error.failure_cases for error in errors if not error.failure_cases.empty]
+    return DataError(
+        f"{len(errors)} sources",
+        problems,
+        pd.concat(cases, ignore_index=True) if cases else pd.DataFrame(),
+    )
+
+
+def _check_settings(
+    settings: IngestConfig, registry: Registry, config: Path | str | IngestConfig | None
+) -> None:
+    """KPIs named in ``checks.jumps`` exist."""
+    unknown = [
+        kpi
+        for kpi in settings.checks.jumps
+        if kpi != plausibility.DEFAULT_KEY and kpi not in registry
+    ]
+    if unknown:
+        file = (
+            None
+            if config is None or isinstance(config, IngestConfig)
+            else display_path(Path(config))
+        )
+        raise IngestConfigError(
+            [
+                Problem(
+                    f"checks.jumps: unknown KPI '{kpi}'; known: {', '.join(registry.ids)} "
+                    f"(or '{plausibility.DEFAULT_KEY}')",
+                    file=file,
+                )
+                for kpi in unknown
+            ]
+        )
+
+
+def _recorded_hierarchy(
+    specs: Sequence[SourceSpec],
+    release: int | None,
+    store: Store,
+    previous: ReleaseInfo | None,
+) -> Hierarchy:
+    """The hierarchy of the store release being copied, else of the previous release, else the
+    demo hierarchy."""
+    copied = store_url_of(specs[0].source) if len(specs) == 1 and specs[0].query is None else None
+    if copied is not None:
+        with Store(copied) as source_store:
+            found = source_store.hierarchy(release) if source_store.releases() else None
+        if found is not None:
+            return found
+    if previous is not None:
+        found = store.hierarchy(previous.id)
+        if found is not None:
+            return found
+    return load_hierarchy(_default_entities())
+
+
 def prepare(
-    frame: pd.DataFrame,
+    raw: RawTable | pd.DataFrame,
     registry: Registry,
     hierarchy: Hierarchy,
     config: IngestConfig | None = None,
@@ -616,16 +1049,20 @@ def prepare(
     echo: Echo = _no_echo,
 ) -> pd.DataFrame:
     """Raw rows as validated, canonical observations; every problem raised in one DataError."""
-    shown = frame.attrs.get("source", source or "DataFrame")
-    if frame.empty:
+    table = raw if isinstance(raw, RawTable) else RawTable(raw, source or "DataFrame")
+    config = config or IngestConfig()
+    shown = table.source
+    if table.frame.empty:
         raise DataError(shown, [Problem("the source has no rows", file=shown)], pd.DataFrame())
-    observations, report = to_observations(frame, registry, config, echo=echo)
-    if observations.empty and not report.problems:
+    observations, report = to_observations(table, registry, config, echo=echo)
+    if observations.frame.empty and not report.problems:
         report.add("no rows left after the exclusion rules")
-    if report.problems and observations.empty:
+    if report.problems and observations.frame.empty:
         report.raise_with()
     try:
-        valid = validate_observations(observations, registry, hierarchy, source=shown)
+        valid = validate_observations(
+            observations, registry, hierarchy, source=shown, date_format=config.date_format
+        )
     except DataError as error:
         report.raise_with(error)
     if report.problems:

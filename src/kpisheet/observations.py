@@ -3,7 +3,9 @@
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
 as ``YYYY-MM``, ``YYYYMM`` or any date inside the month. Values may carry Swiss thousands separators
 (``1'234'567.50``); in semicolon-separated files, as German-language Excel writes them, a decimal comma
-(``1234,50``) is read as a decimal point. Validation collects every problem — months that
+(``1234,50``) is read as a decimal point. What a reader learnt about a source — its name, where its
+rows start, whether it writes decimal commas — travels with the rows in a :class:`RawTable`, so
+``kpisheet.open``, ``kpisheet validate --data`` and ``kpisheet ingest`` read values alike. Validation collects every problem — months that
 do not parse, values that are not numbers, unknown KPIs and entities, duplicate rows — and raises one
 :class:`~kpisheet.errors.DataError` quoting the offending rows, so a bad input never half-loads.
 """
@@ -15,7 +17,9 @@ import csv
 import difflib
 import functools
 import io
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,17 +92,38 @@ def _sniff_separator(content: bytes) -> str:
         return ","
 
 
-def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+@dataclass(frozen=True)
+class RawTable:
+    """Rows as read from a source, not yet validated, and what the reader learnt about them.
+
+    An explicit record between reading and validating (rather than metadata riding on the frame),
+    so that a step in between, such as ingest's mapping of upstream names, cannot drop it.
+    """
+
+    frame: pd.DataFrame
+    #: The source as messages name it (a file path, a database URL without password, ...).
+    source: str = "DataFrame"
+    #: Line of the file holding row 0 (``None``: rows are named ``row N``).
+    line_offset: int | None = None
+    #: Values are written with a decimal comma (``1234,5``), as German-language Excel writes them.
+    decimal_comma: bool = False
+
+    def with_frame(self, frame: pd.DataFrame) -> RawTable:
+        """The same source with other rows (e.g. mapped or filtered; the index keeps row numbers)."""
+        return replace(self, frame=frame)
+
+    def where(self, index: Iterable[int]) -> list[str]:
+        """How messages name rows: ``line 7`` of a file, ``row 5`` of a frame or query."""
+        return _where(pd.Index(index), self.line_offset)
+
+
+def read_observations(source: str | Path | pd.DataFrame) -> RawTable:
     """Read raw observations from a CSV or Parquet file or a DataFrame, without validating them.
 
     Columns are kept as given (text for CSV); :func:`validate_observations` parses and checks them.
-    The frame's ``attrs["where"]`` tells validation how to name rows (file lines or frame rows).
     """
     if isinstance(source, pd.DataFrame):
-        frame = source.copy()
-        frame.attrs["source"] = "DataFrame"
-        frame.attrs["line_offset"] = None
-        return frame
+        return RawTable(source.copy())
     path = Path(source)
     name = display_path(path)
     if not path.is_file():
@@ -126,11 +151,31 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
             name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()
         ) from exc
     frame.columns = [str(c).strip().lower() for c in frame.columns]
-    frame.attrs["source"] = name
-    frame.attrs["line_offset"] = offset
     # Semicolon CSV is what German-language Excel writes, with decimal commas.
-    frame.attrs["decimal_comma"] = offset is not None and separator == ";"
-    return frame
+    return RawTable(frame, name, offset, decimal_comma=offset is not None and separator == ";")
+
+
+def parse_values(raw: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
+    """Values as floats; text that is no number becomes NaN (validation reports it).
+
+    Apostrophe thousands separators (``1'234'567.50``) are read in any text; a decimal comma
+    (``1234,50``) only where the source writes them (``decimal_comma``).
+    """
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.astype(float)
+    text = raw.astype("string").str.strip()
+    number = text.str.replace(r"(?<=\d)['’](?=\d{3})", "", regex=True)  # Swiss 1'234'567
+    if decimal_comma:
+        number = number.str.replace(r"^([+-]?\d+),(\d+)$", r"\1.\2", regex=True)
+    return pd.to_numeric(number.replace("", pd.NA), errors="coerce").astype(float)
+
+
+def missing_value_text(raw: pd.Series) -> pd.Series:
+    """Which raw values stand for a missing value: empty, ``nan``, ``na`` or ``null``."""
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.isna()
+    text = raw.astype("string").str.strip()
+    return (text.isna() | (text == "") | text.str.lower().isin(["nan", "na", "null"])).astype(bool)
 
 
 def _where(index: pd.Index, offset: int | None) -> list[str]:
@@ -139,8 +184,55 @@ def _where(index: pd.Index, offset: int | None) -> list[str]:
     return [f"line {i + offset}" for i in index]
 
 
-def parse_months(raw: pd.Series) -> pd.Series:
-    """Months as ``Period[M]``; text that is no month becomes NaT (reported by validation)."""
+#: Dates with the day and the month in an order the text does not tell: 01/10/2026, 1-10-2026.
+_NUMERIC_DATE = re.compile(r"(\d{1,2})[/-](\d{1,2})[/-](\d{4})")
+
+
+def ambiguous_dates(raw: pd.Series) -> pd.Series:
+    """Which month texts are dates like ``01/10/2026`` whose order (day or month first) is unclear.
+
+    The column decides: a date such as ``31/10/2026`` shows that its column writes the day first
+    (``10/31/2026``: the month first), and then every date of the column is read that way. Without
+    such a date, or with both kinds, a date whose first two numbers differ and are both at most 12
+    is ambiguous. (Dates with dots are day first everywhere and never ambiguous.)
+    """
+    if isinstance(raw.dtype, pd.PeriodDtype) or pd.api.types.is_datetime64_any_dtype(raw):
+        return pd.Series(False, index=raw.index)
+    codes, uniques = pd.factorize(raw.astype("string").str.strip())
+    ambiguous = _ambiguous_texts(pd.Series(uniques, dtype="string"))
+    return pd.Series(np.append(ambiguous.to_numpy(dtype=bool), False)[codes], index=raw.index)
+
+
+def _date_order(text: pd.Series) -> tuple[bool | None, pd.Series]:
+    """Whether the column's numeric dates are day first (``None``: it does not say), and which
+    texts are numeric dates."""
+    parts = text.str.extract(_NUMERIC_DATE.pattern.join("^$"))
+    numeric = parts[0].notna()
+    first = pd.to_numeric(parts[0], errors="coerce")
+    second = pd.to_numeric(parts[1], errors="coerce")
+    day_first = bool((numeric & (first > 12) & (second <= 12)).any())
+    month_first = bool((numeric & (second > 12) & (first <= 12)).any())
+    order = day_first if day_first != month_first else None
+    return order, numeric
+
+
+def _ambiguous_texts(text: pd.Series) -> pd.Series:
+    order, numeric = _date_order(text)
+    if order is not None:
+        return pd.Series(False, index=text.index)
+    parts = text.str.extract(_NUMERIC_DATE.pattern.join("^$"))
+    first = pd.to_numeric(parts[0], errors="coerce")
+    second = pd.to_numeric(parts[1], errors="coerce")
+    return (numeric & (first <= 12) & (second <= 12) & (first != second)).fillna(False)
+
+
+def parse_months(raw: pd.Series, date_format: str | None = None) -> pd.Series:
+    """Months as ``Period[M]``; text that is no month becomes NaT (reported by validation).
+
+    :param date_format: a ``strptime`` format for dates that are not ``YYYY-MM``, ``YYYYMM``
+        or ``DD.MM.YYYY`` (e.g. ``%d/%m/%Y``); without it, dates whose order of day and month
+        is unclear (:func:`ambiguous_dates`) become NaT rather than a guess.
+    """
     if isinstance(raw.dtype, pd.PeriodDtype):
         return raw.dt.asfreq("M")
     if pd.api.types.is_datetime64_dtype(raw):  # tz-naive: convert each distinct date once
@@ -152,13 +244,13 @@ def parse_months(raw: pd.Series) -> pd.Series:
         return raw.dt.to_period("M")
     # Each distinct text is parsed once: a file has millions of rows but only dozens of months.
     codes, uniques = pd.factorize(raw.astype("string").str.strip())
-    parsed = _parse_month_texts(pd.Series(uniques, dtype="string"))
+    parsed = _parse_month_texts(pd.Series(uniques, dtype="string"), date_format)
     ordinals = np.append(parsed.array.asi8, pd.NaT.value)[codes]  # code -1 (missing) takes NaT
     return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
 
 
-def _parse_month_texts(text: pd.Series) -> pd.Series:
-    """Months of distinct month texts; NaT where a text is no month."""
+def _parse_month_texts(text: pd.Series, date_format: str | None = None) -> pd.Series:
+    """Months of distinct month texts; NaT where a text is no month or an ambiguous date."""
     result = pd.Series(pd.NaT, index=text.index, dtype=MonthDtype)
     compact = text.str.fullmatch(r"\d{6}").fillna(False)
     year_month = text.str.fullmatch(r"\d{4}-\d{1,2}").fillna(False)
@@ -174,9 +266,16 @@ def _parse_month_texts(text: pd.Series) -> pd.Series:
         parsed = pd.to_datetime(text[dotted], errors="coerce", format="%d.%m.%Y")
         result[dotted] = parsed.dt.to_period("M")
     other = ~(compact | year_month | dotted) & text.notna() & (text != "")
-    if other.any():
-        parsed = pd.to_datetime(text[other], errors="coerce", format="mixed", dayfirst=False)
+    if other.any() and date_format is not None:
+        parsed = pd.to_datetime(text[other], errors="coerce", format=date_format)
         result[other] = parsed.dt.to_period("M")
+    elif other.any():
+        order, _ = _date_order(text)
+        ambiguous = _ambiguous_texts(text)
+        parsed = pd.to_datetime(
+            text[other & ~ambiguous], errors="coerce", format="mixed", dayfirst=bool(order)
+        )
+        result[other & ~ambiguous] = parsed.dt.to_period("M")
     return result
 
 
@@ -235,15 +334,25 @@ def _suggest(value: str, known: Iterable[str]) -> str:
 
 
 def validate_observations(
-    frame: pd.DataFrame, registry: Registry, hierarchy: Hierarchy, source: str | None = None
+    raw: RawTable | pd.DataFrame,
+    registry: Registry,
+    hierarchy: Hierarchy,
+    source: str | None = None,
+    *,
+    date_format: str | None = None,
 ) -> pd.DataFrame:
     """Parse and check raw observations; return the canonical frame or raise every problem at once.
 
+    :param raw: rows as a reader gives them (a :class:`RawTable`), or a frame of rows.
+    :param source: the name messages give the source; default the table's own.
+    :param date_format: how to read dates whose order of day and month is unclear.
     :raises DataError: with one problem per kind of fault, quoting the offending rows, and the
         rows themselves in ``failure_cases``.
     """
-    source = source or frame.attrs.get("source", "DataFrame")
-    offset = frame.attrs.get("line_offset")
+    table = raw if isinstance(raw, RawTable) else RawTable(raw)
+    frame = table.frame
+    source = source or table.source
+    offset = table.line_offset
     missing = [c for c in OBSERVATION_COLUMNS if c not in frame.columns]
     if missing:
         problem = Problem(
@@ -275,34 +384,32 @@ def validate_observations(
 
     extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
     data = frame[list(OBSERVATION_COLUMNS)].copy()
-    month = parse_months(data[MONTH])
+    month = parse_months(data[MONTH], date_format)
     bad_month = month.isna()
-    if bad_month.any():
+    ambiguous = ambiguous_dates(data[MONTH]) if date_format is None else bad_month & False
+    if (bad_month & ~ambiguous).any():
         fail(
-            bad_month,
+            bad_month & ~ambiguous,
             MONTH,
             data[MONTH],
-            "month is not a month (expected YYYY-MM, YYYYMM or a date)",
+            "month is not a month (expected YYYY-MM, YYYYMM or a date)"
+            + (f" in the format {date_format!r}" if date_format else ""),
+        )
+    if ambiguous.any():
+        fail(
+            ambiguous,
+            MONTH,
+            data[MONTH],
+            "month is a date that may be day first or month first; name the format in the "
+            "ingest configuration (date_format: '%d/%m/%Y' or '%m/%d/%Y')",
         )
     kpi_codes, kpi_labels = _labels(data[KPI])
     entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
-    if pd.api.types.is_numeric_dtype(raw_value):
-        value = raw_value.astype(float)
-    else:
-        text = raw_value.astype("string").str.strip()
-        number = text.str.replace(r"(?<=\d)['’](?=\d{3})", "", regex=True)  # Swiss 1'234'567
-        if frame.attrs.get("decimal_comma"):
-            number = number.str.replace(r"^([+-]?\d+),(\d+)$", r"\1.\2", regex=True)
-        value = pd.to_numeric(number.replace("", pd.NA), errors="coerce").astype(float)
-        not_number = (
-            value.isna()
-            & text.notna()
-            & (text != "")
-            & ~text.str.lower().isin(["nan", "na", "null"])
-        )
-        if not_number.any():
-            fail(not_number, VALUE, raw_value, "value is not a number")
+    value = parse_values(raw_value, decimal_comma=table.decimal_comma)
+    not_number = value.isna() & ~missing_value_text(raw_value)
+    if not_number.any():
+        fail(not_number, VALUE, raw_value, "value is not a number")
     infinite = np.isinf(value)
     if infinite.any():
         fail(infinite, VALUE, raw_value, "value is not finite")

@@ -13,7 +13,7 @@ import pandas as pd
 
 from kpisheet import engine
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
-from kpisheet.errors import QueryError
+from kpisheet.errors import QueryError, StoreError
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import load_observations, validate_observations
 from kpisheet.plugins import load_kpis
@@ -332,28 +332,37 @@ def open(
 ) -> KPISheet:
     """Open a KPI sheet.
 
-    :param data: a CSV or Parquet file of observations, a SQLAlchemy URL of a store, or a
-        DataFrame; default the bundled demo sheet (a SQLite store built once in the user's
-        cache directory, ``$KPISHEET_CACHE_DIR`` if set).
+    :param data: a CSV or Parquet file of observations, a SQLAlchemy URL of a store (or a SQLite
+        store's file, recognised by its header), or a DataFrame; default the bundled demo sheet
+        (a SQLite store built once in the user's cache directory, ``$KPISHEET_CACHE_DIR`` if set).
     :param definitions: KPI YAML files or directories; default the built-in sheet plus plugins.
-    :param entities: the entity hierarchy YAML; default the demo hierarchy.
+    :param entities: the entity hierarchy YAML. Default: for a store, the hierarchy the release
+        was loaded with (so an old release is grouped as it was); else the demo hierarchy.
     :param release: a store release id; default the newest.
     :raises DefinitionError, HierarchyError, DataError, StoreError: with every problem found.
     """
     registry = load_kpis(definitions)
-    hierarchy = load_hierarchy(entities if entities is not None else _default_entities())
-    from kpisheet.store import Store, demo_store_url, display_url, is_store_url
+    given = load_hierarchy(entities) if entities is not None else None
+    from kpisheet.store import Store, demo_store_url, display_url, store_url_of
 
-    if data is None:
-        data = demo_store_url()
-    if isinstance(data, str) and is_store_url(data):
-        with Store(data) as store:
+    url = demo_store_url() if data is None else store_url_of(data)
+    if url is not None:
+        with Store(url) as store:
             info, raw = store.read(release)
-        shown = display_url(data)
+            hierarchy = given or store.hierarchy(info.id)
+        if hierarchy is None:
+            raise StoreError(
+                f"release {info.id} of store {display_url(url)} does not record its entity "
+                "hierarchy (it was loaded before releases kept one); give entities=FILE "
+                f"(--entities FILE), or record it: kpisheet store upgrade --store {display_url(url)} "
+                "--entities FILE"
+            )
+        shown = display_url(url)
         observations = validate_observations(
             raw, registry, hierarchy, source=f"{shown} release {info.id}"
         )
         return KPISheet(observations, registry, hierarchy, release=info, source=shown)
+    hierarchy = given or load_hierarchy(_default_entities())
     name = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "DataFrame"
     return KPISheet(
         load_observations(data, registry, hierarchy), registry, hierarchy, source=str(name)

@@ -1,7 +1,7 @@
 """The store: canonical observations kept in a SQL database as numbered, immutable releases.
 
 One code path (SQLAlchemy 2 Core) serves SQLite (the embedded default), PostgreSQL and Microsoft
-SQL Server (``mssql+pyodbc``). Five tables, created on first write:
+SQL Server (``mssql+pyodbc``). Seven tables, created on first write:
 
 - ``kpisheet_schema``: one row, the schema version; writers also lock it to take turns.
 - ``kpisheet_releases``: one row per release — id (1, 2, ...), created at (UTC), source,
@@ -10,6 +10,12 @@ SQL Server (``mssql+pyodbc``). Five tables, created on first write:
   0, 1, ... in sorted order (``code``).
 - ``kpisheet_observations``: release id, month, KPI code, entity code, value; the primary key
   (release id, month, kpi code, entity code) is the index that reading one release uses.
+- ``kpisheet_hierarchies``: per release, the entity hierarchy it was validated against (JSON of
+  the same structure as ``entities.yaml``), so that an old release is grouped as it was.
+- ``kpisheet_warnings``: per release, the plausibility warnings its ingest recorded.
+
+A store of schema version 2 (before releases kept their hierarchy) is refused with the command
+that upgrades it, ``kpisheet store upgrade`` (:meth:`Store.upgrade`).
 
 Months are stored as integers ``YYYYMM`` (e.g. ``202406``): the same type on every database,
 no time zones, and they sort. KPIs and entities are stored as small integer codes, so that the
@@ -29,10 +35,11 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +58,7 @@ from sqlalchemy import (
     String,
     Table,
     Unicode,
+    UnicodeText,
     UniqueConstraint,
     create_engine,
     event,
@@ -58,6 +66,7 @@ from sqlalchemy import (
     insert,
     inspect,
     select,
+    update,
 )
 from sqlalchemy.engine import URL, Connection, Dialect, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -67,16 +76,26 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import StoreError
+from kpisheet.errors import HierarchyError, StoreError
+from kpisheet.hierarchy import Hierarchy, parse_hierarchy
 
 #: Version of the table layout; a store of another version is refused, not misread.
-#: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row.
-SCHEMA_VERSION = 2
+#: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row;
+#: version 2 kept no hierarchy and no warnings per release (``kpisheet store upgrade`` adds them).
+SCHEMA_VERSION = 3
+#: The oldest schema version that :meth:`Store.upgrade` upgrades.
+UPGRADABLE_VERSION = 2
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+#: File name endings of a SQLite store given as a path that does not exist yet.
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SCHEMA_TABLE = "kpisheet_schema"
 RELEASES_TABLE = "kpisheet_releases"
 KPIS_TABLE = "kpisheet_kpis"
 ENTITIES_TABLE = "kpisheet_entities"
 OBSERVATIONS_TABLE = "kpisheet_observations"
+HIERARCHIES_TABLE = "kpisheet_hierarchies"
+WARNINGS_TABLE = "kpisheet_warnings"
 #: Columns of the observations table that hold codes of the labels tables.
 KPI_CODE = "kpi_code"
 ENTITY_CODE = "entity_code"
@@ -97,6 +116,7 @@ NOTE_LENGTH = 2000
 KPI_LENGTH = 100
 ENTITY_LENGTH = 200
 CHECKSUM_LENGTH = 64
+RULE_LENGTH = 40
 
 # Execution option that makes a SQLite transaction take the write lock at BEGIN.
 _WRITE_OPTION = "kpisheet_write"
@@ -157,6 +177,26 @@ observations_table = Table(
     sqlite_with_rowid=False,
 )
 
+hierarchies_table = Table(
+    HIERARCHIES_TABLE,
+    metadata,
+    Column("release_id", Integer, primary_key=True, autoincrement=False),
+    Column("hierarchy", UnicodeText, nullable=False),  # JSON: total, levels, entities
+)
+
+warnings_table = Table(
+    WARNINGS_TABLE,
+    metadata,
+    Column("release_id", Integer, nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("rule", Unicode(RULE_LENGTH), nullable=False),
+    Column("message", Unicode(NOTE_LENGTH), nullable=False),
+    PrimaryKeyConstraint("release_id", "number", name="pk_kpisheet_warnings"),
+)
+
+#: Tables that schema version 3 added to version 2.
+_ADDED_IN_3 = (hierarchies_table, warnings_table)
+
 #: The numpy types of the rows of :func:`select_observations`, as they are read.
 _ROW_TYPE = np.dtype([(MONTH, "i8"), (KPI_CODE, "i4"), (ENTITY_CODE, "i4"), (VALUE, "f8")])
 
@@ -181,6 +221,14 @@ class ReleaseInfo:
     newest_month: str  # "YYYY-MM"
     checksum: str
     note: str
+
+
+@dataclass(frozen=True)
+class ReleaseWarning:
+    """A plausibility warning recorded with a release: the rule and a message naming the row."""
+
+    rule: str
+    message: str
 
 
 # Statements, one function each, so tests can compile them for every dialect.
@@ -264,6 +312,34 @@ def display_url(url: str | URL) -> str:
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""
     return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
+
+
+def is_sqlite_file(path: str | Path) -> bool:
+    """True for an existing file that begins with SQLite's header (whatever its name)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def store_url_of(data: object, *, new: bool = False) -> str | None:
+    """The store URL that ``data`` names: a store URL itself, or a SQLite file given as a path.
+
+    A file is recognised by SQLite's header, not by its name; with ``new``, a path that does not
+    exist yet and ends in ``.db``, ``.sqlite`` or ``.sqlite3`` names a new SQLite store.
+    ``None`` when ``data`` names no store (e.g. a CSV file).
+    """
+    if isinstance(data, str) and is_store_url(data):
+        return data
+    if not isinstance(data, str | Path):
+        return None
+    path = Path(data)
+    if is_sqlite_file(path):
+        return sqlite_url(path)
+    if new and not path.exists() and path.suffix.lower() in SQLITE_SUFFIXES:
+        return sqlite_url(path)
+    return None
 
 
 def month_numbers(months: pd.Series) -> np.ndarray:
@@ -391,11 +467,13 @@ def _key_order(
 class Store:
     """A database of observation releases, addressed by a SQLAlchemy URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str | Path) -> None:
+        url = store_url_of(url, new=True) or url
         if not is_store_url(url):
             raise StoreError(
-                f"{url!r} is not a database URL; expected e.g. sqlite:///kpisheet.db, "
-                "postgresql+psycopg://user@host/db or mssql+pyodbc://user@dsn"
+                f"{str(url)!r} is neither a database URL nor a SQLite file; expected e.g. "
+                "sqlite:///kpisheet.db, kpisheet.db, postgresql+psycopg://user@host/db or "
+                "mssql+pyodbc://user@dsn"
             )
         self._url = make_url(url)
         self.url = display_url(self._url)
@@ -553,6 +631,56 @@ class Store:
         infos = self.releases()
         return infos[-1] if infos else None
 
+    def _info(self, conn: Connection, release: int | None) -> ReleaseInfo:
+        """One release's record (default the newest); an error naming the existing ones."""
+        infos = self._release_infos(conn)
+        if not infos:
+            raise StoreError(
+                f"store {self.url} has no releases yet; `kpisheet ingest` writes the first"
+            )
+        if release is None:
+            return infos[-1]
+        by_id = {info.id: info for info in infos}
+        if release not in by_id:
+            raise StoreError(
+                f"release {release} does not exist in store {self.url}; "
+                f"releases: {', '.join(str(i) for i in by_id)}"
+            )
+        return by_id[release]
+
+    def hierarchy(self, release: int | None = None) -> Hierarchy | None:
+        """The entity hierarchy a release was validated against (default the newest release).
+
+        ``None`` for a release written before releases kept their hierarchy (schema 2).
+        """
+        with self._reading() as conn:
+            info = self._info(conn, release)
+            text = conn.execute(
+                select(hierarchies_table.c.hierarchy).where(
+                    hierarchies_table.c.release_id == info.id
+                )
+            ).scalar()
+        if text is None:
+            return None
+        try:
+            return parse_hierarchy(json.loads(text), f"store {self.url} release {info.id}")
+        except (ValueError, HierarchyError) as exc:
+            raise StoreError(
+                f"store {self.url}: the hierarchy of release {info.id} cannot be read ({exc}); "
+                "the store was changed outside kpisheet"
+            ) from exc
+
+    def warnings(self, release: int | None = None) -> list[ReleaseWarning]:
+        """The plausibility warnings recorded with a release (default the newest), in order."""
+        with self._reading() as conn:
+            info = self._info(conn, release)
+            rows = conn.execute(
+                select(warnings_table.c.rule, warnings_table.c.message)
+                .where(warnings_table.c.release_id == info.id)
+                .order_by(warnings_table.c.number)
+            ).all()
+        return [ReleaseWarning(rule, message) for rule, message in rows]
+
     def read(self, release: int | None = None) -> tuple[ReleaseInfo, pd.DataFrame]:
         """A release and its observations (``month`` as ``Period[M]``, ``kpi``, ``entity``, ``value``).
 
@@ -560,23 +688,80 @@ class Store:
         :raises StoreError: for an empty store or an unknown release.
         """
         with self._reading() as conn:
-            infos = self._release_infos(conn)
-            if not infos:
-                raise StoreError(
-                    f"store {self.url} has no releases yet; `kpisheet ingest` writes the first"
-                )
-            if release is None:
-                info = infos[-1]
-            else:
-                by_id = {info.id: info for info in infos}
-                if release not in by_id:
-                    raise StoreError(
-                        f"release {release} does not exist in store {self.url}; "
-                        f"releases: {', '.join(str(i) for i in by_id)}"
-                    )
-                info = by_id[release]
+            info = self._info(conn, release)
             frame = _read_observations(conn, info, self.url)
         return info, frame
+
+    # -- upgrading -------------------------------------------------------------------------
+
+    def upgrade(self, hierarchy: Hierarchy | None = None) -> list[str]:
+        """Upgrade a store of schema 2 to this kpisheet's schema, in one transaction.
+
+        Adds the tables for each release's hierarchy and warnings; the releases themselves are
+        kept as they are. With ``hierarchy``, every release that records none gets it, after
+        checking that it has every product of the release (so that the release reads as it was
+        loaded). Also for a store already at this schema, to record a missing hierarchy.
+
+        :returns: what was done, one line each.
+        :raises StoreError: for a store of another schema, or a hierarchy lacking products.
+        """
+        path = self._sqlite_path
+        if path is not None and not path.is_file():
+            raise StoreError(f"no store at {path}: the file does not exist")
+        done: list[str] = []
+        engine = self.engine.execution_options(**{_WRITE_OPTION: True})
+        with self._errors("upgrade"), engine.begin() as conn:
+            version = None
+            if inspect(conn).has_table(SCHEMA_TABLE):
+                version = conn.execute(lock_writers()).scalar()
+            if version is None:
+                raise StoreError(f"store {self.url} has no kpisheet tables; nothing to upgrade")
+            if version not in (UPGRADABLE_VERSION, SCHEMA_VERSION):
+                _check_version(version, self.url)
+            if version == UPGRADABLE_VERSION:
+                metadata.create_all(conn, tables=list(_ADDED_IN_3), checkfirst=True)
+                conn.execute(update(schema_table).values(version=SCHEMA_VERSION))
+                done.append(
+                    f"schema {UPGRADABLE_VERSION} -> {SCHEMA_VERSION}: added tables "
+                    f"{', '.join(t.name for t in _ADDED_IN_3)}"
+                )
+            recorded = set(conn.execute(select(hierarchies_table.c.release_id)).scalars())
+            missing = [
+                i for i in conn.execute(select(releases_table.c.id)).scalars() if i not in recorded
+            ]
+            if hierarchy is None:
+                if missing:
+                    done.append(
+                        f"releases without a recorded hierarchy: {_id_list(missing)}; open them "
+                        "with --entities FILE, or record one with "
+                        f"`kpisheet store upgrade --store {self.url} --entities FILE`"
+                    )
+                return done
+            problems = []
+            for release_id in missing:
+                _, names = _transpose(
+                    conn.execute(select_labels(entities_table, release_id)).all(), 2
+                )
+                unknown = sorted(set(names) - set(hierarchy.leaves))
+                if unknown:
+                    shown = ", ".join(f"'{name}'" for name in unknown[:5])
+                    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                    problems.append(
+                        f"release {release_id} has {len(unknown)} products the hierarchy lacks: "
+                        f"{shown}{more}"
+                    )
+            if problems:
+                raise StoreError(
+                    f"not upgraded, store {self.url} is unchanged: " + "; ".join(problems)
+                )
+            if missing:
+                text = hierarchy_json(hierarchy)
+                conn.execute(
+                    insert(hierarchies_table),
+                    [{"release_id": release_id, "hierarchy": text} for release_id in missing],
+                )
+                done.append(f"recorded the hierarchy for releases {_id_list(missing)}")
+        return done
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -586,11 +771,16 @@ class Store:
         source: str,
         note: str = "",
         *,
+        hierarchy: Hierarchy | None = None,
+        warnings: Sequence[ReleaseWarning] = (),
         progress: bool | None = None,
     ) -> ReleaseInfo:
         """Write canonical, validated observations as the next release, in one transaction.
 
         :param source: where the observations came from (recorded, shortened to fit).
+        :param hierarchy: the entity hierarchy the observations were validated against; readers
+            group the release by it.
+        :param warnings: plausibility warnings to record with the release.
         :param progress: show a progress bar; default on a terminal for large writes.
         :raises StoreError: when the store cannot be written; then nothing is written.
         """
@@ -613,6 +803,25 @@ class Store:
                     [
                         {"release_id": release_id, "code": code, column: label}
                         for code, label in enumerate(labels)
+                    ],
+                )
+            if hierarchy is not None:
+                conn.execute(
+                    insert(hierarchies_table).values(
+                        release_id=release_id, hierarchy=hierarchy_json(hierarchy)
+                    )
+                )
+            if warnings:
+                conn.execute(
+                    insert(warnings_table),
+                    [
+                        {
+                            "release_id": release_id,
+                            "number": number,
+                            "rule": _fit(warning.rule, RULE_LENGTH),
+                            "message": _fit(warning.message, NOTE_LENGTH),
+                        }
+                        for number, warning in enumerate(warnings, start=1)
                     ],
                 )
             with tqdm(
@@ -806,6 +1015,10 @@ def _fetch_rows(
     return out if filled == count else None
 
 
+def _id_list(ids: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in ids)
+
+
 def _fit(text: str, length: int) -> str:
     return text if len(text) <= length else text[: length - 1] + "…"
 
@@ -816,12 +1029,24 @@ def _check_version(version: int, url: str) -> None:
             f"store {url} has schema version {version}, newer than this kpisheet supports "
             f"({SCHEMA_VERSION}); upgrade kpisheet"
         )
+    if UPGRADABLE_VERSION <= version < SCHEMA_VERSION:
+        raise StoreError(
+            f"store {url} has schema version {version}, from before releases kept their entity "
+            f"hierarchy; this kpisheet reads schema {SCHEMA_VERSION} only. Upgrade the store "
+            f"first (its releases are kept): kpisheet store upgrade --store {url} "
+            "[--entities FILE, the hierarchy its releases were loaded with]"
+        )
     if version < SCHEMA_VERSION:
         raise StoreError(
             f"store {url} has schema version {version}, written by an earlier development "
             f"version of kpisheet, which this kpisheet ({SCHEMA_VERSION}) no longer reads; "
             "ingest the data into a new store"
         )
+
+
+def hierarchy_json(hierarchy: Hierarchy) -> str:
+    """A hierarchy as the JSON text the store keeps: the structure of ``entities.yaml``."""
+    return json.dumps(hierarchy.to_data(), ensure_ascii=False, sort_keys=False)
 
 
 def _release_info(row: Any) -> ReleaseInfo:
@@ -868,14 +1093,17 @@ def write_demo_store(url: str) -> ReleaseInfo:
     from kpisheet.observations import validate_observations
     from kpisheet.plugins import load_kpis
 
+    hierarchy = load_hierarchy(DEMO_ENTITIES)
     observations = validate_observations(
         generate_observations(),
         load_kpis(builtin_definitions_dir()),
-        load_hierarchy(DEMO_ENTITIES),
+        hierarchy,
         source=DEMO_SOURCE,
     )
     with Store(url) as store:
-        return store.write_release(observations, source=DEMO_SOURCE, note="demo data")
+        return store.write_release(
+            observations, source=DEMO_SOURCE, note="demo data", hierarchy=hierarchy
+        )
 
 
 def cache_dir() -> Path:
