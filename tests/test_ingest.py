@@ -3,6 +3,7 @@ KPI names and ids, exclusion rules, every problem reported with nothing written,
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -12,10 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from click.testing import CliRunner
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.dialects import mssql
@@ -23,10 +26,19 @@ from sqlalchemy.dialects import mssql
 import kpisheet
 from kpisheet.cli import main
 from kpisheet.demo import generate_observations, write_demo_csv
-from kpisheet.errors import DataError, IngestConfigError
+from kpisheet.errors import DataError, HierarchyError, IngestConfigError
 from kpisheet.ingest import bind_query, ingest, load_ingest_config
 from kpisheet.plugins import load_kpis
 from kpisheet.store import Store, display_url, observations_checksum, sqlite_url
+from tests.small_sheet import (
+    CONFIG,
+    ENTITIES_YAML,
+    PRODUCTS,
+    PRODUCTS_MOVED,
+    history_csv,
+    small_sheet,
+    value,
+)
 
 KPISHEET = str(Path(sys.executable).parent / "kpisheet")
 
@@ -793,3 +805,351 @@ def test_guide_warehouse_query_runs_on_postgresql(
     ]
     assert info.newest_month == "2026-06"
     assert info.checksum == observations_checksum(demo[demo["month"] <= pd.Period("2026-06", "M")])
+
+
+# -- the hierarchy with each release, many sources ---------------------------------------------
+
+
+def mandant_turnover(sheet: kpisheet.KPISheet, month: str) -> dict[str, float]:
+    """Turnover per mandant in one month."""
+    table = sheet.query(as_of=month, kpis="turnover", levels="mandant")
+    return dict(zip(table["entity"], table["value"], strict=True))
+
+
+def test_hierarchy_from_a_product_csv_is_stored_with_the_release(tmp_path: Path) -> None:
+    """--entities-source with the config's entities: section makes the hierarchy, which the
+    release keeps and kpisheet.open uses without --entities."""
+    sheet = small_sheet(tmp_path)
+    history = sheet.write("history.csv", history_csv([202609]))
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    said: list[str] = []
+    ingest(
+        history,
+        url,
+        definitions=[sheet.definitions],
+        entities_source=sheet.products,
+        config=sheet.config,
+        echo=said.append,
+    )
+    assert said == [f"hierarchy from {sheet.products}: 3 products"]
+    stored = Store(url).hierarchy(1)
+    assert stored is not None and stored.to_data() == {
+        "total": "Test AG",
+        "levels": ["sector", "mandant"],
+        "entities": {
+            "Alpha Gold": {"sector": "B2C", "mandant": "Alpha", "cardprofile": "CC"},
+            "Alpha Prepaid": {"sector": "B2C", "mandant": "Alpha", "cardprofile": "PP"},
+            "Beta Classic": {"sector": "B2B2C", "mandant": "Beta", "cardprofile": "CC"},
+        },
+    }
+    opened = kpisheet.open(url, definitions=[sheet.definitions])
+    assert opened.hierarchy.views == ("cardprofile",)
+    assert mandant_turnover(opened, "2026-09") == {"Alpha": 1109.0 + 9.0, "Beta": 509.0}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def product_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database (SQLite file, or the suite's PostgreSQL) with the warehouse's product view."""
+    if request.param == "sqlite":
+        url = sqlite_url(tmp_path / "warehouse.db")
+    else:
+        url = request.getfixturevalue("postgres_db")
+    products = pd.read_csv(io.StringIO(PRODUCTS))
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        products.to_sql("v_produkt", conn, index=False)
+    engine.dispose()
+    return url
+
+
+def test_hierarchy_from_a_product_query(tmp_path: Path, product_database: str) -> None:
+    """--entities-source URL --entities-query products.sql gives the same stored hierarchy."""
+    sheet = small_sheet(tmp_path)
+    history = sheet.write("history.csv", history_csv([202609]))
+    query = sheet.write(
+        "products.sql",
+        "SELECT product_name, mandant, sector, kartenprofil FROM v_produkt "
+        "WHERE product_name <> :excluded",
+    )
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    result = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            "--source",
+            str(history),
+            "--store",
+            url,
+            "--definitions",
+            str(sheet.definitions),
+            "--entities-source",
+            product_database,
+            "--entities-query",
+            str(query),
+            "--param",
+            "excluded=none",
+            "--config",
+            str(sheet.config),
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    stored = Store(url).hierarchy()
+    assert stored is not None
+    assert stored.to_data() == small_sheet_hierarchy().to_data()
+
+
+def small_sheet_hierarchy() -> Any:
+    """The small sheet's hierarchy as its YAML declares it."""
+    from kpisheet.hierarchy import parse_hierarchy
+
+    return parse_hierarchy(yaml.safe_load(ENTITIES_YAML), "entities.yaml")
+
+
+def test_product_moved_between_releases_groups_each_release_its_own_way(tmp_path: Path) -> None:
+    """A product that moves to another mandant in release 2 leaves release 1's group figures as
+    they were; release 2 groups it under its new mandant, and the diff names the move."""
+    sheet = small_sheet(tmp_path)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    common = {"definitions": [sheet.definitions], "config": sheet.config}
+    first = sheet.write("2026-09.csv", history_csv([202608, 202609]))
+    ingest(first, url, entities_source=sheet.products, **common)
+    before = kpisheet.open(url, definitions=[sheet.definitions], release=1).query(levels="mandant")
+    moved = sheet.write("products-moved.csv", PRODUCTS_MOVED)
+    second = sheet.write("2026-10.csv", history_csv([202608, 202609, 202610]))
+    said: list[str] = []
+    ingest(second, url, entities_source=moved, echo=said.append, **common)
+    release_1 = kpisheet.open(url, definitions=[sheet.definitions], release=1)
+    release_2 = kpisheet.open(url, definitions=[sheet.definitions])
+    pd.testing.assert_frame_equal(release_1.query(levels="mandant"), before)
+    assert mandant_turnover(release_1, "2026-09") == {"Alpha": 1009.0 + 109.0, "Beta": 509.0}
+    assert mandant_turnover(release_2, "2026-09") == {"Alpha": 1009.0, "Beta": 509.0 + 109.0}
+    assert "  moved: 'Alpha Prepaid' mandant Alpha -> Beta" in said
+    assert "  moved: 'Alpha Prepaid' sector B2C -> B2B2C" in said
+    overridden = kpisheet.open(url, definitions=[sheet.definitions], entities=sheet.entities)
+    assert mandant_turnover(overridden, "2026-09") == {"Alpha": 1009.0 + 109.0, "Beta": 509.0}
+
+
+def test_next_ingest_keeps_the_previous_release_hierarchy(tmp_path: Path) -> None:
+    """Without --entities or --entities-source an ingest validates against, and records, the
+    previous release's hierarchy (not the demo's)."""
+    sheet = small_sheet(tmp_path)
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    first = sheet.write("a.csv", history_csv([202609]))
+    second = sheet.write("b.csv", history_csv([202609, 202610]))
+    ingest(
+        first,
+        url,
+        definitions=[sheet.definitions],
+        entities_source=sheet.products,
+        config=sheet.config,
+    )
+    ingest(second, url, definitions=[sheet.definitions], config=sheet.config)
+    assert Store(url).hierarchy(2).to_data() == Store(url).hierarchy(1).to_data()
+
+
+def test_product_table_problems_are_all_reported(tmp_path: Path) -> None:
+    """A product listed twice with different groups and a product without mandant are reported
+    together, naming the lines; nothing is written."""
+    sheet = small_sheet(tmp_path)
+    products = sheet.write(
+        "bad-products.csv", PRODUCTS + "Alpha Gold,Beta,B2B2C,CC\nGamma Card,,B2C,CC\n"
+    )
+    history = sheet.write("history.csv", history_csv([202609]))
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    with pytest.raises(
+        HierarchyError,
+        match=re.escape(
+            "bad-products.csv: product 'Alpha Gold' is listed 2 times with different groups "
+            "(line 2, line 5)"
+        ),
+    ):
+        ingest(
+            history,
+            url,
+            definitions=[sheet.definitions],
+            entities_source=products,
+            config=sheet.config,
+        )
+    fixed = sheet.write("bad-products.csv", PRODUCTS + "Gamma Card,,B2C,CC\n")
+    with pytest.raises(
+        HierarchyError, match=re.escape("entity 'Gamma Card': missing level attribute 'mandant'")
+    ):
+        ingest(
+            history,
+            url,
+            definitions=[sheet.definitions],
+            entities_source=fixed,
+            config=sheet.config,
+        )
+    assert not (tmp_path / "kpisheet.db").exists() or Store(url).releases() == []
+
+
+def test_entities_source_needs_the_config_section(tmp_path: Path) -> None:
+    """--entities-source without an entities: section in the configuration says what to add."""
+    sheet = small_sheet(tmp_path, config="columns: {month: period_value, entity: product_name}\n")
+    history = sheet.write("history.csv", history_csv([202609]))
+    with pytest.raises(
+        IngestConfigError,
+        match=re.escape(
+            "--entities-source needs an 'entities:' section in the ingest configuration"
+        ),
+    ):
+        ingest(
+            history,
+            sqlite_url(tmp_path / "kpisheet.db"),
+            definitions=[sheet.definitions],
+            entities_source=sheet.products,
+            config=sheet.config,
+        )
+
+
+def test_overlapping_sources_are_an_error_by_default(tmp_path: Path) -> None:
+    """Two history files holding the same month are refused, naming a row and both files."""
+    sheet = small_sheet(tmp_path)
+    older = sheet.write("history/2026-09.csv", history_csv([202608, 202609]))
+    newer = sheet.write("history/2026-10.csv", history_csv([202609, 202610]))
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    result = CliRunner().invoke(
+        main,
+        [
+            "ingest",
+            "--source",
+            str(older),
+            "--source",
+            str(newer),
+            "--store",
+            url,
+            "--definitions",
+            str(sheet.definitions),
+            "--entities",
+            str(sheet.entities),
+            "--config",
+            str(sheet.config),
+        ],
+    )
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "1 problem in data 2 sources:\n"
+        "  6 (month, kpi, entity) rows are in more than one source: 2026-09 / accounts / "
+        f"Alpha Gold in {older} and {newer}; 2026-09 / accounts / Alpha Prepaid in {older} and "
+        f"{newer}; 2026-09 / accounts / Beta Classic in {older} and {newer}; 2026-09 / turnover "
+        f"/ Alpha Gold in {older} and {newer}; 2026-09 / turnover / Alpha Prepaid in {older} and "
+        f"{newer} and 1 more — set overlap: later in the ingest configuration to take the value "
+        "of the source listed later\n"
+    )
+    assert not (tmp_path / "kpisheet.db").exists()
+
+
+def test_overlap_later_takes_the_later_file_of_a_glob_and_counts_restated(tmp_path: Path) -> None:
+    """With overlap: later, a glob's files load in name order into one release; the later file's
+    values win and the report counts the values it restated, per month."""
+    sheet = small_sheet(tmp_path, config=CONFIG + "overlap: later\n")
+    sheet.write("history/2026-08.csv", history_csv([202607, 202608]))
+    sheet.write(
+        "history/2026-09.csv",
+        history_csv([202608, 202609], changed={(202608, "turnover", "Beta Classic"): 999.0}),
+    )
+    sheet.write(
+        "history/2026-10.csv",
+        history_csv(
+            [202609, 202610],
+            changed={
+                (202609, "turnover", "Alpha Gold"): 5.0,
+                (202609, "accounts", "Alpha Gold"): 7.0,
+            },
+        ),
+    )
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    said: list[str] = []
+    info = ingest(
+        str(tmp_path / "history" / "*.csv"),
+        url,
+        definitions=[sheet.definitions],
+        entities=sheet.entities,
+        config=sheet.config,
+        echo=said.append,
+    )
+    assert said == [
+        "overlap: 12 (month, kpi, entity) values are in more than one source; the later "
+        "source's value is taken; 3 of them restated (2026-08: 1, 2026-09: 2)"
+    ]
+    assert (info.row_count, info.newest_month) == (24, "2026-10")
+    assert info.source.count(" + ") == 2 and info.source.endswith("2026-10.csv")
+    _, read = Store(url).read()
+    values = read.set_index(["month", "kpi", "entity"])["value"]
+    assert values[(pd.Period("2026-08", "M"), "turnover", "Beta Classic")] == 999.0
+    assert values[(pd.Period("2026-09", "M"), "turnover", "Alpha Gold")] == 5.0
+    assert values[(pd.Period("2026-07", "M"), "turnover", "Alpha Gold")] == value(
+        202607, "turnover", "Alpha Gold"
+    )
+
+
+def test_glob_matching_nothing_is_an_error(tmp_path: Path) -> None:
+    """A --source pattern that matches no file is reported, not taken as an empty source."""
+    with pytest.raises(DataError, match=re.escape("no file matches this pattern")):
+        ingest(str(tmp_path / "history" / "*.csv"), sqlite_url(tmp_path / "kpisheet.db"))
+
+
+def test_decimal_commas_read_alike_by_open_validate_and_ingest(tmp_path: Path) -> None:
+    """A semicolon CSV with decimal commas, as German-language Excel writes it, reads 1234,5 as
+    1234.5 through kpisheet.open, kpisheet validate --data and kpisheet ingest."""
+    sheet = small_sheet(tmp_path)
+    canonical = sheet.write(
+        "excel-canonical.csv",
+        "month;kpi;entity;value\n2026-09;turnover;Alpha Gold;1234,5\n"
+        "2026-09;turnover;Beta Classic;-0,25\n",
+    )
+    upstream_file = sheet.write(
+        "excel-upstream.csv",
+        "period_value;kpi_name;product_name;value\n202609;Umsatz Total;Alpha Gold;1234,5\n"
+        "202609;Umsatz Total;Beta Classic;-0,25\n",
+    )
+    options = ["--definitions", str(sheet.definitions), "--entities", str(sheet.entities)]
+    opened = kpisheet.open(canonical, definitions=[sheet.definitions], entities=sheet.entities)
+    assert sorted(opened.observations["value"]) == [-0.25, 1234.5]
+    checked = CliRunner().invoke(main, ["validate", *options, "--data", str(canonical)])
+    assert checked.exit_code == 0, checked.stderr
+    assert "OK: 2 observations, months 2026-09 to 2026-09." in checked.stdout
+    for source, config in ((canonical, []), (upstream_file, ["--config", str(sheet.config)])):
+        url = sqlite_url(tmp_path / f"{source.stem}.db")
+        result = CliRunner().invoke(
+            main, ["ingest", "--source", str(source), "--store", url, *options, *config]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert sorted(Store(url).read()[1]["value"]) == [-0.25, 1234.5]
+
+
+def test_store_given_as_a_sqlite_file_path(tmp_path: Path) -> None:
+    """A store named by its file path (kpisheet.db) is recognised by its SQLite header in
+    kpisheet.open, --data, --store and releases, whatever the file is called."""
+    sheet = small_sheet(tmp_path)
+    history = sheet.write("history.csv", history_csv([202609]))
+    store_file = tmp_path / "kpisheet.db"
+    options = ["--definitions", str(sheet.definitions)]
+    runner = CliRunner()
+    written = runner.invoke(
+        main,
+        [
+            "ingest",
+            "--source",
+            str(history),
+            "--store",
+            str(store_file),
+            "--entities",
+            str(sheet.entities),
+            *options,
+            "--config",
+            str(sheet.config),
+        ],
+    )
+    assert written.exit_code == 0, written.stderr
+    assert written.stdout == f"release 1 written to {store_file}: 6 rows, newest month 2026-09\n"
+    renamed = tmp_path / "kpis.data"
+    store_file.rename(renamed)
+    opened = kpisheet.open(str(renamed), definitions=[sheet.definitions])
+    assert opened.release.id == 1 and opened.hierarchy.total == "Test AG"
+    queried = runner.invoke(main, ["query", "--data", str(renamed), *options, "--level", "total"])
+    assert queried.exit_code == 0, queried.stderr
+    assert queried.stdout.splitlines()[1].startswith("2026-09,1M,total,Test AG,turnover,1627.0,")
+    listed = runner.invoke(main, ["releases", "--store", str(renamed)])
+    assert listed.exit_code == 0 and listed.stdout.splitlines()[2].startswith("1 ")

@@ -29,7 +29,8 @@ import pandas as pd
 import pytest
 
 import kpisheet
-from kpisheet.demo import generate_observations
+from kpisheet.demo import DEMO_ENTITIES, generate_observations
+from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import Store, sqlite_url
 from kpisheet_ui.app import PAGE_ROWS_ENV
 from kpisheet_ui.format import format_value
@@ -132,7 +133,9 @@ def _start(directory: Path, store: str, *args: str, env: dict[str, str] | None =
 def _write_store(path: Path, observations: pd.DataFrame) -> str:
     url = sqlite_url(path)
     with Store(url) as store:
-        store.write_release(observations, source="browser test")
+        store.write_release(
+            observations, source="browser test", hierarchy=load_hierarchy(DEMO_ENTITIES)
+        )
     return url
 
 
@@ -524,7 +527,11 @@ def test_new_release_appears_in_open_session(
     _login(page, auth_app.url, USER, PASSWORD)
     expect(page.locator(".datenstand")).to_contain_text("Datenstand: September 2026 · Release 1")
     with Store(auth_app.store) as store:
-        store.write_release(observations, source="browser test, second release")
+        store.write_release(
+            observations,
+            source="browser test, second release",
+            hierarchy=load_hierarchy(DEMO_ENTITIES),
+        )
     expect(page.locator(".datenstand")).to_contain_text("Datenstand: Oktober 2026 · Release 2")
     expect(page.locator(".neue-daten")).to_have_text(
         "Neue Daten geladen: Release 2, neuester Monat Oktober 2026."

@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kpisheet.demo import generate_observations
+from kpisheet.demo import DEMO_ENTITIES, generate_observations
+from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import Store, sqlite_url
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source
 
@@ -22,7 +23,7 @@ def observations() -> pd.DataFrame:
 def store_url(tmp_path: Path, observations: pd.DataFrame) -> str:
     url = sqlite_url(tmp_path / "kpis.db")
     with Store(url) as store:
-        store.write_release(observations, source="test")
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
     return url
 
 
@@ -66,7 +67,7 @@ def test_new_release_noticed_after_poll_interval(store_url: str, observations) -
     source = SheetSource(SheetConfig(store=store_url, poll_seconds=3600))
     first = source.current()
     with Store(store_url) as store:
-        store.write_release(observations, source="test")
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
     assert source.current() is first  # within the poll interval
     second = source.current(max_age=0)
     assert second.release.id == 2 and second is not first

@@ -13,7 +13,8 @@ import pytest
 
 import kpisheet
 from kpisheet.charts import NO_CHART_MESSAGES, NoChart
-from kpisheet.demo import generate_observations
+from kpisheet.demo import DEMO_ENTITIES, generate_observations
+from kpisheet.hierarchy import load_hierarchy
 from kpisheet.presentation import month_long
 from kpisheet.store import Store, sqlite_url
 from kpisheet_ui.format import format_change, format_change_pct, format_value
@@ -400,7 +401,7 @@ def test_chart_downloads_read_back(state: SheetState) -> None:
 def _store_with(path, observations: pd.DataFrame) -> str:
     url = sqlite_url(path)
     with Store(url) as store:
-        store.write_release(observations, source="test")
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
     return url
 
 
@@ -414,7 +415,7 @@ def test_new_release_is_picked_up_with_a_notice(tmp_path) -> None:
     assert state.as_of == "2026-09"
     assert "Release 1" in state.data_version
     with Store(url) as store:
-        store.write_release(observations, source="test")
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
     sheet = source.current()
     assert sheet is source.current()  # cached per release
     state.use_sheet(sheet)
@@ -434,7 +435,7 @@ def test_new_release_keeps_an_older_as_of_month(tmp_path) -> None:
     source = SheetSource(SheetConfig(store=url, poll_seconds=0))
     state = SheetState(source.current(), as_of="2025-01", kpis=["turnover"])
     with Store(url) as store:
-        store.write_release(observations, source="test")
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
     state.use_sheet(source.current())
     assert (state.as_of, state.kpis) == ("2025-01", ["turnover"])
 

@@ -906,9 +906,12 @@ def ingest(
             hierarchy = read_entities(
                 entities_source, settings.entities, query=entities_query, params=params, echo=echo
             )
-            echo(
-                f"hierarchy from {display_url(str(entities_source))}: {len(hierarchy.leaves)} products"
+            shown = (
+                display_url(entities_source)
+                if isinstance(entities_source, str) and is_store_url(entities_source)
+                else display_path(Path(entities_source))
             )
+            echo(f"hierarchy from {shown}: {len(hierarchy.leaves)} products")
         else:
             hierarchy = _recorded_hierarchy(specs, release, store, previous)
     parts: list[tuple[str, pd.DataFrame]] = []

@@ -346,6 +346,10 @@ class AppView(param.Parameterized):
                 return
             if sheet is not self.state.sheet:
                 self.state.use_sheet(sheet)
+                if sheet.release is not None and self.state.notice:
+                    note = await asyncio.to_thread(source.changes_note, sheet.release.id)
+                    if note:
+                        self.state.notice = f"{self.state.notice} {note}"
 
         return check
 

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kpisheet
+from kpisheet.diff import ReleaseDiff, diff_releases
+from kpisheet.presentation import month_long
 from kpisheet.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_SECONDS = 30.0
 #: Releases whose sheets stay in memory (the newest ones).
 CACHED_RELEASES = 2
+#: Months whose restated values the new-release note lists by name.
+RESTATED_MONTHS_SHOWN = 3
 
 # Environment variables that configure the app when it is started by ``panel serve``.
 STORE_ENV = "KPISHEET_STORE"
@@ -114,11 +118,55 @@ class SheetSource:
                 del self._sheets[old]
             return opened
 
+    def changes_note(self, release: int) -> str:
+        """What a release changed against the one before it, in a short German sentence
+        ("12 Werte aus September 2026 restated."); empty without a store or an earlier release."""
+        if self._store is None:
+            return ""
+        ids = [info.id for info in self._store.releases() if info.id <= release]
+        if len(ids) < 2 or ids[-1] != release:
+            return ""
+        old, new = ids[-2], ids[-1]
+        changes = diff_releases(
+            self._store.read(old)[1],
+            self._store.read(new)[1],
+            old_hierarchy=self._store.hierarchy(old),
+            new_hierarchy=self._store.hierarchy(new),
+        )
+        return changes_text(changes)
+
     def current(self, *, max_age: float | None = None) -> kpisheet.KPISheet:
         """The sheet of the newest release (polling the store at most every ``max_age`` seconds)."""
         if self._store is None:
             return self.sheet(None)
         return self.sheet(self.latest_release_id(max_age=max_age))
+
+
+def _count(number: int) -> str:
+    return f"{number:,}".replace(",", "'")
+
+
+def changes_text(changes: ReleaseDiff) -> str:
+    """A release's changes as the app's short German note: restated values per month (newest
+    first), products added, removed or moved; empty when there is nothing to say."""
+    parts: list[str] = []
+    per_month = sorted(changes.restated_per_month.items(), reverse=True)
+    if per_month:
+        shown = [
+            f"{_count(n)} {'Wert' if n == 1 else 'Werte'} aus {month_long(month)}"
+            for month, n in per_month[:RESTATED_MONTHS_SHOWN]
+        ]
+        rest = len(per_month) - RESTATED_MONTHS_SHOWN
+        more = f" und aus {rest} weiteren Monaten" if rest > 0 else ""
+        parts.append(f"{', '.join(shown)}{more} restated")
+    for count, word in (
+        (len(changes.entities_added), "neu"),
+        (len(changes.entities_removed), "entfallen"),
+        (len(set(changes.moves["entity"])), "umgruppiert"),
+    ):
+        if count:
+            parts.append(f"{_count(count)} Produkt{'e' if count != 1 else ''} {word}")
+    return "; ".join(parts) + "." if parts else ""
 
 
 _SOURCES: dict[SheetConfig, SheetSource] = {}
