@@ -562,7 +562,10 @@ def releases_diff(
         ids = [info.id for info in store.releases()]
         if old is None:
             if len(ids) < 2:
-                raise UserError(f"store {store.url} has {len(ids)} release(s); a diff needs two")
+                raise UserError(
+                    f"store {store.url} has only {len(ids)} release{'s' if len(ids) != 1 else ''}; "
+                    "a diff needs two"
+                )
             old, new = ids[-2], ids[-1]
         elif new is None:
             raise UserError("give two release ids (OLD NEW), or none for the newest two")

@@ -200,8 +200,8 @@ def _jumps(
     base = pairs["before"].abs()
     change = (pairs[VALUE] - pairs["before"]) / base.where(base > 0)
     limit = pairs[KPI].astype(str).map(thresholds).astype(float)
-    jumped = pairs[change.abs() > limit].assign(change=change, limit=limit)
-    jumped = jumped.sort_values([MONTH, KPI, ENTITY])
+    pairs = pairs.assign(change=change, limit=limit)
+    jumped = pairs[change.abs() > limit].sort_values([MONTH, KPI, ENTITY])
     return [
         Finding(
             JUMPS,
