@@ -19,13 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
+import kpisheet
 import kpisheet.store
+from kpisheet.cli import main
 from kpisheet.errors import StoreError
+from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
     ReleaseInfo,
@@ -34,6 +38,7 @@ from kpisheet.store import (
     display_url,
     driver_statement,
     entities_table,
+    hierarchies_table,
     insert_observations,
     insert_release,
     is_store_url,
@@ -48,6 +53,7 @@ from kpisheet.store import (
     select_observations,
     select_releases,
     sqlite_url,
+    warnings_table,
 )
 
 # Builds a synthetic release in a separate process and writes it; prints "writing" first.
@@ -650,3 +656,123 @@ def test_release_info_is_immutable() -> None:
     with pytest.raises(AttributeError):
         info.id = 2  # type: ignore[misc]
     assert hash(info) == hash(ReleaseInfo(**info.__dict__))
+
+
+# -- upgrading a store of schema 2 -------------------------------------------------------------
+
+ZURICH_ENTITIES = """\
+total: Zürich AG
+levels: [mandant]
+entities:
+  Zürich Karte 0: {mandant: Zürich}
+  Zürich Karte 1: {mandant: Zürich}
+  Zürich Karte 2: {mandant: Basel}
+"""
+
+
+def schema_2_store(url: str) -> list[ReleaseInfo]:
+    """A store as kpisheet wrote it before releases kept their hierarchy: two releases, the
+    tables of schema 2, schema version 2."""
+    with Store(url) as store:
+        store.write_release(observations(), source="a")
+        store.write_release(observations(seed=1), source="b")
+        infos = store.releases()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        hierarchies_table.drop(conn)
+        warnings_table.drop(conn)
+        conn.execute(update(schema_table).values(version=2))
+    engine.dispose()
+    return infos
+
+
+def test_store_of_schema_2_is_refused_with_the_command_that_upgrades_it(store_url: str) -> None:
+    """Reading, writing and opening a schema 2 store fail with the upgrade command to run."""
+    schema_2_store(store_url)
+    shown = display_url(store_url)
+    message = (
+        f"store {shown} has schema version 2, from before releases kept their entity hierarchy; "
+        f"this kpisheet reads schema {SCHEMA_VERSION} only. Upgrade the store first (its "
+        f"releases are kept): kpisheet store upgrade --store {shown} [--entities FILE, the "
+        "hierarchy its releases were loaded with]"
+    )
+    with pytest.raises(StoreError, match=re.escape(message)):
+        Store(store_url).read()
+    with pytest.raises(StoreError, match=re.escape(message)):
+        Store(store_url).write_release(observations(), source="c")
+    result = CliRunner().invoke(main, ["query", "--data", store_url])
+    assert (result.exit_code, result.stderr) == (1, message + "\n")
+
+
+def test_upgrade_keeps_the_releases_and_records_their_hierarchy(
+    store_url: str, tmp_path: Path
+) -> None:
+    """`kpisheet store upgrade --entities` adds the new tables and records the hierarchy for
+    every release; the releases read exactly as before and open without --entities."""
+    infos = schema_2_store(store_url)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["store", "upgrade", "--store", store_url, "--entities", str(entities)]
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == (
+        f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings\n"
+        "recorded the hierarchy for releases 1, 2\n"
+    )
+    store = Store(store_url)
+    assert store.releases() == infos
+    for info in infos:
+        _, read = store.read(info.id)
+        assert observations_checksum(read) == info.checksum
+        assert store.hierarchy(info.id).to_data() == load_hierarchy(entities).to_data()
+    sheet = kpisheet.open(store_url, release=1)
+    assert sheet.hierarchy.total == "Zürich AG"
+    again = CliRunner().invoke(main, ["store", "upgrade", "--store", store_url])
+    assert again.stdout == f"store {display_url(store_url)} is up to date; nothing to do\n"
+
+
+def test_upgrade_without_a_hierarchy_asks_for_it_when_a_release_is_opened(
+    tmp_path: Path,
+) -> None:
+    """Upgraded without --entities, an old release opens with --entities, and without it the
+    error says how to record its hierarchy; a new release records its own."""
+    url = sqlite_url(tmp_path / "store.db")
+    schema_2_store(url)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    assert Store(url).upgrade() == [
+        f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings",
+        f"releases without a recorded hierarchy: 1, 2; open them with --entities FILE, or "
+        f"record one with `kpisheet store upgrade --store {url} --entities FILE`",
+    ]
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"release 2 of store {url} does not record its entity hierarchy (it was loaded "
+            "before releases kept one); give entities=FILE (--entities FILE), or record it: "
+            f"kpisheet store upgrade --store {url} --entities FILE"
+        ),
+    ):
+        kpisheet.open(url)
+    assert kpisheet.open(url, entities=entities).release.id == 2
+
+
+def test_upgrade_with_a_hierarchy_lacking_products_changes_nothing(tmp_path: Path) -> None:
+    """A hierarchy without every product of a release is refused; the store stays schema 2."""
+    url = sqlite_url(tmp_path / "store.db")
+    schema_2_store(url)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES.replace("  Zürich Karte 2: {mandant: Basel}\n", ""))
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            f"not upgraded, store {url} is unchanged: release 1 has 1 product the hierarchy "
+            "lacks: 'Zürich Karte 2'; release 2 has 1 product the hierarchy lacks: 'Zürich Karte 2'"
+        ),
+    ):
+        Store(url).upgrade(load_hierarchy(entities))
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(select(schema_table.c.version)).scalar_one() == 2
+    engine.dispose()

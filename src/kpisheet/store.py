@@ -747,7 +747,8 @@ class Store:
                     shown = ", ".join(f"'{name}'" for name in unknown[:5])
                     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
                     problems.append(
-                        f"release {release_id} has {len(unknown)} products the hierarchy lacks: "
+                        f"release {release_id} has {len(unknown)} "
+                        f"product{'s' if len(unknown) != 1 else ''} the hierarchy lacks: "
                         f"{shown}{more}"
                     )
             if problems:
