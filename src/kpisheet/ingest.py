@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import fnmatch
 import glob
 import shutil
 import tempfile
@@ -94,6 +95,14 @@ _PAIR = "\x1f"
 
 def _no_echo(message: str) -> None:
     """Default for ``echo``: say nothing."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceSpec:
+    """One source of a release: a file, a store, or a query on a database."""
+
+    source: str | Path
+    query: Path | str | None = None
 
 
 class ColumnNames(BaseModel):
@@ -198,6 +207,28 @@ class EntityColumns(BaseModel):
         return _column_pairs(self.attributes)
 
 
+class SourceSettings(BaseModel):
+    """An entry of ``sources:``: column names and exclusions for the sources it ``match``-es.
+
+    ``match`` is a shell pattern (``*history*``, ``data/history/*.csv``) compared with the source
+    as given, its full path and its file name (for a query, the query file's).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: str = Field(min_length=1)
+    columns: ColumnNames = ColumnNames()
+    exclude: list[ExcludeRule] = []
+
+    def matches(self, spec: SourceSpec) -> bool:
+        """Whether this entry is for the source."""
+        given = spec.query if spec.query is not None else spec.source
+        names = {str(given), Path(str(given)).name}
+        if spec.query is None and not is_store_url(str(given)):
+            names.add(str(Path(given).resolve()))
+        return any(fnmatch.fnmatchcase(name, self.match) for name in names)
+
+
 class IngestConfig(BaseModel):
     """How upstream rows become observations: column names, exclusions, unmapped KPIs, overlap
     of sources, the date format, the hierarchy from a product table and plausibility checks."""
@@ -206,11 +237,27 @@ class IngestConfig(BaseModel):
 
     columns: ColumnNames = ColumnNames()
     exclude: list[ExcludeRule] = []
+    #: Column names and exclusions of some sources, e.g. history files laid out differently.
+    sources: list[SourceSettings] = []
     unmapped_kpis: Literal["error", "drop"] = "error"
     overlap: Literal["error", "later"] = "error"
     date_format: str | None = None
     entities: EntityColumns | None = None
     checks: Checks = Checks()
+
+    def for_source(self, spec: SourceSpec) -> IngestConfig:
+        """The settings of one source: the first ``sources:`` entry that matches it adds its
+        exclusions and overrides the column names it gives."""
+        entry = next((entry for entry in self.sources if entry.matches(spec)), None)
+        if entry is None:
+            return self
+        given = entry.columns.model_dump(include=entry.columns.model_fields_set)
+        return self.model_copy(
+            update={
+                "columns": self.columns.model_copy(update=given),
+                "exclude": [*self.exclude, *entry.exclude],
+            }
+        )
 
 
 def load_ingest_config(path: Path | str | None) -> IngestConfig:
@@ -590,50 +637,70 @@ def _upstream_names(registry: Registry) -> list[str]:
     return [k.source.kpi_name for k in registry.source_kpis if k.source and k.source.kpi_name]
 
 
+#: The keys a definition's ``source:`` may combine, in the order they are matched.
+_SOURCE_KEYS = (KPI_NAME, KPI_ID, PERIOD_ID)
+
+
 def _map_upstream(
     frame: pd.DataFrame, found: dict[str, Any], registry: Registry, report: _Report
 ) -> pd.Series:
-    """KPI ids for upstream rows, through each definition's ``source:``; missing when unmatched."""
-    by_name: dict[str, str] = {}
-    by_id: dict[str, str] = {}
-    by_id_period: dict[str, str] = {}
-    claims: dict[tuple[str, ...], list[str]] = {}
+    """KPI ids for upstream rows, through each definition's ``source:``; missing when unmatched.
+
+    A definition matches the rows that agree with every key of its ``source:`` that the source
+    has a column for: ``{kpi_name: Umsatz Total, kpi_id: 17, period_id: 1}`` takes only the rows
+    with that name, id and period from a warehouse extract that has all three columns, and the
+    rows named ``Umsatz Total`` from a file that has only KPI names. A ``period_id`` is never
+    skipped that way: matching by ``kpi_id`` needs the source's period column too.
+    """
+    texts: dict[str, pd.Series] = {}
+    for key in _SOURCE_KEYS:
+        if found[key] is not None:
+            column = frame[found[key]]
+            texts[key] = column.astype("string") if key == KPI_NAME else _key_text(column)
+    claims: dict[tuple[tuple[str, ...], str], list[str]] = {}
+    by_keys: dict[tuple[str, ...], dict[str, list[str]]] = {}
     for kpi in registry.source_kpis:
         spec = kpi.source
         if spec is None:
             continue
-        if spec.kpi_name is not None:
-            key = spec.kpi_name.strip()
-            claims.setdefault(("kpi_name", key), []).append(kpi.id)
-            by_name[key] = kpi.id
-        if spec.kpi_id is not None:
-            if spec.period_id is None:
-                claims.setdefault(("kpi_id", _key_of(spec.kpi_id)), []).append(kpi.id)
-                by_id[_key_of(spec.kpi_id)] = kpi.id
-            else:
-                pair = (_key_of(spec.kpi_id), _key_of(spec.period_id))
-                claims.setdefault(("kpi_id", pair[0], "period_id", pair[1]), []).append(kpi.id)
-                by_id_period[_PAIR.join(pair)] = kpi.id
-    for key, ids in claims.items():
+        named = {
+            key: str(spec.kpi_name).strip() if key == KPI_NAME else _key_of(getattr(spec, key))
+            for key in _SOURCE_KEYS
+            if getattr(spec, key) is not None
+        }
+        claims.setdefault((tuple(named), _PAIR.join(named.values())), []).append(kpi.id)
+        keys = tuple(key for key in named if key in texts)
+        if KPI_ID in keys and PERIOD_ID in named and PERIOD_ID not in texts:
+            report.add(
+                f"definitions name a period_id in source:, but the source has no "
+                f"'{PERIOD_ID}' column"
+            )
+            continue
+        if not set(keys) & {KPI_NAME, KPI_ID}:
+            continue
+        wanted = _PAIR.join(named[key] for key in keys)
+        by_keys.setdefault(keys, {}).setdefault(wanted, []).append(kpi.id)
+    for (keys, wanted), ids in claims.items():
         if len(ids) > 1:
-            what = " ".join(key)
+            what = " ".join(
+                f"{key} {part}" for key, part in zip(keys, wanted.split(_PAIR), strict=True)
+            )
             report.add(f"KPIs {', '.join(ids)} all claim upstream {what}; each must be unique")
-
     candidates: list[pd.Series] = []
-    if found[KPI_NAME] is not None:
-        candidates.append(frame[found[KPI_NAME]].astype("string").map(by_name))
-    if found[KPI_ID] is not None:
-        ids = _key_text(frame[found[KPI_ID]])
-        candidates.append(ids.map(by_id))
-        if by_id_period:
-            if found[PERIOD_ID] is None:
-                report.add(
-                    f"definitions name a period_id in source:, but the source has no "
-                    f"'{PERIOD_ID}' column"
+    for keys, mapping in by_keys.items():
+        for wanted, ids in mapping.items():
+            if len(ids) > 1 and ids != claims.get((keys, wanted)):
+                shown = " ".join(
+                    f"{key} {part}" for key, part in zip(keys, wanted.split(_PAIR), strict=True)
                 )
-            else:
-                periods = _key_text(frame[found[PERIOD_ID]])
-                candidates.append((ids + _PAIR + periods).map(by_id_period))
+                report.add(
+                    f"KPIs {', '.join(ids)} all match upstream {shown} in this source, which has "
+                    f"no column for the rest of their source: keys; add the column to the source"
+                )
+        joined = texts[keys[0]]
+        for key in keys[1:]:
+            joined = joined + _PAIR + texts[key]
+        candidates.append(joined.map({wanted: ids[0] for wanted, ids in mapping.items()}))
     kpi = pd.Series(pd.NA, index=frame.index, dtype="string")
     for candidate in candidates:
         candidate = candidate.astype("string")
@@ -651,14 +718,6 @@ def _map_upstream(
 
 
 # -- sources, hierarchy, overlap ---------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SourceSpec:
-    """One source of a release: a file, a store, or a query on a database."""
-
-    source: str | Path
-    query: Path | str | None = None
 
 
 def _many(value: Any) -> list[Any]:
@@ -919,9 +978,8 @@ def ingest(
     for spec in specs:
         try:
             raw, label = read_source(spec.source, spec.query, params, release)
-            parts.append(
-                (label, prepare(raw, registry, hierarchy, settings, source=label, echo=echo))
-            )
+            own = settings.for_source(spec)
+            parts.append((label, prepare(raw, registry, hierarchy, own, source=label, echo=echo)))
         except DataError as error:
             errors.append(error)
     if errors:
