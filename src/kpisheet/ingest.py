@@ -979,7 +979,8 @@ def ingest(
         try:
             raw, label = read_source(spec.source, spec.query, params, release)
             own = settings.for_source(spec)
-            parts.append((label, prepare(raw, registry, hierarchy, own, source=label, echo=echo)))
+            said = echo if len(specs) == 1 else _prefixed(echo, label)
+            parts.append((label, prepare(raw, registry, hierarchy, own, source=label, echo=said)))
         except DataError as error:
             errors.append(error)
     if errors:
@@ -1034,6 +1035,12 @@ def ingest(
                 for line in changes.summary():
                     echo(line)
     return info
+
+
+def _prefixed(echo: Echo, label: str) -> Echo:
+    """``echo`` for one of several sources: each line names the source."""
+    name = Path(label).name if not is_store_url(label.split(" ", 1)[0]) else label
+    return lambda message: echo(f"{name}: {message}")
 
 
 def _moves(store: Store, release: int, hierarchy: Hierarchy) -> pd.DataFrame:
