@@ -1153,3 +1153,39 @@ def test_store_given_as_a_sqlite_file_path(tmp_path: Path) -> None:
     assert queried.stdout.splitlines()[1].startswith("2026-09,1M,total,Test AG,turnover,1627.0,")
     listed = runner.invoke(main, ["releases", "--store", str(renamed)])
     assert listed.exit_code == 0 and listed.stdout.splitlines()[2].startswith("1 ")
+
+
+def test_combined_source_matches_every_key_the_source_has(tmp_path: Path) -> None:
+    """A source: naming kpi_name, kpi_id and period_id takes from an extract only the rows with
+    all three (other periods stay unmapped), and from a file with names only the named rows."""
+    definitions = write(
+        tmp_path / "kpis.yaml",
+        ID_KPIS.replace(
+            "source: {kpi_id: 17, period_id: 1}",
+            'source: {kpi_name: "Umsatz", kpi_id: 17, period_id: 1}',
+        ),
+    )
+    entities = write(tmp_path / "entities.yaml", ID_ENTITIES)
+    extract = write(
+        tmp_path / "extract.csv",
+        "month,entity,kpi_name,kpi_id,period_id,value\n"
+        "2024-01,Alpha Gold,Umsatz,17,1,10\n"
+        "2024-01,Alpha Gold,Umsatz,17,3,99\n"
+        "2024-01,Beta Classic,Umsatz,18,1,77\n",
+    )
+    with pytest.raises(
+        DataError,
+        match=re.escape(
+            "2 rows with upstream KPIs that no definition's source: claims: 'Umsatz / 17 / 3' "
+            "(1 row), 'Umsatz / 18 / 1' (1 row)"
+        ),
+    ):
+        ingest(extract, sqlite_url(tmp_path / "a.db"), definitions=[definitions], entities=entities)
+    names_only = write(
+        tmp_path / "names.csv",
+        "month,entity,kpi_name,value\n2024-01,Alpha Gold,Umsatz,10\n",
+    )
+    url = sqlite_url(tmp_path / "b.db")
+    ingest(names_only, url, definitions=[definitions], entities=entities)
+    read = Store(url).read()[1]
+    assert list(read["kpi"].astype(str)) == ["turnover"] and list(read["value"]) == [10.0]

@@ -80,3 +80,35 @@ def test_without_store_the_demo_sheet() -> None:
     assert str(sheet.newest_month) == str(generate_observations()["month"].max())
     assert source.current() is sheet
     assert source.latest_release_id() is None
+
+
+def test_changes_note_names_restated_values_per_month_and_products(
+    store_url: str, observations
+) -> None:
+    """The note shown with a new release counts restated values per month, newest first, in
+    German, and names products added, dropped or moved; a release without changes has none."""
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    changed = observations.copy()
+    restated = [
+        ("2026-09", "Alpine Visa Gold"),
+        ("2026-09", "Alpine Visa Classic"),
+        ("2026-08", "Alpine Visa Gold"),
+    ]
+    for month, entity in restated:
+        row = (
+            (changed["month"] == pd.Period(month, "M"))
+            & (changed["entity"] == entity)
+            & (changed["kpi"] == "turnover")
+        )
+        changed.loc[row, "value"] += 1.0
+    hierarchy = load_hierarchy(DEMO_ENTITIES)
+    with Store(store_url) as store:
+        store.write_release(observations, source="same", hierarchy=hierarchy)
+        store.write_release(changed, source="restated", hierarchy=hierarchy)
+    assert source.changes_note(1) == ""
+    assert source.changes_note(2) == ""
+    assert source.changes_note(3) == "2 Werte aus September 2026, 1 Wert aus August 2026 restated."
+    fewer = changed[changed["entity"] != "Alpine Visa Gold"]
+    with Store(store_url) as store:
+        store.write_release(fewer, source="fewer", hierarchy=hierarchy)
+    assert source.changes_note(4) == "1 Produkt entfallen."

@@ -612,7 +612,7 @@ def to_observations(
     if upstream:
         unmapped = kpi.isna()
         if unmapped.any():
-            shown = frame.loc[unmapped, [c for c in (found[KPI_NAME], found[KPI_ID]) if c]]
+            shown = frame.loc[unmapped, [found[k] for k in _SOURCE_KEYS if found[k] is not None]]
             described = shown.astype("string").fillna("").agg(" / ".join, axis=1)
             report.add(
                 f"{_rows(int(unmapped.sum()))} with upstream KPIs that no definition's source: "
