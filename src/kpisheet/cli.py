@@ -98,7 +98,9 @@ def main() -> None:
     help="Entity hierarchy YAML to check.",
 )
 @click.option(
-    "--data", default=None, help="Observations (CSV, Parquet or store URL) to check against both."
+    "--data",
+    default=None,
+    help="Observations (CSV, Parquet, or a store: URL or SQLite file) to check against both.",
 )
 def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | None) -> None:
     """Check KPI definitions (and an entity hierarchy and data, if given).
@@ -115,7 +117,11 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
         click.echo(f"OK: {len(registry)} KPIs in {len(registry.groups)} groups.")
     except ProblemsError as exc:
         problems.append(exc.report())
-    if entities is not None or data is not None:
+    from kpisheet.store import store_url_of
+
+    # A store's releases bring their own hierarchy; other data is checked against the demo's.
+    own_hierarchy = entities is None and data is not None and store_url_of(data) is not None
+    if (entities is not None or data is not None) and not own_hierarchy:
         try:
             from kpisheet.demo import DEMO_ENTITIES
 
@@ -124,7 +130,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
         except ProblemsError as exc:
             problems.append(exc.report())
     if data is not None:
-        if registry is None or hierarchy is None:
+        if registry is None or (hierarchy is None and not own_hierarchy):
             problems.append(
                 f"data {data} not checked: fix the definitions and the entity hierarchy first."
             )
@@ -680,7 +686,7 @@ def demo(output: Path) -> None:
     "--entities",
     type=click.Path(path_type=Path),
     default=None,
-    help="Entity hierarchy YAML. Default: the demo hierarchy.",
+    help="Entity hierarchy YAML. Default: each release's own hierarchy (the demo's for --demo).",
 )
 @click.option(
     "--auth",
