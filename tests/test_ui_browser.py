@@ -521,20 +521,27 @@ def test_large_table_is_shown_page_by_page(page, auth_app: Server) -> None:
 def test_new_release_appears_in_open_session(
     page, auth_app: Server, observations: pd.DataFrame, screenshots: Path
 ) -> None:
-    """A release ingested while the page is open replaces the data there, with a notice."""
+    """A release ingested while the page is open replaces the data there, with a notice that
+    says what it restated."""
     from playwright.sync_api import expect
 
     _login(page, auth_app.url, USER, PASSWORD)
     expect(page.locator(".datenstand")).to_contain_text("Datenstand: September 2026 · Release 1")
+    restated = (
+        (observations["month"] == pd.Period("2026-09", "M"))
+        & (observations["kpi"] == "turnover")
+        & (observations["entity"] == "Alpine Visa Gold")
+    )
     with Store(auth_app.store) as store:
         store.write_release(
-            observations,
+            observations.assign(value=observations["value"].where(~restated, 1.0)),
             source="browser test, second release",
             hierarchy=load_hierarchy(DEMO_ENTITIES),
         )
     expect(page.locator(".datenstand")).to_contain_text("Datenstand: Oktober 2026 · Release 2")
     expect(page.locator(".neue-daten")).to_have_text(
-        "Neue Daten geladen: Release 2, neuester Monat Oktober 2026."
+        "Neue Daten geladen: Release 2, neuester Monat Oktober 2026. "
+        "1 Wert aus September 2026 restated."
     )
     sheet = kpisheet.open(auth_app.store)
     expect(_values(page).first).to_have_text(_expected(sheet, entities=[TOTAL])[0])
