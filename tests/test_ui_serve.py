@@ -54,3 +54,13 @@ def test_default_is_the_demo_store(tmp_path: Path, monkeypatch) -> None:
         None,
         5,
     )
+
+
+def test_store_given_as_a_file_becomes_its_url(tmp_path: Path, monkeypatch) -> None:
+    """`kpisheet serve --store kpisheet.db` serves the SQLite file by its absolute URL."""
+    monkeypatch.setenv("KPISHEET_CACHE_DIR", str(tmp_path / "cache"))
+    demo = sheet_config(None)
+    store = tmp_path / "kpisheet.db"
+    store.write_bytes(Path(demo.store.removeprefix("sqlite:///")).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert sheet_config("kpisheet.db").store == sqlite_url(store)

@@ -22,11 +22,13 @@ def sheet_config(
     entities: str | Path | None = None,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
 ) -> SheetConfig:
-    """What to serve; without a store, the demo sheet's store (built once in the user cache)."""
-    if store is None:
-        from kpisheet.store import demo_store_url
+    """What to serve; without a store, the demo sheet's store (built once in the user cache).
 
-        store = demo_store_url()
+    A SQLite store given by its file name becomes its URL, so the app finds it from anywhere.
+    """
+    from kpisheet.store import demo_store_url, store_url_of
+
+    store = demo_store_url() if store is None else store_url_of(store) or store
     return SheetConfig(
         store=store,
         definitions=tuple(str(p) for p in definitions),
