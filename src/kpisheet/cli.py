@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from kpisheet.constants import Window
-from kpisheet.errors import KpisheetError
+from kpisheet.errors import KpisheetError, printable
 from kpisheet.plugins import load_kpis
 
 DEFINITIONS_HELP = "KPI definition file or directory (repeatable). Default: the built-in sheet plus installed plugins."
 
 
 class UserError(click.ClickException):
-    """A problem with the user's input: printed without a traceback, exit status 1."""
+    """A problem with the user's input: printed without a traceback, exit status 1.
+
+    The message is printed through :func:`~kpisheet.errors.printable`: text from data in it
+    cannot send escape sequences to the terminal.
+    """
 
     exit_code = 1
+
+    def format_message(self) -> str:
+        return printable(super().format_message())
 
     def show(self, file: Any = None) -> None:
         click.echo(self.format_message(), err=True)
@@ -33,6 +42,37 @@ class KpisheetGroup(click.Group):
             return super().invoke(ctx)
         except KpisheetError as exc:
             raise UserError(str(exc)) from exc
+
+
+def output_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An ``--output`` file checked before any work is done: not a directory, in one that exists."""
+    if value is None:
+        return None
+    if value.is_dir():
+        raise UserError(f"cannot write {value}: it is a directory; give a file name")
+    if not value.parent.is_dir():
+        raise UserError(f"cannot write {value}: there is no directory {value.parent}")
+    return value
+
+
+@contextlib.contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """Turn a failure to write ``--output`` (permissions, a full disk) into a one-line message."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def refuse_memory_store(url: str | None, option: str) -> None:
+    """Refuse an in-memory SQLite URL: a release written there would vanish on exit."""
+    from kpisheet.store import is_memory_url
+
+    if url is not None and is_memory_url(url):
+        raise UserError(
+            f"{option} {url} is an in-memory database, gone when kpisheet exits; "
+            "give a file, e.g. sqlite:///kpisheet.db"
+        )
 
 
 def definitions_option(function: Any) -> Any:
@@ -177,6 +217,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
     "--output",
     type=click.Path(path_type=Path),
     default=None,
+    callback=output_path,
     help="Write to this file instead of stdout.",
 )
 def query(
@@ -214,7 +255,8 @@ def query(
             "levels": list(level_names),
             "per_account": per_account,
         }
-        sheet.to_excel(result, output, selection=selection)
+        with writing(output):
+            sheet.to_excel(result, output, selection=selection)
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
         return
     if output_format == "json":
@@ -224,7 +266,8 @@ def query(
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        with writing(output):
+            output.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
 
 
@@ -253,6 +296,7 @@ def query(
     "--output",
     type=click.Path(path_type=Path),
     required=True,
+    callback=output_path,
     help="File to write: .png (for slides) or .html (interactive, works offline).",
 )
 def chart(
@@ -284,7 +328,8 @@ def chart(
         )
     series = sheet.series(list(kpi_ids), list(entity_names), as_of=as_of, per_account=per_account)
     save = charts.save_png if suffix == ".png" else charts.save_html
-    save(series, sheet.registry, output, per_account=per_account)
+    with writing(output):
+        save(series, sheet.registry, output, per_account=per_account)
     click.echo(f"Wrote {output}", err=True)
 
 
@@ -304,15 +349,12 @@ def kpis(definitions: tuple[Path, ...]) -> None:
         )
         for kpi in registry
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    echo_table(header, rows)
 
 
 def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print rows as a plain text table under a header and a rule."""
+    """Print rows as a plain text table under a header and a rule; control characters escaped."""
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         click.echo(
@@ -394,6 +436,12 @@ def ingest_command(
     from kpisheet.ingest import ingest
     from kpisheet.store import display_url
 
+    if params and query is None:
+        raise UserError(
+            f"--param {', '.join(params)} binds a parameter of a --query, and no --query was "
+            "given; give the query with --query FILE.sql, or leave out --param"
+        )
+    refuse_memory_store(store_url, "--store")
     info = ingest(
         source,
         store_url,
@@ -404,7 +452,7 @@ def ingest_command(
         config=config,
         release=release,
         note=note,
-        echo=lambda message: click.echo(message, err=True),
+        echo=lambda message: click.echo(printable(message), err=True),
     )
     click.echo(
         f"release {info.id} written to {display_url(store_url)}: {info.row_count:,} rows, "
@@ -423,6 +471,7 @@ def releases(store_url: str | None) -> None:
     """List the releases of a store, oldest first; queries read the newest unless told otherwise."""
     from kpisheet.store import Store, demo_store_url
 
+    refuse_memory_store(store_url, "--store")
     with Store(store_url or demo_store_url()) as store:
         infos = store.releases()
     if not infos:
@@ -555,18 +604,33 @@ def serve(
     from kpisheet_ui.serve import serve as serve_app
     from kpisheet_ui.serve import sheet_config
 
+    if not demo:
+        refuse_memory_store(store_url, "--store")
     config = sheet_config(
         None if demo else store_url, definitions, entities, poll_seconds=poll_seconds
     )
-    serve_app(
-        config,
-        port=port,
-        address=address,
-        auth=auth_file,
-        allow_origins=allow_origins,
-        usage_log=usage_log,
-        show=show,
-    )
+    try:
+        serve_app(
+            config,
+            port=port,
+            address=address,
+            auth=auth_file,
+            allow_origins=allow_origins,
+            usage_log=usage_log,
+            show=show,
+        )
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        where = f"{address or 'localhost'}:{port}"
+        reason = {
+            errno.EADDRINUSE: "the port is in use (another server?)",
+            errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+            errno.EACCES: "the port needs administrator rights",
+        }[exc.errno]
+        raise UserError(
+            f"cannot serve on {where}: {reason}; choose another with --port/--address"
+        ) from exc
 
 
 @main.group(cls=KpisheetGroup)

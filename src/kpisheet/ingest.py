@@ -18,10 +18,6 @@ problem nothing is written.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import shutil
-import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -29,7 +25,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
@@ -37,8 +32,8 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.elements import TextClause
 
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
-from kpisheet.errors import DataError, IngestConfigError, Problem, StoreError
-from kpisheet.files import display_path
+from kpisheet.errors import DataError, IngestConfigError, Problem, StoreError, close_matches
+from kpisheet.files import display_path, read_text, read_yaml
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import WHERE, read_observations, validate_observations
 from kpisheet.plugins import load_kpis
@@ -142,11 +137,17 @@ def load_ingest_config(path: Path | str | None) -> IngestConfig:
         return IngestConfig()
     path = Path(path)
     name = display_path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-        data = tomllib.loads(raw) if path.suffix.lower() == ".toml" else yaml.safe_load(raw)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise IngestConfigError([Problem(f"cannot read: {exc}", file=name)]) from exc
+    if path.suffix.lower() == ".toml":
+        raw, problem = read_text(path, name)
+        try:
+            data = tomllib.loads(raw) if raw is not None else None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            problem = Problem(f"cannot read: {reason}", file=name)
+    else:
+        data, _, problem = read_yaml(path, name)
+    if problem is not None:
+        raise IngestConfigError([problem])
     try:
         return IngestConfig.model_validate(data or {})
     except ValidationError as exc:
@@ -229,9 +230,10 @@ def read_database(url: str, query: Path | str, params: Mapping[str, Any] | None)
 def read_file(path: Path | str) -> pd.DataFrame:
     """Rows of a CSV or Parquet file, refusing a file that changed or vanished while being read.
 
-    The file is first copied to a private scratch file, which is then parsed: a source that is
-    overwritten meanwhile can only shorten the copy (detected), never pull data out from under
-    the parser.
+    The file is read into memory in one go and its identity (inode, size, modification time)
+    compared before and after: a source overwritten meanwhile is refused, and the parser never
+    reads from under a writer. Nothing is copied to disk, so an ingest that is killed leaves
+    nothing behind.
 
     :raises DataError: when the file cannot be read completely.
     """
@@ -245,32 +247,23 @@ def read_file(path: Path | str) -> pd.DataFrame:
         before = path.stat()
     except OSError as exc:
         raise fail("no such file" if not path.exists() else f"cannot read file: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="kpisheet-ingest-") as scratch:
-        copy = Path(scratch) / path.name
-        try:
-            shutil.copyfile(path, copy)
-        except OSError as exc:
-            raise fail(f"cannot read file: {exc}") from exc
-        try:
-            after = path.stat()
-        except OSError:
-            raise fail(
-                "the file disappeared while it was being read; nothing was written"
-            ) from None
-        fingerprint = ("st_ino", "st_size", "st_mtime_ns")
-        if any(getattr(before, f) != getattr(after, f) for f in fingerprint):
-            raise fail(
-                f"the file changed while it was being read ({before.st_size} bytes before, "
-                f"{after.st_size} after); nothing was written — run again once it is complete"
-            )
-        try:
-            frame = read_observations(copy)
-        except DataError as exc:  # name the source, not the scratch copy
-            problems = [
-                dataclasses.replace(p, file=name, message=p.message.replace(str(copy), str(path)))
-                for p in exc.problems
-            ]
-            raise DataError(name, problems, exc.failure_cases) from exc
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read file: {exc}") from exc
+    try:
+        after = path.stat()
+    except OSError:
+        raise fail("the file disappeared while it was being read; nothing was written") from None
+    fingerprint = ("st_ino", "st_size", "st_mtime_ns")
+    if len(content) != after.st_size or any(
+        getattr(before, f) != getattr(after, f) for f in fingerprint
+    ):
+        raise fail(
+            f"the file changed while it was being read ({before.st_size} bytes before, "
+            f"{after.st_size} after); nothing was written — run again once it is complete"
+        )
+    frame = read_observations(path, content=content)
     frame.attrs["source"] = name
     return frame
 
@@ -400,7 +393,7 @@ def _counted(values: pd.Series, known: Sequence[str] = ()) -> str:
     counts = values.astype("string").value_counts(dropna=False)
     shown = []
     for name, count in counts.head(10).items():
-        close = difflib.get_close_matches(str(name), list(known), n=1) if known else []
+        close = close_matches(str(name), list(known)) if known else []
         hint = f", did you mean '{close[0]}'?" if close else ""
         shown.append(f"'{name}' ({_rows(int(count))}{hint})")
     more = len(counts) - 10

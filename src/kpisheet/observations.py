@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
 import functools
 import io
 from collections.abc import Iterable
@@ -24,7 +23,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import DataError, Problem
+from kpisheet.errors import DataError, Problem, close_matches, quoted
 from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.registry import Registry
@@ -88,11 +87,46 @@ def _sniff_separator(content: bytes) -> str:
         return ","
 
 
-def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
+def _record_lines(content: bytes, rows: int) -> np.ndarray | None:
+    """The line (1-based) each data row of a CSV starts on, when that is not row + 2.
+
+    Rows move down from their position when a quoted field holds a line break or blank lines
+    (which the reader skips) come before them. ``None`` when neither happens, or when the
+    records found here are not the ``rows`` the reader found (then rows keep their position).
+    """
+    data = np.frombuffer(content, dtype=np.uint8)
+    newlines = np.flatnonzero(data == ord("\n"))
+    quotes = np.flatnonzero(data == ord('"'))
+    # A line break after an odd number of quotes is inside a quoted field.
+    inside = np.searchsorted(quotes, newlines) % 2 == 1
+    ends = newlines[~inside]
+    starts = np.concatenate(([0], ends + 1))
+    stops = np.concatenate((ends, [len(data)]))
+    blank = stops == starts
+    maybe_blank = np.flatnonzero(~blank & np.isin(data[np.minimum(starts, len(data) - 1)], _BLANKS))
+    for record in maybe_blank:  # few: records that start with a blank
+        blank[record] = not content[starts[record] : stops[record]].strip()
+    if not inside.any() and not blank[:-1].any():
+        return None
+    lines = np.searchsorted(newlines, starts[~blank]) + 1  # the first is the header's
+    if len(lines) != rows + 1:
+        return None
+    return lines[1:]
+
+
+_BLANKS = np.frombuffer(b" \t\r", dtype=np.uint8)
+
+
+def read_observations(
+    source: str | Path | pd.DataFrame, *, content: bytes | None = None
+) -> pd.DataFrame:
     """Read raw observations from a CSV or Parquet file or a DataFrame, without validating them.
 
     Columns are kept as given (text for CSV); :func:`validate_observations` parses and checks them.
     The frame's ``attrs["where"]`` tells validation how to name rows (file lines or frame rows).
+
+    :param content: the file's bytes when the caller has read them already (``source`` then
+        names the file and its type).
     """
     if isinstance(source, pd.DataFrame):
         frame = source.copy()
@@ -101,12 +135,13 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
         return frame
     path = Path(source)
     name = display_path(path)
-    if not path.is_file():
+    if content is None and not path.is_file():
         raise DataError(name, [Problem("no such file", file=name)], pd.DataFrame())
     try:
         # Read the whole file first: a file replaced or truncated while it is parsed then fails
         # cleanly (or not at all) instead of crashing a memory-mapped reader.
-        content = path.read_bytes()
+        if content is None:
+            content = path.read_bytes()
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(io.BytesIO(content))
             offset = separator = None
@@ -121,6 +156,9 @@ def read_observations(source: str | Path | pd.DataFrame) -> pd.DataFrame:
                 skipinitialspace=True,
             )
             offset = 2  # header is line 1
+            lines = _record_lines(content, len(frame))
+            if lines is not None:  # rows are numbered so that index + offset is their line
+                frame.index = pd.Index(lines - offset)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise DataError(
             name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()
@@ -223,14 +261,14 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
 
 
 def _quote(values: Iterable[object], where: Iterable[str]) -> str:
-    pairs = [f"{w} ({v!r})" for v, w in zip(values, where, strict=True)]
+    pairs = [f"{w} ({quoted(v)})" for v, w in zip(values, where, strict=True)]
     shown = ", ".join(pairs[:QUOTED_ROWS])
     more = len(pairs) - QUOTED_ROWS
     return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _suggest(value: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(known), n=1)
+    close = close_matches(value, list(known))
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -322,7 +360,7 @@ def validate_observations(
                 mask,
                 column,
                 data[column],
-                f"unknown {what} '{name}'{_suggest(name, known)}",
+                f"unknown {what} {quoted(name)}{_suggest(name, known)}",
                 quoted=False,
             )
             problems[-1] = Problem(
@@ -370,7 +408,10 @@ def validate_observations(
     except pa.errors.SchemaErrors as exc:  # a rule the checks above do not cover
         cases = exc.failure_cases
         problems = [
-            Problem(f"{row.column}: check {row.check} failed for {row.failure_case!r}", file=source)
+            Problem(
+                f"{row.column}: check {row.check} failed for {quoted(row.failure_case)}",
+                file=source,
+            )
             for row in cases.head(20).itertuples()
         ]
         raise DataError(source, problems, cases) from exc

@@ -253,6 +253,21 @@ def is_store_url(text: str) -> bool:
     return True
 
 
+def is_memory_url(url: str) -> bool:
+    """True for a SQLite URL of an in-memory database (``sqlite://``, ``sqlite:///:memory:``):
+    what is written there is gone when the process ends."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or "mode=memory" in str(parsed.query)
+        or "mode=memory" in database
+    )
+
+
 def display_url(url: str | URL) -> str:
     """A database URL as it may be shown and recorded: without its password."""
     try:
