@@ -259,10 +259,13 @@ def query(
             sheet.to_excel(result, output, selection=selection)
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
         return
+    from kpisheet.export import neutralise_formulas
+
+    safe = neutralise_formulas(result)  # as the XLSX's quote prefix: no text runs as a formula
     if output_format == "json":
-        text = result.to_json(orient="records", force_ascii=False, indent=1)
+        text = safe.to_json(orient="records", force_ascii=False, indent=1)
     else:
-        text = result.to_csv(index=False)
+        text = safe.to_csv(index=False)
     if output is None:
         click.echo(text, nl=False)
     else:

@@ -396,6 +396,10 @@ def validate_observations(
                 file=source,
             )
         )
+    if not problems:
+        problems += _overflow_problems(
+            value, kpi_codes, kpi_labels, entity_codes, entity_labels, source
+        )
     if problems:
         raise DataError(
             source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
@@ -415,6 +419,49 @@ def validate_observations(
             for row in cases.head(20).itertuples()
         ]
         raise DataError(source, problems, cases) from exc
+
+
+def _overflow_problems(
+    value: pd.Series,
+    kpi_codes: np.ndarray,
+    kpi_labels: np.ndarray,
+    entity_codes: np.ndarray,
+    entity_labels: np.ndarray,
+    source: str,
+) -> list[Problem]:
+    """A problem for each KPI whose values could add up beyond the largest float (to ``inf``).
+
+    When the magnitudes of a KPI's values sum to a finite number, so does every window and
+    every group; otherwise the message names the product whose values overflow alone, or the
+    grand total where only the products together do.
+    """
+    magnitude = np.abs(np.nan_to_num(value.to_numpy(dtype=float), nan=0.0))
+    with np.errstate(over="ignore"):
+        per_kpi = np.bincount(kpi_codes, weights=magnitude, minlength=len(kpi_labels))
+        overflowing = np.flatnonzero(~np.isfinite(per_kpi))
+        if not len(overflowing):
+            return []
+        pairs = kpi_codes.astype(np.int64) * len(entity_labels) + entity_codes
+        per_pair = np.bincount(
+            pairs, weights=magnitude, minlength=len(kpi_labels) * len(entity_labels)
+        )
+    per_pair = per_pair.reshape(len(kpi_labels), len(entity_labels))
+    problems = []
+    for kpi in overflowing:
+        alone = np.flatnonzero(~np.isfinite(per_pair[kpi]))
+        where = (
+            f"entity {quoted(entity_labels[alone[0]])}" if len(alone) else "all products together"
+        )
+        problems.append(
+            Problem(
+                f"values for {where} add up beyond the largest number (about "
+                f"{np.finfo(float).max:.1e}); check the data for wrong magnitudes",
+                file=source,
+                kpi=str(kpi_labels[kpi]),
+                field=VALUE,
+            )
+        )
+    return problems
 
 
 def _count_rows(mask: pd.Series, offset: int | None) -> str:
