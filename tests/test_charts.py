@@ -156,8 +156,8 @@ def test_bokeh_chart_has_a_line_per_entity_in_palette_order(
     assert [line.glyph.line_color for line in lines] == list(PALETTE[:3])
     assert [item.label["value"] for item in figure.legend[0].items] == ENTITIES
     assert figure.title.text == "Umsatz Total · Okt 2025 – Okt 2026"
-    assert figure.xaxis[0].axis_label == "Monat"
-    assert figure.yaxis[0].axis_label == "Umsatz Total (CHF)"
+    assert figure.xaxis[0].axis_label.text == "Monat"
+    assert figure.yaxis[0].axis_label.text == "Umsatz Total (CHF)"
     labels = list(figure.xaxis[0].major_label_overrides.values())
     assert labels[0] == "Okt 2025" and labels[-1] == "Okt 2026" and len(labels) == 13
     assert isinstance(figure.yaxis[0].formatter, CustomJSTickFormatter)
@@ -200,7 +200,7 @@ def test_two_kpis_of_different_groups_get_a_panel_each(
     figures = [child[0] for child in grid.children]
     assert [f.title.text for f in figures] == ["Umsatz Total", "Anzahl aktive Konten"]
     assert figures[0].y_range is not figures[1].y_range
-    assert [f.yaxis[0].axis_label for f in figures] == [
+    assert [f.yaxis[0].axis_label.text for f in figures] == [
         "Umsatz Total (CHF)",
         "Anzahl aktive Konten (Anzahl)",
     ]
@@ -218,7 +218,7 @@ def test_two_kpis_of_one_group_share_the_axis(
         "Anzahl Trx Total",
         "Anzahl Trx Ausland",
     ]
-    assert figure.yaxis[0].axis_label == "Anzahl Trx (Anzahl)"
+    assert figure.yaxis[0].axis_label.text == "Anzahl Trx (Anzahl)"
     assert figure.title.text.startswith("Alpine · ")
 
 
@@ -229,7 +229,7 @@ def test_per_account_chart_says_so(sheet: kpisheet.KPISheet, registry: kpisheet.
     series = sheet.series(["transactions"], ["Alpine"], per_account=True)
     figure = hv.render(line_chart(series, registry, per_account=True), backend="bokeh")
     assert figure.title.text.startswith("Anzahl Trx Total · Ø pro aktives Konto · ")
-    assert figure.yaxis[0].axis_label == "Anzahl Trx Total (Anzahl, Ø pro aktives Konto)"
+    assert figure.yaxis[0].axis_label.text == "Anzahl Trx Total (Anzahl, Ø pro aktives Konto)"
 
 
 def test_a_missing_month_is_a_gap(one_kpi: pd.DataFrame, registry: kpisheet.Registry) -> None:

@@ -463,15 +463,20 @@ def ingest_command(
     )
 
 
-@main.command()
-@click.option(
-    "--store",
-    "store_url",
-    default=None,
-    help="Store URL, e.g. sqlite:///kpisheet.db. Default: the demo store.",
-)
-def releases(store_url: str | None) -> None:
-    """List the releases of a store, oldest first; queries read the newest unless told otherwise."""
+STORE_HELP = "Store URL, e.g. sqlite:///kpisheet.db. Default: the demo store."
+
+
+@main.group(cls=KpisheetGroup, invoke_without_command=True)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.pass_context
+def releases(ctx: click.Context, store_url: str | None) -> None:
+    """List the releases of a store, oldest first; queries read the newest unless told otherwise.
+
+    `kpisheet releases verify` checks them against their checksums.
+    """
+    ctx.obj = store_url
+    if ctx.invoked_subcommand is not None:
+        return
     from kpisheet.store import Store, demo_store_url
 
     refuse_memory_store(store_url, "--store")
@@ -494,6 +499,37 @@ def releases(store_url: str | None) -> None:
     ]
     echo_table(header, rows)
     click.echo(f"\nnewest: release {infos[-1].id} (read by default; --release ID reads another)")
+
+
+@releases.command("verify")
+@click.argument("release_id", metavar="[ID]", type=int, required=False)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.pass_obj
+def releases_verify(group_store: str | None, release_id: int | None, store_url: str | None) -> None:
+    """Recompute the checksum of release ID (default: every release) from the stored values.
+
+    Exit 0 when each matches the checksum written with it; else name each changed release
+    and exit 1.
+    """
+    from kpisheet.store import Store, demo_store_url
+
+    store_url = store_url or group_store
+    refuse_memory_store(store_url, "--store")
+    with Store(store_url or demo_store_url()) as store:
+        checks = store.verify(release_id)
+    if not checks:
+        click.echo(f"no releases in {store.url}")
+        return
+    for check in checks:
+        if check.ok:
+            click.echo(printable(str(check)))
+    changed = [check for check in checks if not check.ok]
+    if changed:
+        count = len(changed)
+        raise UserError(
+            f"{count} release{'s' if count != 1 else ''} of {store.url} changed since written:\n"
+            + "\n".join(f"  {check}" for check in changed)
+        )
 
 
 @main.command()

@@ -164,5 +164,20 @@ class StoreError(KpisheetError, RuntimeError):
     """Raised when the store cannot be read or written (unknown release, unreachable database)."""
 
 
+class ChecksumError(StoreError):
+    """Raised when a release's observations no longer match the checksum written with them."""
+
+    def __init__(self, url: str, release: int, stored: str, actual: str) -> None:
+        self.url = url
+        self.release = release
+        self.stored = stored
+        self.actual = actual
+        super().__init__(
+            f"store {url}: release {release} does not match its checksum (written "
+            f"{stored[:12]}…, now {actual[:12]}…): its values were changed outside kpisheet; "
+            "do not use it — ingest the data again or read another release"
+        )
+
+
 class AuthError(KpisheetError, ValueError):
     """Raised when a users file, a user name, a password or the cookie secret cannot be used."""

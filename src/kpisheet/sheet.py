@@ -328,6 +328,7 @@ def open(
     entities: str | Path | None = None,
     *,
     release: int | None = None,
+    verify: bool = False,
 ) -> KPISheet:
     """Open a KPI sheet.
 
@@ -337,6 +338,8 @@ def open(
     :param definitions: KPI YAML files or directories; default the built-in sheet plus plugins.
     :param entities: the entity hierarchy YAML; default the demo hierarchy.
     :param release: a store release id; default the newest.
+    :param verify: with a store, refuse a release whose observations no longer match the
+        checksum written with them (:class:`~kpisheet.errors.ChecksumError`).
     :raises DefinitionError, HierarchyError, DataError, StoreError: with every problem found.
     """
     registry = load_kpis(definitions)
@@ -347,7 +350,7 @@ def open(
         data = demo_store_url()
     if isinstance(data, str) and is_store_url(data):
         with Store(data) as store:
-            info, raw = store.read(release)
+            info, raw = store.read(release, verify=verify)
         shown = display_url(data)
         observations = validate_observations(
             raw, registry, hierarchy, source=f"{shown} release {info.id}"

@@ -67,7 +67,7 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import StoreError
+from kpisheet.errors import ChecksumError, StoreError
 
 #: Version of the table layout; a store of another version is refused, not misread.
 #: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row.
@@ -181,6 +181,31 @@ class ReleaseInfo:
     newest_month: str  # "YYYY-MM"
     checksum: str
     note: str
+
+
+@dataclass(frozen=True)
+class ReleaseCheck:
+    """The checksum of a release recomputed from its stored rows (:meth:`Store.verify`)."""
+
+    info: ReleaseInfo
+    actual: str | None  # None when the rows could not be read as the release records them
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the stored rows still give the checksum written with the release."""
+        return self.actual == self.info.checksum
+
+    def __str__(self) -> str:
+        head = f"release {self.info.id} ({self.info.row_count:,} rows)"
+        if self.ok:
+            return f"{head}: OK, checksum {self.info.checksum[:12]}…"
+        if self.actual is None:
+            return f"{head}: CHANGED — {self.problem}"
+        return (
+            f"{head}: CHANGED — checksum written {self.info.checksum[:12]}…, now "
+            f"{self.actual[:12]}…; its values were changed outside kpisheet"
+        )
 
 
 # Statements, one function each, so tests can compile them for every dialect.
@@ -415,6 +440,7 @@ class Store:
         self._url = make_url(url)
         self.url = display_url(self._url)
         self._engine: Engine | None = None
+        self._read_engine: Engine | None = None  # a read-only SQLite file's, once it is needed
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -430,6 +456,11 @@ class Store:
         if database in ("", ":memory:") or database.startswith("file:"):
             return None
         return Path(database)
+
+    @property
+    def path(self) -> Path | None:
+        """The file of a file-backed SQLite store, else ``None``."""
+        return self._sqlite_path
 
     @property
     def engine(self) -> Engine:
@@ -463,9 +494,10 @@ class Store:
 
     def close(self) -> None:
         """Release the engine's connections."""
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        for engine in (self._engine, self._read_engine):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._read_engine = None
 
     def __enter__(self) -> Store:
         return self
@@ -499,8 +531,35 @@ class Store:
                 f"no store at {path}: the file does not exist (`kpisheet ingest --store "
                 f"{self.url}` creates it)"
             )
-        with self._errors("read"), self.engine.connect() as conn, conn.begin():
+        engine = self._engine_for_reading(path) if path is not None else self.engine
+        with self._errors("read"), engine.connect() as conn, conn.begin():
             yield conn
+
+    def _engine_for_reading(self, path: Path) -> Engine:
+        """The engine that can read a SQLite file: the usual one, or a read-only one.
+
+        A store in write-ahead-log mode needs its ``-shm`` file, which SQLite cannot create in
+        a read-only directory or file system; the store is then opened read-only
+        (``mode=ro``), or as immutable when even that fails (nothing can change a file there).
+        """
+        if self._read_engine is not None:
+            return self._read_engine
+        if _sqlite_readable(f"file:{_file_uri(path)}?mode=rw"):
+            return self.engine
+        for parameters in ("mode=ro", "mode=ro&immutable=1"):
+            uri = f"file:{_file_uri(path)}?{parameters}"
+            if _sqlite_readable(uri):
+                engine = create_engine(
+                    "sqlite://",
+                    creator=lambda uri=uri: sqlite3.connect(
+                        uri, uri=True, timeout=SQLITE_TIMEOUT, check_same_thread=False
+                    ),
+                    poolclass=NullPool,
+                )
+                _serialise_sqlite_writers(engine)
+                self._read_engine = engine
+                return engine
+        return self.engine  # fails with SQLite's own reason
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -568,11 +627,16 @@ class Store:
         infos = self.releases()
         return infos[-1] if infos else None
 
-    def read(self, release: int | None = None) -> tuple[ReleaseInfo, pd.DataFrame]:
+    def read(
+        self, release: int | None = None, *, verify: bool = False
+    ) -> tuple[ReleaseInfo, pd.DataFrame]:
         """A release and its observations (``month`` as ``Period[M]``, ``kpi``, ``entity``, ``value``).
 
         :param release: a release id; default the newest.
+        :param verify: recompute the checksum of the observations read and refuse them when it
+            is not the one written with the release.
         :raises StoreError: for an empty store or an unknown release.
+        :raises ChecksumError: with ``verify``, for a release changed since it was written.
         """
         with self._reading() as conn:
             infos = self._release_infos(conn)
@@ -591,7 +655,32 @@ class Store:
                     )
                 info = by_id[release]
             frame = _read_observations(conn, info, self.url)
+        if verify:
+            _verify(info, frame, self.url)
         return info, frame
+
+    def verify(self, release: int | None = None) -> list[ReleaseCheck]:
+        """Recompute the checksum of one release (default: every release) from its stored rows.
+
+        Every release asked for is checked, so one run finds all that were changed.
+
+        :returns: one :class:`ReleaseCheck` per release, oldest first.
+        :raises StoreError: for an unknown release or an unreadable store.
+        """
+        infos = self.releases()
+        if release is not None:
+            infos = [info for info in infos if info.id == release]
+            if not infos:
+                self.read(release)  # raises, naming the releases there are
+        checks = []
+        for info in infos:
+            try:
+                _, frame = self.read(info.id)
+            except StoreError as exc:  # rows missing or added: no checksum to compare
+                checks.append(ReleaseCheck(info, None, str(exc)))
+                continue
+            checks.append(ReleaseCheck(info, observations_checksum(frame)))
+        return checks
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -780,6 +869,13 @@ def _read_observations(conn: Connection, info: ReleaseInfo, url: str) -> pd.Data
     )
 
 
+def _verify(info: ReleaseInfo, observations: pd.DataFrame, url: str) -> None:
+    """Refuse observations whose checksum is not the one written with their release."""
+    actual = observations_checksum(observations)
+    if actual != info.checksum:
+        raise ChecksumError(url, info.id, info.checksum, actual)
+
+
 def _transpose(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
@@ -819,6 +915,23 @@ def _fetch_rows(
             gc.enable()
         cursor.close()
     return out if filled == count else None
+
+
+def _file_uri(path: Path) -> str:
+    """The path part of a SQLite ``file:`` URI (characters with a meaning in URIs escaped)."""
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()))
+
+
+def _sqlite_readable(uri: str) -> bool:
+    """True when SQLite can open the database at ``uri`` and read its schema."""
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def _fit(text: str, length: int) -> str:

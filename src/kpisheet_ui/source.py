@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import kpisheet
+from kpisheet.errors import ChecksumError
 from kpisheet.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,22 @@ class SheetConfig:
         )
 
 
+def refusal_notice(error: ChecksumError) -> str:
+    """The app's notice (German) for a release it refuses because its checksum does not match."""
+    return (
+        f"Release {error.release} wird nicht angezeigt: Seine gespeicherten Werte stimmen nicht "
+        "mehr mit der Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich "
+        "verändert. Bitte die Datenverantwortlichen informieren."
+    )
+
+
 class SheetSource:
     """Opens and caches the sheet of each release; notices new releases in the store.
+
+    Each release is verified against its checksum when it is opened, and a release whose
+    values were changed since it was written is refused (:class:`~kpisheet.ChecksumError`).
+    A store replaced under the running server (another file, or other releases under the same
+    ids) empties the cache, so its sheets are opened anew instead of served from memory.
 
     Thread-safe: sessions on the server's event loop and background threads may call it at once.
     """
@@ -67,6 +82,7 @@ class SheetSource:
         self._latest_id: int | None = None
         self._checked_at = float("-inf")
         self._store = Store(config.store) if config.store else None
+        self._identity: tuple[object, ...] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -88,12 +104,27 @@ class SheetSource:
         with self._lock:
             if time.monotonic() - self._checked_at < max_age and self._latest_id is not None:
                 return self._latest_id
-        latest = self._store.latest()
+        infos = self._store.releases()
+        identity = (self._file_identity(), tuple((i.id, i.checksum, i.created_at) for i in infos))
         with self._lock:
             self._checked_at = time.monotonic()
-            if latest is not None:
-                self._latest_id = latest.id
+            if self._identity is not None and identity != self._identity:
+                log.warning("store %s was replaced; its sheets are opened anew", self._store.url)
+                self._sheets.clear()
+                self._latest_id = None
+            self._identity = identity
+            if infos:
+                self._latest_id = infos[-1].id
             return self._latest_id
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """Device and inode of a SQLite store's file: another file when it was replaced."""
+        path = self._store.path if self._store is not None else None
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino) if stat is not None else None
 
     def sheet(self, release: int | None = None) -> kpisheet.KPISheet:
         """The sheet of a release (without a store: the one sheet), opened on first use."""
@@ -106,6 +137,7 @@ class SheetSource:
                 definitions=self._definitions(),
                 entities=self.config.entities,
                 release=release,
+                verify=self._store is not None,
             )
             self._sheets[release] = opened
             for old in sorted((k for k in self._sheets if k is not None), reverse=True)[
