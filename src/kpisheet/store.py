@@ -288,7 +288,7 @@ def is_memory_url(url: str) -> bool:
     database = parsed.database or ""
     return parsed.get_backend_name() == "sqlite" and (
         database in ("", ":memory:")
-        or "mode=memory" in str(parsed.query)
+        or parsed.query.get("mode") == "memory"
         or "mode=memory" in database
     )
 
