@@ -340,3 +340,38 @@ def test_a_60_mib_field_is_quoted_short_within_memory_limits(tmp_path: Path) -> 
         f"1 problem in data {path}:\n"
         f"  {path}: unknown entity '{shown}'… ({60 * 2**20:,} characters) in 1 row (line 2)"
     )
+
+
+def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
+    """`releases verify` passes untouched releases and names one changed with SQL, exit 1."""
+    import sqlite3
+
+    from kpisheet.store import Store, sqlite_url
+
+    source = write_demo_csv(tmp_path / "demo.csv", start="2026-01", end="2026-02")
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    for _ in range(2):
+        assert_clean_exit(run("ingest", "--source", str(source), "--store", url), 0)
+    with Store(url) as store:
+        checksum = store.releases()[1].checksum
+    ok = run("releases", "verify", "--store", url)
+    assert_clean_exit(ok, 0)
+    assert [line.split(":")[0] for line in ok.stdout.splitlines()] == [
+        "release 1 (724 rows)",
+        "release 2 (724 rows)",
+    ]
+    with sqlite3.connect(tmp_path / "kpisheet.db") as conn:
+        conn.execute("UPDATE kpisheet_observations SET value = 0 WHERE release_id = 2")
+    with Store(url) as store:
+        actual = store.verify(2)[0].actual
+    changed = run("releases", "--store", url, "verify")
+    assert_clean_exit(changed, 1)
+    assert changed.stdout.startswith("release 1 (724 rows): OK")
+    assert changed.stderr == (
+        f"1 release of {url} changed since written:\n"
+        f"  release 2 (724 rows): CHANGED — checksum written {checksum[:12]}…, now "
+        f"{actual[:12]}…; its values were changed outside kpisheet\n"
+    )
+    only_first = run("releases", "verify", "1", "--store", url)
+    assert_clean_exit(only_first, 0)
+    assert only_first.stdout.startswith("release 1 (724 rows): OK")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from kpisheet.demo import generate_observations
+from kpisheet.errors import ChecksumError
 from kpisheet.store import Store, sqlite_url
-from kpisheet_ui.source import SheetConfig, SheetSource, get_source
+from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +83,45 @@ def test_without_store_the_demo_sheet() -> None:
     assert str(sheet.newest_month) == str(generate_observations()["month"].max())
     assert source.current() is sheet
     assert source.latest_release_id() is None
+
+
+def test_release_changed_with_sql_is_refused_with_a_german_notice(
+    store_url: str, observations: pd.DataFrame
+) -> None:
+    """The app opens releases verified: a release whose values were changed is refused."""
+    with Store(store_url) as store:
+        second = store.write_release(observations, source="test")
+    path = Path(make_url(store_url).database)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE kpisheet_observations SET value = value * 2 WHERE release_id = 2")
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
+        source.current()
+    assert source.sheet(1).release.id == 1  # the untouched release is still served
+    error = ChecksumError(store_url, second.id, second.checksum, "0" * 64)
+    assert refusal_notice(error) == (
+        "Release 2 wird nicht angezeigt: Seine gespeicherten Werte stimmen nicht mehr mit der "
+        "Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich verändert. "
+        "Bitte die Datenverantwortlichen informieren."
+    )
+
+
+def test_replaced_store_file_is_read_anew(tmp_path: Path, observations: pd.DataFrame) -> None:
+    """A store file replaced under a running server (same release ids, other values) is reloaded
+    at the next poll instead of being served from the cache."""
+    path = tmp_path / "kpis.db"
+    with Store(sqlite_url(path)) as store:
+        store.write_release(observations, source="old")
+    source = SheetSource(SheetConfig(store=sqlite_url(path), poll_seconds=3600))
+    old = source.current()
+    replacement = tmp_path / "replacement.db"
+    doubled = observations.assign(value=observations["value"] * 2)
+    with Store(sqlite_url(replacement)) as store:
+        store.write_release(doubled, source="new")
+    os.replace(replacement, path)
+    assert source.current() is old  # within the poll interval nothing is looked at
+    new = source.current(max_age=0)
+    assert new is not old
+    assert (new.release.id, new.release.source) == (1, "new")
+    assert new.observations["value"].sum() == pytest.approx(2 * old.observations["value"].sum())
+    assert source.current(max_age=0) is new  # and cached again until the next replacement
