@@ -787,3 +787,27 @@ def test_guide_warehouse_query_runs_on_postgresql(
     ]
     assert info.newest_month == "2026-06"
     assert info.checksum == observations_checksum(demo[demo["month"] <= pd.Period("2026-06", "M")])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_ingest_killed_while_reading_leaves_nothing_in_the_temp_directory(
+    tmp_path: Path, big_csv: Path
+) -> None:
+    """An ingest killed while it reads its source leaves no copy of the data behind: it makes none."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    process = subprocess.Popen(
+        [KPISHEET, "ingest", "--source", str(big_csv), "--store", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    wait_until(lambda: has_open(process.pid, big_csv) or process.poll() is not None)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert list(scratch.iterdir()) == []
+    assert not (tmp_path / "kpisheet.db").exists()
