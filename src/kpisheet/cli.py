@@ -645,6 +645,7 @@ def serve(
 
     if not demo:
         refuse_memory_store(store_url, "--store")
+    check_port(address, port)  # before the sheet is opened: a taken port fails at once
     config = sheet_config(
         None if demo else store_url, definitions, entities, poll_seconds=poll_seconds
     )
@@ -659,17 +660,49 @@ def serve(
             show=show,
         )
     except OSError as exc:
-        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        if exc.errno not in _PORT_PROBLEMS:
             raise
-        where = f"{address or 'localhost'}:{port}"
-        reason = {
-            errno.EADDRINUSE: "the port is in use (another server?)",
-            errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-            errno.EACCES: "the port needs administrator rights",
-        }[exc.errno]
-        raise UserError(
-            f"cannot serve on {where}: {reason}; choose another with --port/--address"
-        ) from exc
+        raise port_error(address, port, exc.errno) from exc
+
+
+#: Why a server cannot listen, by ``errno``.
+_PORT_PROBLEMS = {
+    errno.EADDRINUSE: "the port is in use (another server?)",
+    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+    errno.EACCES: "the port needs administrator rights",
+}
+
+
+def port_error(address: str | None, port: int, number: int) -> UserError:
+    """The one-line message for a server that cannot listen on ``address:port``."""
+    return UserError(
+        f"cannot serve on {address or 'localhost'}:{port}: {_PORT_PROBLEMS[number]}; "
+        "choose another with --port/--address"
+    )
+
+
+def check_port(address: str | None, port: int) -> None:
+    """Refuse a port another program listens on (or one that needs privileges), by trying it.
+
+    The probe binds as the server will (``SO_REUSEADDR``), so a port left in TIME_WAIT by a
+    server just stopped is not refused; other failures are left to the server to report.
+    """
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(
+            address or "localhost", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return
+    for family, kind, protocol, _, where in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise port_error(address, port, exc.errno) from exc
 
 
 @main.group(cls=KpisheetGroup)
