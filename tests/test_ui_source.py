@@ -97,6 +97,10 @@ def test_release_changed_with_sql_is_refused_with_a_german_notice(
     source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
     with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
         source.current()
+    with sqlite3.connect(path) as conn:  # the refusal is remembered, not recomputed every poll
+        conn.execute("UPDATE kpisheet_observations SET value = value / 2 WHERE release_id = 2")
+    with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
+        source.current()
     assert source.sheet(1).release.id == 1  # the untouched release is still served
     error = ChecksumError(store_url, second.id, second.checksum, "0" * 64)
     assert refusal_notice(error) == (

@@ -83,6 +83,7 @@ class SheetSource:
         self._checked_at = float("-inf")
         self._store = Store(config.store) if config.store else None
         self._identity: tuple[object, ...] | None = None
+        self._refused: dict[int | None, ChecksumError] = {}
 
     def __repr__(self) -> str:
         return (
@@ -111,6 +112,7 @@ class SheetSource:
             if self._identity is not None and identity != self._identity:
                 log.warning("store %s was replaced; its sheets are opened anew", self._store.url)
                 self._sheets.clear()
+                self._refused.clear()
                 self._latest_id = None
             self._identity = identity
             if infos:
@@ -132,13 +134,20 @@ class SheetSource:
             cached = self._sheets.get(release)
             if cached is not None:
                 return cached
-            opened = kpisheet.open(
-                self.config.store,
-                definitions=self._definitions(),
-                entities=self.config.entities,
-                release=release,
-                verify=self._store is not None,
-            )
+            refused = self._refused.get(release)
+            if refused is not None:  # verified once is enough, until the store is replaced
+                raise refused
+            try:
+                opened = kpisheet.open(
+                    self.config.store,
+                    definitions=self._definitions(),
+                    entities=self.config.entities,
+                    release=release,
+                    verify=self._store is not None,
+                )
+            except ChecksumError as exc:
+                self._refused[release] = exc
+                raise
             self._sheets[release] = opened
             for old in sorted((k for k in self._sheets if k is not None), reverse=True)[
                 CACHED_RELEASES:
