@@ -262,6 +262,14 @@ def test_output_that_cannot_be_written_is_one_line() -> None:
     )
 
 
+def test_demo_output_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """`kpisheet demo --output` below a file (no directory can be made there) is one line."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    target = tmp_path / "a-file" / "demo"
+    result = run("demo", "--output", str(target))
+    assert_one_line_failure(result, f"cannot write {target}: Not a directory")
+
+
 def test_port_in_use_is_one_line(tmp_path: Path) -> None:
     """`kpisheet serve` on a port another program listens on ends with a message, exit 1."""
     import socket

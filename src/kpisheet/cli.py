@@ -558,9 +558,10 @@ def demo(output: Path) -> None:
         raise UserError(
             f"{', '.join(existing)} already exist; choose a new directory for the demo project"
         )
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(builtin_definitions_dir(), definitions)
-    shutil.copyfile(DEMO_ENTITIES, entities)
+    with writing(output):
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(builtin_definitions_dir(), definitions)
+        shutil.copyfile(DEMO_ENTITIES, entities)
     info = write_demo_store(sqlite_url(store))
     kpi_count = len(load_kpis([definitions]))
     product_count = len(load_hierarchy(entities).leaves)
