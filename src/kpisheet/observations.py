@@ -94,10 +94,16 @@ def _record_lines(content: bytes, rows: int) -> np.ndarray | None:
     (which the reader skips) come before them. ``None`` when neither happens, or when the
     records found here are not the ``rows`` the reader found (then rows keep their position).
     """
+    if not content:
+        return None
     data = np.frombuffer(content, dtype=np.uint8)
     newlines = np.flatnonzero(data == ord("\n"))
-    quotes = np.flatnonzero(data == ord('"'))
+    line_starts = np.concatenate(([0], newlines[newlines + 1 < len(data)] + 1))
+    quoted = b'"' in content
+    if not quoted and not np.isin(data[line_starts], _LINE_BLANKS).any():
+        return None  # the common case: no field spans lines, no line starts blank
     # A line break after an odd number of quotes is inside a quoted field.
+    quotes = np.flatnonzero(data == ord('"')) if quoted else np.empty(0, dtype=np.int64)
     inside = np.searchsorted(quotes, newlines) % 2 == 1
     ends = newlines[~inside]
     starts = np.concatenate(([0], ends + 1))
@@ -115,6 +121,8 @@ def _record_lines(content: bytes, rows: int) -> np.ndarray | None:
 
 
 _BLANKS = np.frombuffer(b" \t\r", dtype=np.uint8)
+#: Bytes a blank line may start with (it may be empty or white, which the reader skips).
+_LINE_BLANKS = np.frombuffer(b"\n\r \t", dtype=np.uint8)
 
 
 def read_observations(
