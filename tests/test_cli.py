@@ -380,6 +380,9 @@ def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
         f"  release 2 (724 rows): CHANGED — checksum written {checksum[:12]}…, now "
         f"{actual[:12]}…; its values were changed outside kpisheet\n"
     )
+    refused = run("validate", "--data", url)
+    assert_clean_exit(refused, 1)
+    assert f"store {url}: release 2 does not match its checksum" in refused.stderr
     only_first = run("releases", "verify", "1", "--store", url)
     assert_clean_exit(only_first, 0)
     assert only_first.stdout.startswith("release 1 (724 rows): OK")

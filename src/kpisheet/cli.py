@@ -111,13 +111,22 @@ def sheet_options(function: Any) -> Any:
 
 
 def open_sheet(
-    data: str | None, definitions: Sequence[Path], entities: Path | None, release: int | None
+    data: str | None,
+    definitions: Sequence[Path],
+    entities: Path | None,
+    release: int | None,
+    *,
+    verify: bool = False,
 ) -> Any:
     """Open the sheet the common options describe (the demo sheet where nothing is given)."""
     from kpisheet.sheet import open as open_kpisheet
 
     return open_kpisheet(
-        data, definitions=definitions_arg(definitions), entities=entities, release=release
+        data,
+        definitions=definitions_arg(definitions),
+        entities=entities,
+        release=release,
+        verify=verify,
     )
 
 
@@ -141,6 +150,7 @@ def main() -> None:
 def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | None) -> None:
     """Check KPI definitions (and an entity hierarchy and data, if given).
 
+    Data from a store is checked against the checksum of its newest release too.
     Exit 0 when all is valid; else list every problem and exit 1.
     """
     from kpisheet.errors import ProblemsError
@@ -167,7 +177,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
                 f"data {data} not checked: fix the definitions and the entity hierarchy first."
             )
         else:
-            sheet = open_sheet(data, definitions, entities, None)
+            sheet = open_sheet(data, definitions, entities, None, verify=True)
             click.echo(
                 f"OK: {len(sheet.observations)} observations, months {sheet.months[0]} to {sheet.months[-1]}."
             )
