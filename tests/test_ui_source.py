@@ -129,3 +129,13 @@ def test_replaced_store_file_is_read_anew(tmp_path: Path, observations: pd.DataF
     assert (new.release.id, new.release.source) == (1, "new")
     assert new.observations["value"].sum() == pytest.approx(2 * old.observations["value"].sum())
     assert source.current(max_age=0) is new  # and cached again until the next replacement
+
+
+def test_a_new_release_is_no_replacement(store_url: str, observations: pd.DataFrame) -> None:
+    """A release added to the store keeps the sheets already open: only replacements empty the cache."""
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    first = source.current()
+    with Store(store_url) as store:
+        store.write_release(observations, source="test")
+    assert source.current().release.id == 2
+    assert source.sheet(1) is first

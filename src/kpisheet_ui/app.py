@@ -343,7 +343,8 @@ class AppView(param.Parameterized):
                 sheet = await asyncio.to_thread(source.current)
             except ChecksumError as exc:  # the page keeps the release it shows
                 log.warning("refused a release: %s", exc)
-                self.state.notice = refusal_notice(exc)
+                self.error.object = refusal_notice(exc)
+                self.error.visible = True
                 return
             except KpisheetError as exc:
                 log.warning("could not look for a new release: %s", exc)

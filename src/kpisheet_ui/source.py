@@ -82,7 +82,8 @@ class SheetSource:
         self._latest_id: int | None = None
         self._checked_at = float("-inf")
         self._store = Store(config.store) if config.store else None
-        self._identity: tuple[object, ...] | None = None
+        # The store as last seen: its file (SQLite) and each release's checksum and creation time.
+        self._identity: tuple[object, dict[int, tuple[object, ...]]] | None = None
         self._refused: dict[int | None, ChecksumError] = {}
 
     def __repr__(self) -> str:
@@ -106,10 +107,10 @@ class SheetSource:
             if time.monotonic() - self._checked_at < max_age and self._latest_id is not None:
                 return self._latest_id
         infos = self._store.releases()
-        identity = (self._file_identity(), tuple((i.id, i.checksum, i.created_at) for i in infos))
+        identity = (self._file_identity(), {i.id: (i.checksum, i.created_at) for i in infos})
         with self._lock:
             self._checked_at = time.monotonic()
-            if self._identity is not None and identity != self._identity:
+            if self._identity is not None and _replaced(self._identity, identity):
                 log.warning("store %s was replaced; its sheets are opened anew", self._store.url)
                 self._sheets.clear()
                 self._refused.clear()
@@ -160,6 +161,18 @@ class SheetSource:
         if self._store is None:
             return self.sheet(None)
         return self.sheet(self.latest_release_id(max_age=max_age))
+
+
+def _replaced(
+    before: tuple[object, dict[int, tuple[object, ...]]],
+    now: tuple[object, dict[int, tuple[object, ...]]],
+) -> bool:
+    """True when the store is not the one seen before: another file, or releases seen before
+    missing or different (new releases alone are the store going on, not a replacement)."""
+    (file_before, releases_before), (file_now, releases_now) = before, now
+    if file_before is not None and file_now is not None and file_before != file_now:
+        return True
+    return any(releases_now.get(key) != value for key, value in releases_before.items())
 
 
 _SOURCES: dict[SheetConfig, SheetSource] = {}
