@@ -156,8 +156,8 @@ def test_bokeh_chart_has_a_line_per_entity_in_palette_order(
     assert [line.glyph.line_color for line in lines] == list(PALETTE[:3])
     assert [item.label["value"] for item in figure.legend[0].items] == ENTITIES
     assert figure.title.text == "Umsatz Total · Okt 2025 – Okt 2026"
-    assert figure.xaxis[0].axis_label == "Monat"
-    assert figure.yaxis[0].axis_label == "Umsatz Total (CHF)"
+    assert figure.xaxis[0].axis_label.text == "Monat"
+    assert figure.yaxis[0].axis_label.text == "Umsatz Total (CHF)"
     labels = list(figure.xaxis[0].major_label_overrides.values())
     assert labels[0] == "Okt 2025" and labels[-1] == "Okt 2026" and len(labels) == 13
     assert isinstance(figure.yaxis[0].formatter, CustomJSTickFormatter)
@@ -200,7 +200,7 @@ def test_two_kpis_of_different_groups_get_a_panel_each(
     figures = [child[0] for child in grid.children]
     assert [f.title.text for f in figures] == ["Umsatz Total", "Anzahl aktive Konten"]
     assert figures[0].y_range is not figures[1].y_range
-    assert [f.yaxis[0].axis_label for f in figures] == [
+    assert [f.yaxis[0].axis_label.text for f in figures] == [
         "Umsatz Total (CHF)",
         "Anzahl aktive Konten (Anzahl)",
     ]
@@ -218,7 +218,7 @@ def test_two_kpis_of_one_group_share_the_axis(
         "Anzahl Trx Total",
         "Anzahl Trx Ausland",
     ]
-    assert figure.yaxis[0].axis_label == "Anzahl Trx (Anzahl)"
+    assert figure.yaxis[0].axis_label.text == "Anzahl Trx (Anzahl)"
     assert figure.title.text.startswith("Alpine · ")
 
 
@@ -229,7 +229,7 @@ def test_per_account_chart_says_so(sheet: kpisheet.KPISheet, registry: kpisheet.
     series = sheet.series(["transactions"], ["Alpine"], per_account=True)
     figure = hv.render(line_chart(series, registry, per_account=True), backend="bokeh")
     assert figure.title.text.startswith("Anzahl Trx Total · Ø pro aktives Konto · ")
-    assert figure.yaxis[0].axis_label == "Anzahl Trx Total (Anzahl, Ø pro aktives Konto)"
+    assert figure.yaxis[0].axis_label.text == "Anzahl Trx Total (Anzahl, Ø pro aktives Konto)"
 
 
 def test_a_missing_month_is_a_gap(one_kpi: pd.DataFrame, registry: kpisheet.Registry) -> None:
@@ -404,3 +404,60 @@ def test_marked_charts_export_to_png_and_html() -> None:
     save_html(series, registry, page)
     assert png.getvalue().startswith(b"\x89PNG")
     assert "nicht alle erwarteten Produkte haben gemeldet" in page.getvalue().decode()
+
+
+MARKUP_LABEL = "Umsatz {CHF} $x^2$ {0} %s $"
+
+
+@pytest.fixture(scope="module")
+def markup_sheet(tmp_path_factory: pytest.TempPathFactory) -> kpisheet.KPISheet:
+    """The demo sheet with the turnover label and group written like format fields and TeX."""
+    from kpisheet.builtin import builtin_definitions_dir
+
+    directory = tmp_path_factory.mktemp("definitions")
+    for path in builtin_definitions_dir().glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        text = text.replace("label: Umsatz Total\n", f"label: {MARKUP_LABEL!r}\n", 1)
+        (directory / path.name).write_text(text, encoding="utf-8")
+    sheet = kpisheet.open(definitions=[directory])
+    assert sheet.registry["turnover"].label == MARKUP_LABEL
+    return sheet
+
+
+@pytest.mark.parametrize(
+    "kpis, entities",
+    [(["turnover"], ["Alpine", "Bergkristall"]), (["turnover", "transactions"], ["Kartenwelt AG"])],
+)
+def test_labels_with_braces_and_dollars_are_plain_text(
+    markup_sheet: kpisheet.KPISheet, kpis: list[str], entities: list[str], tmp_path: Path
+) -> None:
+    """A label with braces and dollars renders PNG and HTML, shown literally: no format field,
+    no matplotlib math, no Bokeh TeX."""
+    import holoviews as hv
+    from bokeh.models import PlainText
+    from matplotlib import cbook
+
+    series = markup_sheet.series(kpis, entities)
+    registry = markup_sheet.registry
+    assert save_png(series, registry, tmp_path / "chart.png").stat().st_size > 10_000
+    html = save_html(series, registry, tmp_path / "chart.html").read_text(encoding="utf-8")
+    assert MARKUP_LABEL in html
+
+    figure = hv.render(line_chart(series, registry, "matplotlib"), backend="matplotlib")
+    texts = [t for ax in figure.axes for t in (ax.title, ax.yaxis.label)]
+    texts += [t for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    texts += [figure._suptitle] if figure._suptitle is not None else []
+    shown = [t.get_text() for t in texts if "Umsatz" in t.get_text()]
+    assert shown and all(MARKUP_LABEL.replace("$", r"\$") in text for text in shown)
+    assert not any(cbook.is_math_text(text) for text in shown)
+
+    model = hv.render(line_chart(series, registry, "bokeh"), backend="bokeh")
+    if len(kpis) > 1:  # a panel per KPI, in a grid under the title
+        grid = next(child for child in model.children if isinstance(child, GridPlot))
+        figures = [child[0] for child in grid.children]
+    else:
+        figures = [model]
+    titles = [f.title.text for f in figures if f.title is not None]
+    labels = [axis.axis_label for f in figures for axis in (*f.xaxis, *f.yaxis)]
+    assert all(isinstance(label, PlainText) for label in labels)
+    assert any(MARKUP_LABEL in text for text in [*titles, *(label.text for label in labels)])

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 import kpisheet
 from kpisheet.cli import main
-from kpisheet.errors import DefinitionError
+from kpisheet.demo import write_demo_csv
+from kpisheet.errors import QUOTED_CHARS, DefinitionError
 from tests.strategies import MUTATIONS, DefinitionSet, definition_sets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -217,3 +218,171 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = run("validat")
     assert_clean_exit(result, 2)
     assert "No such command 'validat'" in result.stderr
+
+
+# -- expected failures: one line, exit 1, no traceback ---------------------------------------
+
+
+def assert_one_line_failure(result: Result, message: str) -> None:
+    """The command failed with exactly ``message`` on one line, exit 1 and no traceback."""
+    assert_clean_exit(result, 1)
+    assert result.stderr == message + "\n"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("query",),
+        ("query", "--format", "xlsx"),
+        ("chart", "--kpi", "turnover", "--entity", "Kartenwelt AG"),
+    ],
+)
+def test_output_in_a_missing_directory_is_refused_before_any_work(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    """An --output in a directory that does not exist is a one-line message, exit 1."""
+    target = tmp_path / "missing" / ("out.png" if args[0] == "chart" else "out.csv")
+    result = run(*args, "--output", str(target))
+    assert_one_line_failure(
+        result, f"cannot write {target}: there is no directory {tmp_path / 'missing'}"
+    )
+
+
+def test_output_that_is_a_directory_is_refused(tmp_path: Path) -> None:
+    """An --output naming a directory is a one-line message, exit 1."""
+    result = run("query", "--output", str(tmp_path))
+    assert_one_line_failure(result, f"cannot write {tmp_path}: it is a directory; give a file name")
+
+
+def test_output_that_cannot_be_written_is_one_line() -> None:
+    """A file the system refuses to create (in /proc) is a one-line message with the reason."""
+    result = run("query", "--output", "/proc/kpisheet-test.csv")
+    assert_one_line_failure(
+        result, "cannot write /proc/kpisheet-test.csv: No such file or directory"
+    )
+
+
+def test_demo_output_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    """`kpisheet demo --output` below a file (no directory can be made there) is one line."""
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    target = tmp_path / "a-file" / "demo"
+    result = run("demo", "--output", str(target))
+    assert_one_line_failure(result, f"cannot write {target}: Not a directory")
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    """`kpisheet serve` on a port another program listens on ends with a message, exit 1."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("localhost", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(KPISHEET), "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr == (
+        f"cannot serve on localhost:{port}: the port is in use (another server?); "
+        "choose another with --port/--address\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:x?mode=memory&uri=true"]
+)
+def test_in_memory_store_is_refused(tmp_path: Path, url: str) -> None:
+    """An in-memory store URL would keep nothing: ingest refuses it, writing nothing."""
+    source = write_demo_csv(tmp_path / "demo.csv", start="2026-01", end="2026-02")
+    result = run("ingest", "--source", str(source), "--store", url)
+    assert_one_line_failure(
+        result,
+        f"--store {url} is an in-memory database, gone when kpisheet exits; give a file, "
+        "e.g. sqlite:///kpisheet.db",
+    )
+    assert "written" not in result.stdout
+
+
+def test_param_without_query_is_refused(tmp_path: Path) -> None:
+    """--param binds a query parameter; without --query it is refused instead of ignored."""
+    source = write_demo_csv(tmp_path / "demo.csv", start="2026-01", end="2026-02")
+    store = tmp_path / "kpisheet.db"
+    result = run(
+        "ingest", "--source", str(source), "--store", f"sqlite:///{store}", "--param", "a=1"
+    )
+    assert_one_line_failure(
+        result,
+        "--param a binds a parameter of a --query, and no --query was given; give the query "
+        "with --query FILE.sql, or leave out --param",
+    )
+    assert not store.exists()
+
+
+def test_escape_sequences_from_input_are_printed_escaped() -> None:
+    """A terminal escape sequence in a KPI name reaches the terminal as text, not as a command."""
+    result = run("query", "--kpi", "\x1b[2J\x1b]0;owned\x07x")
+    assert_clean_exit(result, 1)
+    assert "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert result.stderr.startswith("unknown KPI '\\x1b[2J\\x1b]0;owned\\x07x'; known: turnover,")
+
+
+def test_a_60_mib_field_is_quoted_short_within_memory_limits(tmp_path: Path) -> None:
+    """A 60 MiB entity name is quoted cut to a few hundred characters, within 2 GiB, no traceback."""
+    from tests.limits import run_limited
+
+    path = tmp_path / "big.csv"
+    path.write_text(
+        "month,kpi,entity,value\n2026-01,turnover," + "X" * (60 * 2**20) + ",1\n",
+        encoding="utf-8",
+    )
+    result = run_limited(
+        "from kpisheet.sheet import open as open_sheet\nopen_sheet(sys.argv[1])", str(path)
+    )
+    shown = "X" * QUOTED_CHARS
+    assert result["error"] == (
+        f"1 problem in data {path}:\n"
+        f"  {path}: unknown entity '{shown}'… ({60 * 2**20:,} characters) in 1 row (line 2)"
+    )
+
+
+def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
+    """`releases verify` passes untouched releases and names one changed with SQL, exit 1."""
+    import sqlite3
+
+    from kpisheet.store import Store, sqlite_url
+
+    source = write_demo_csv(tmp_path / "demo.csv", start="2026-01", end="2026-02")
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    for _ in range(2):
+        assert_clean_exit(run("ingest", "--source", str(source), "--store", url), 0)
+    with Store(url) as store:
+        checksum = store.releases()[1].checksum
+    ok = run("releases", "verify", "--store", url)
+    assert_clean_exit(ok, 0)
+    assert [line.split(":")[0] for line in ok.stdout.splitlines()] == [
+        "release 1 (724 rows)",
+        "release 2 (724 rows)",
+    ]
+    with sqlite3.connect(tmp_path / "kpisheet.db") as conn:
+        conn.execute("UPDATE kpisheet_observations SET value = 0 WHERE release_id = 2")
+    with Store(url) as store:
+        actual = store.verify(2)[0].actual
+    changed = run("releases", "--store", url, "verify")
+    assert_clean_exit(changed, 1)
+    assert changed.stdout.startswith("release 1 (724 rows): OK")
+    assert changed.stderr == (
+        f"1 release of {url} changed since written:\n"
+        f"  release 2 (724 rows): CHANGED — checksum written {checksum[:12]}…, now "
+        f"{actual[:12]}…; its values were changed outside kpisheet\n"
+    )
+    refused = run("validate", "--data", url)
+    assert_clean_exit(refused, 1)
+    assert f"store {url}: release 2 does not match its checksum" in refused.stderr
+    only_first = run("releases", "verify", "1", "--store", url)
+    assert_clean_exit(only_first, 0)
+    assert only_first.stdout.startswith("release 1 (724 rows): OK")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import math
 import os
 import re
@@ -31,6 +32,7 @@ from kpisheet.export import (
     RESULT_HEADERS,
     SERIES_HEADERS,
     month_on_month,
+    neutralise_formulas,
     number_format,
     write_result_xlsx,
     write_series_xlsx,
@@ -532,3 +534,75 @@ def test_libreoffice_runs_no_formula_from_text(
     table, _ = _libreoffice_csv(soffice, path, tmp_path)
     assert [row[HEADERS.index("Entität")] for row in table[1:]] == FORMULA_LIKE
     assert {row[HEADERS.index("KPI-Bezeichnung")] for row in table[1:]} == {"=1+2"}
+
+
+# -- CSV and JSON: text that starts like a formula ----------------------------------------------
+
+HOSTILE_NAMES = ("=1+2", "+SUM(A1:A9)", "-2+3", "@cmd", "Plain")
+
+HOSTILE_ENTITIES = "total: Kartenwelt AG\nlevels: [mandant]\nentities:\n" + "".join(
+    f"  {json.dumps(name)}: {{mandant: {json.dumps('=HYPERLINK(1)')}}}\n" for name in HOSTILE_NAMES
+)
+
+
+def test_neutralise_formulas_prefixes_text_and_leaves_numbers() -> None:
+    """Text starting with = + - @ tab or CR gets an apostrophe; numbers and other text stay."""
+    frame = pd.DataFrame(
+        {
+            "entity": pd.Categorical(["=1+2", "Plain", "-x"]),
+            "kpi": ["@a", None, "\tb"],
+            "value": [-1.5, 2.0, math.nan],
+        }
+    )
+    safe = neutralise_formulas(frame)
+    assert safe["entity"].tolist() == ["'=1+2", "Plain", "'-x"]
+    assert safe["kpi"][[0, 2]].tolist() == ["'@a", "'\tb"] and pd.isna(safe["kpi"][1])
+    assert safe["value"].dtype == np.float64
+    np.testing.assert_array_equal(safe["value"], frame["value"])
+    assert frame["entity"].tolist() == ["=1+2", "Plain", "-x"]  # the caller's frame is unchanged
+
+
+@pytest.mark.parametrize("output_format", ["csv", "json"])
+def test_query_csv_and_json_neutralise_formula_like_names(
+    tmp_path: Path, output_format: str
+) -> None:
+    """`kpisheet query` CSV and JSON carry names as text a spreadsheet will not run; numbers stay numbers."""
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(HOSTILE_ENTITIES, encoding="utf-8")
+    data = tmp_path / "obs.csv"
+    rows = [f"2026-01,turnover,{name},-{i + 1}" for i, name in enumerate(HOSTILE_NAMES)]
+    data.write_text("month,kpi,entity,value\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    output = tmp_path / f"out.{output_format}"
+    result = CliRunner().invoke(
+        main,
+        [
+            "query",
+            "--data",
+            str(data),
+            "--entities",
+            str(entities),
+            "--kpi",
+            "turnover",
+            "--level",
+            "product",
+            "--level",
+            "mandant",
+            "--format",
+            output_format,
+            "--output",
+            str(output),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = output.read_text(encoding="utf-8")
+    if output_format == "csv":
+        records = list(csv.DictReader(io.StringIO(text)))
+    else:
+        records = json.loads(text)
+    by_entity = {record["entity"]: record for record in records}
+    expected = {f"'{name}" if name != "Plain" else name for name in HOSTILE_NAMES}
+    assert set(by_entity) == expected | {"'=HYPERLINK(1)"}
+    assert float(by_entity["'=1+2"]["value"]) == -1.0
+    assert float(by_entity["'=HYPERLINK(1)"]["value"]) == -15.0
+    if output_format == "json":
+        assert isinstance(by_entity["Plain"]["value"], float)

@@ -12,8 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import kpisheet
-from kpisheet.errors import DefinitionError, FormulaError
-from kpisheet.formula import Binary, Number, Ref, Unary, parse_formula
+from kpisheet.errors import QUOTED_CHARS, DefinitionError, FormulaError
+from kpisheet.formula import (
+    MAX_FORMULA_DEPTH,
+    MAX_FORMULA_LENGTH,
+    MAX_FORMULA_TERMS,
+    Binary,
+    Number,
+    Ref,
+    Unary,
+    parse_formula,
+)
 from tests.strategies import Expression, expressions, formulas
 
 IDS = ["turnover", "transactions", "active_accounts", "x1", "_b"]
@@ -254,3 +263,79 @@ def test_dunder_name_is_only_a_reference() -> None:
     assert formula.references == ("__import__",)
     with pytest.raises(KeyError):
         formula.evaluate({})
+
+
+def test_formula_nested_beyond_the_limit_is_refused() -> None:
+    """600 nested parentheses are a FormulaError naming the limit, not a RecursionError."""
+    text = "(" * 600 + "a" + ")" * 600
+    with pytest.raises(
+        FormulaError,
+        match=re.escape(
+            f"formula {text[:QUOTED_CHARS]!r}… (1,201 characters): nested more than "
+            f"{MAX_FORMULA_DEPTH} levels deep (parentheses and signs) at position 51"
+        ),
+    ):
+        parse_formula(text)
+
+
+def test_signs_count_towards_the_nesting_limit() -> None:
+    """A chain of 600 minus signs is refused like parentheses."""
+    with pytest.raises(FormulaError, match=re.escape("nested more than 50 levels deep")):
+        parse_formula("-" * 600 + "a")
+
+
+def test_formula_with_too_many_terms_is_refused() -> None:
+    """More numbers and KPI ids than the limit are refused, pointing at the first one too many."""
+    text = "+".join(["a"] * (MAX_FORMULA_TERMS + 1))
+    with pytest.raises(
+        FormulaError,
+        match=re.escape(
+            f"{MAX_FORMULA_TERMS + 1} numbers and KPI ids; a formula may combine at most "
+            f"{MAX_FORMULA_TERMS} (split it into derived KPIs)"
+        ),
+    ):
+        parse_formula(text)
+
+
+def test_formula_of_1500_terms_is_refused_by_its_length() -> None:
+    """The 1,500-term formula that ended in a RecursionError is refused by its length."""
+    text = "+".join(["a"] * 1500)
+    with pytest.raises(
+        FormulaError,
+        match=re.escape(
+            f"(2,999 characters): 2,999 characters long; a formula may have at most "
+            f"{MAX_FORMULA_LENGTH:,}"
+        ),
+    ):
+        parse_formula(text)
+
+
+def test_formula_at_the_limits_parses_and_evaluates() -> None:
+    """The deepest and widest formulas allowed still parse, and evaluate to the right number."""
+    deep = "(" * (MAX_FORMULA_DEPTH - 1) + "a" + ")" * (MAX_FORMULA_DEPTH - 1)
+    wide = "+".join(["a"] * MAX_FORMULA_TERMS)
+    values = {"a": np.array([2.0])}
+    assert parse_formula(deep).evaluate(values).tolist() == [2.0]
+    assert parse_formula(wide).evaluate(values).tolist() == [2.0 * MAX_FORMULA_TERMS]
+
+
+def test_formula_limits_are_reported_for_every_kpi_at_once(tmp_path: Path) -> None:
+    """Each over-long, too deep and too wide formula is a problem naming file, line and KPI."""
+    source = "- id: a\n  label: A\n  group: G\n  unit: count\n  time_aggregation: sum\n"
+    formulas = {
+        "deep": "(" * 600 + "a" + ")" * 600,
+        "wide": "+".join(["a"] * 300),
+        "long": "a" + " " * 2500 + "+ a",
+    }
+    for kpi, formula in formulas.items():
+        source += f"- id: {kpi}\n  label: X\n  group: G\n  unit: count\n  formula: '{formula}'\n"
+    path = tmp_path / "limits.yaml"
+    path.write_text(source, encoding="utf-8")
+    with pytest.raises(DefinitionError) as info:
+        kpisheet.load_kpis(path)
+    assert [(p.line, p.kpi, p.field) for p in info.value.problems] == [
+        (10, "deep", "formula"),
+        (15, "wide", "formula"),
+        (20, "long", "formula"),
+    ]
+    assert "RecursionError" not in str(info.value)

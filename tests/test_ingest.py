@@ -1189,3 +1189,27 @@ def test_combined_source_matches_every_key_the_source_has(tmp_path: Path) -> Non
     ingest(names_only, url, definitions=[definitions], entities=entities)
     read = Store(url).read()[1]
     assert list(read["kpi"].astype(str)) == ["turnover"] and list(read["value"]) == [10.0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_ingest_killed_while_reading_leaves_nothing_in_the_temp_directory(
+    tmp_path: Path, big_csv: Path
+) -> None:
+    """An ingest killed while it reads its source leaves no copy of the data behind: it makes none."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    process = subprocess.Popen(
+        [KPISHEET, "ingest", "--source", str(big_csv), "--store", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    wait_until(lambda: has_open(process.pid, big_csv) or process.poll() is not None)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert list(scratch.iterdir()) == []
+    assert not (tmp_path / "kpisheet.db").exists()

@@ -375,3 +375,82 @@ def test_cli_reports_bad_data_without_traceback(
     assert "Traceback" not in result.output
     for message in BAD_MESSAGES:
         assert message in result.output
+
+
+# --- line numbers and overflow -----------------------------------------------------------------
+
+
+def test_line_numbers_count_quoted_line_breaks_and_blank_lines(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """A row after a field with a line break, or after blank lines, is named by its own line."""
+    path = write_csv(
+        tmp_path / "obs.csv",
+        [
+            "month,kpi,entity,value",
+            '2023-01,flow,"Alpine',  # line 2: a field over two lines
+            'Gold",1',
+            "",
+            "   ",
+            '2023-01,flw,Alpine Gold,"1',  # line 6: the value field spans lines 6 and 7
+            '"',
+            "2023-02,flow,Alpine Gold,1o",  # line 8
+        ],
+    )
+    with pytest.raises(DataError) as info:
+        load_observations(path, registry, hierarchy)
+    assert [p.message for p in info.value.problems] == [
+        "value is not a number: line 8 ('1o')",
+        "unknown KPI id 'flw' (did you mean 'flow'?) in 1 row (line 6)",
+        "unknown entity 'Alpine\\nGold' (did you mean 'Alpine Gold'?) in 1 row (line 2)",
+    ]
+
+
+def test_line_numbers_of_a_plain_file_are_row_plus_two(
+    tmp_path: Path, registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """Without line breaks in fields or blank lines, row i stays line i + 2 (the fast path)."""
+    path = write_csv(
+        tmp_path / "obs.csv", ["month,kpi,entity,value", *["2023-01,x,Alpine Gold,1"] * 3]
+    )
+    frame = read_observations(path)
+    assert isinstance(frame.index, pd.RangeIndex)
+    with pytest.raises(DataError, match=re.escape("in 3 rows (line 2, line 3, line 4)")):
+        validate_observations(frame, registry, hierarchy)
+
+
+def test_values_that_add_up_to_infinity_are_a_problem_naming_kpi_and_entity(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """Values whose sum leaves the float range are refused, naming the KPI and where it overflows."""
+    big = np.finfo(float).max / 1.5
+    rows = [
+        ("2023-01", "flow", "Alpine Gold", big),
+        ("2023-02", "flow", "Alpine Gold", big),  # the product's own months overflow
+        ("2023-01", "trx", "Alpine Gold", big),
+        ("2023-01", "trx", "Borealis Card", -big),  # only the total's magnitude overflows
+        ("2023-01", "accounts", "Alpine Gold", big),
+    ]
+    with pytest.raises(DataError) as info:
+        validate_observations(canonical(rows), registry, hierarchy, source="obs.csv")
+    assert str(info.value) == (
+        "2 problems in data obs.csv:\n"
+        "  obs.csv: KPI 'flow': values for entity 'Alpine Gold' add up beyond the largest number "
+        "(about 1.8e+308); check the data for wrong magnitudes\n"
+        "  obs.csv: KPI 'trx': values for all products together add up beyond the largest number "
+        "(about 1.8e+308); check the data for wrong magnitudes"
+    )
+    assert [(p.kpi, p.field) for p in info.value.problems] == [("flow", "value"), ("trx", "value")]
+
+
+def test_no_query_result_holds_infinity_for_values_within_range(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """Values that pass validation sum to finite numbers in every window and group."""
+    big = np.finfo(float).max / 4
+    rows = [(f"2023-0{m}", "flow", name, big / 3) for m in (1, 2, 3) for name in hierarchy.leaves]
+    sheet = kpisheet.sheet.KPISheet(
+        validate_observations(canonical(rows), registry, hierarchy), registry, hierarchy
+    )
+    result = sheet.query(window="3M", kpis=["flow"])
+    assert np.isfinite(result["value"]).all()

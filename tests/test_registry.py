@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,7 +17,7 @@ import kpisheet
 from kpisheet.constants import TimeAggregation
 from kpisheet.errors import DefinitionError, Problem
 from kpisheet.plugins import BUILTIN_PLUGIN, EXPLICIT_ORIGIN
-from kpisheet.registry import load_registry
+from kpisheet.registry import MAX_DERIVED_DEPTH, load_registry
 from tests.strategies import MUTATIONS, DefinitionSet, Mutation, definition_sets
 
 DEMO_IDS = (
@@ -370,3 +371,41 @@ def test_invalid_kpis_still_take_part_in_cross_checks(
         "a.yaml:11: KPI 'rate': formula 'x / y' references unknown KPI 'y'; known KPIs: x, rate",
         "b.yaml:1: KPI 'x': duplicate id; already declared in a.yaml:1",
     ]
+
+
+def chain_file(path: Path, length: int) -> Path:
+    """A source KPI ``k0`` and ``length`` derived KPIs, each the one before plus one."""
+    parts = ["- id: k0\n  label: K\n  group: G\n  unit: count\n  time_aggregation: sum\n"]
+    parts += [
+        f"- id: k{i}\n  label: K{i}\n  group: G\n  unit: count\n  formula: k{i - 1} + 1\n"
+        for i in range(1, length + 1)
+    ]
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def test_chain_of_1500_derived_kpis_is_refused_at_validation(tmp_path: Path) -> None:
+    """A chain of derived KPIs deeper than the limit is a problem at the first KPI beyond it."""
+    path = chain_file(tmp_path / "chain.yaml", 1500)
+    depth = MAX_DERIVED_DEPTH
+    with pytest.raises(DefinitionError) as info:
+        load_registry([(path, "")])
+    assert str(info.value) == (
+        "1 problem in KPI definitions:\n"
+        f"  {path}:{5 * depth + 10}: KPI 'k{depth + 1}': formula rests on a chain of more than "
+        f"{depth} derived KPIs (k{depth + 1} -> k{depth} -> k{depth - 1} -> k{depth - 2} -> ...); "
+        f"at most {depth} may build on each other"
+    )
+
+
+def test_chain_at_the_limit_loads_and_is_computed(tmp_path: Path) -> None:
+    """A chain exactly as deep as allowed loads, and its last KPI is computed from the first."""
+    registry = load_registry([(chain_file(tmp_path / "chain.yaml", MAX_DERIVED_DEPTH), "")])
+    last = f"k{MAX_DERIVED_DEPTH}"
+    assert registry.leaf_components(last) == ("k0",)
+    sheet_data = pd.DataFrame(
+        {"month": ["2024-01"], "kpi": ["k0"], "entity": ["Alpine Visa Gold"], "value": [1.0]}
+    )
+    sheet = kpisheet.open(sheet_data, definitions=[tmp_path / "chain.yaml"])
+    result = sheet.query(kpis=[last], entities=["Alpine Visa Gold"])
+    assert result["value"].tolist() == [1.0 + MAX_DERIVED_DEPTH]

@@ -3,6 +3,7 @@ with the SQL compiled for SQL Server, and faults: killed writers, concurrent rea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -12,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from sqlalchemy.schema import CreateTable
 import kpisheet
 import kpisheet.store
 from kpisheet.cli import main
-from kpisheet.errors import StoreError
+from kpisheet.errors import ChecksumError, StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
@@ -776,3 +777,142 @@ def test_upgrade_with_a_hierarchy_lacking_products_changes_nothing(tmp_path: Pat
     with engine.connect() as conn:
         assert conn.execute(select(schema_table.c.version)).scalar_one() == 2
     engine.dispose()
+
+
+# -- integrity: verified reads, read-only stores ---------------------------------------------
+
+
+def change_one_value(url: str, release: int) -> None:
+    """Change one stored value of a release with SQL, as someone bypassing kpisheet would."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            first = conn.execute(
+                select(observations_table.c.month, observations_table.c.kpi_code)
+                .where(observations_table.c.release_id == release)
+                .limit(1)
+            ).one()
+            conn.execute(
+                update(observations_table)
+                .where(
+                    (observations_table.c.release_id == release)
+                    & (observations_table.c.month == first.month)
+                    & (observations_table.c.kpi_code == first.kpi_code)
+                )
+                .values(value=observations_table.c.value + 1)
+            )
+    finally:
+        engine.dispose()
+
+
+def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
+    """Store.verify names the release whose values were changed and passes the others."""
+    with Store(store_url) as store:
+        first = store.write_release(observations(seed=1), source="a")
+        second = store.write_release(observations(seed=2), source="b")
+        assert [check.ok for check in store.verify()] == [True, True]
+        change_one_value(store_url, second.id)
+        checks = store.verify()
+        assert [(check.info.id, check.ok) for check in checks] == [(1, True), (2, False)]
+        assert str(checks[0]) == f"release 1 (24 rows): OK, checksum {first.checksum[:12]}…"
+        assert str(checks[1]) == (
+            f"release 2 (24 rows): CHANGED — checksum written {second.checksum[:12]}…, now "
+            f"{checks[1].actual[:12]}…; its values were changed outside kpisheet"
+        )
+        assert [check.info.id for check in store.verify(1)] == [1]
+
+
+def test_verified_read_refuses_a_changed_release(store_url: str) -> None:
+    """read(verify=True) and kpisheet.open(verify=True) raise ChecksumError for a changed release."""
+    with Store(store_url) as store:
+        info = store.write_release(observations(), source="a")
+        store.read(verify=True)
+        change_one_value(store_url, info.id)
+        store.read()  # unverified reads go on as before
+        with pytest.raises(ChecksumError) as raised:
+            store.read(verify=True)
+    shown = display_url(store_url)
+    assert str(raised.value) == (
+        f"store {shown}: release 1 does not match its checksum (written {info.checksum[:12]}…, "
+        f"now {raised.value.actual[:12]}…): its values were changed outside kpisheet; do not "
+        "use it — ingest the data again or read another release"
+    )
+    assert (raised.value.release, raised.value.stored) == (1, info.checksum)
+
+
+def test_verify_reports_rows_deleted_with_sql(tmp_path: Path) -> None:
+    """A release missing rows has no checksum to compare; verify says what is wrong."""
+    url = sqlite_url(tmp_path / "store.db")
+    with Store(url) as store:
+        store.write_release(observations(), source="a")
+        with sqlite3.connect(tmp_path / "store.db") as conn:
+            conn.execute("DELETE FROM kpisheet_observations WHERE month = 202311")
+        (check,) = store.verify()
+    assert not check.ok
+    assert str(check) == (
+        f"release 1 (24 rows): CHANGED — store {url}: release 1 does not hold the 24 rows its "
+        "record says; the store was changed outside kpisheet"
+    )
+
+
+@contextlib.contextmanager
+def read_only(directory: Path) -> Iterator[Path]:
+    """``directory`` as a read-only place, as a read-only mount or share would give it.
+
+    As root (whom file modes do not stop) a read-only bind mount of the directory; as another
+    user the directory and its files without write permission.
+    """
+    if os.geteuid() == 0:
+        mounted = directory.with_name(directory.name + "-ro")
+        mounted.mkdir()
+        done = subprocess.run(
+            ["mount", "--bind", "-o", "ro", str(directory), str(mounted)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            pytest.skip(f"a read-only bind mount is not possible here: {done.stderr.strip()}")
+        try:
+            yield mounted
+        finally:
+            subprocess.run(["umount", str(mounted)], check=True)
+        return
+    files = list(directory.iterdir())
+    for path in files:
+        path.chmod(0o444)
+    directory.chmod(0o555)
+    try:
+        yield directory
+    finally:
+        directory.chmod(0o755)
+        for path in files:
+            path.chmod(0o644)
+
+
+def test_store_on_a_read_only_file_system_is_readable(tmp_path: Path) -> None:
+    """A store in write-ahead-log mode on a read-only mount is read, listed and verified.
+
+    The test first shows that SQLite's ordinary open fails there (it cannot create the
+    ``-shm`` file), so the read really goes through kpisheet's read-only fallback.
+    """
+    directory = tmp_path / "share"
+    directory.mkdir()
+    written = observations()
+    with Store(sqlite_url(directory / "store.db")) as store:
+        info = store.write_release(written, source="a")
+    assert sorted(p.name for p in directory.iterdir()) == ["store.db"]  # no -wal, no -shm
+    with read_only(directory) as place:
+        path = place / "store.db"
+        with (
+            pytest.raises(sqlite3.OperationalError, match="unable to open database file"),
+            contextlib.closing(sqlite3.connect(path)) as conn,
+        ):
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        with Store(sqlite_url(path)) as store:
+            assert store.releases() == [info]
+            read_info, frame = store.read(verify=True)
+            assert [check.ok for check in store.verify()] == [True]
+        assert read_info == info
+        assert_same_observations(frame, written)
+        assert sorted(p.name for p in place.iterdir()) == ["store.db"]

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import re
+import sqlite3
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from sqlalchemy.engine import make_url
 
 from kpisheet.demo import DEMO_ENTITIES, generate_observations
+from kpisheet.errors import ChecksumError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import Store, sqlite_url
-from kpisheet_ui.source import SheetConfig, SheetSource, get_source
+from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +116,61 @@ def test_changes_note_names_restated_values_per_month_and_products(
     with Store(store_url) as store:
         store.write_release(fewer, source="fewer", hierarchy=hierarchy)
     assert source.changes_note(4) == "1 Produkt entfallen."
+
+
+def test_release_changed_with_sql_is_refused_with_a_german_notice(
+    store_url: str, observations: pd.DataFrame
+) -> None:
+    """The app opens releases verified: a release whose values were changed is refused."""
+    with Store(store_url) as store:
+        second = store.write_release(
+            observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES)
+        )
+    path = Path(make_url(store_url).database)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE kpisheet_observations SET value = value * 2 WHERE release_id = 2")
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
+        source.current()
+    with sqlite3.connect(path) as conn:  # the refusal is remembered, not recomputed every poll
+        conn.execute("UPDATE kpisheet_observations SET value = value / 2 WHERE release_id = 2")
+    with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
+        source.current()
+    assert source.sheet(1).release.id == 1  # the untouched release is still served
+    error = ChecksumError(store_url, second.id, second.checksum, "0" * 64)
+    assert refusal_notice(error) == (
+        "Release 2 wird nicht angezeigt: Seine gespeicherten Werte stimmen nicht mehr mit der "
+        "Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich verändert. "
+        "Bitte die Datenverantwortlichen informieren."
+    )
+
+
+def test_replaced_store_file_is_read_anew(tmp_path: Path, observations: pd.DataFrame) -> None:
+    """A store file replaced under a running server (same release ids, other values) is reloaded
+    at the next poll instead of being served from the cache."""
+    path = tmp_path / "kpis.db"
+    with Store(sqlite_url(path)) as store:
+        store.write_release(observations, source="old", hierarchy=load_hierarchy(DEMO_ENTITIES))
+    source = SheetSource(SheetConfig(store=sqlite_url(path), poll_seconds=3600))
+    old = source.current()
+    replacement = tmp_path / "replacement.db"
+    doubled = observations.assign(value=observations["value"] * 2)
+    with Store(sqlite_url(replacement)) as store:
+        store.write_release(doubled, source="new", hierarchy=load_hierarchy(DEMO_ENTITIES))
+    os.replace(replacement, path)
+    assert source.current() is old  # within the poll interval nothing is looked at
+    new = source.current(max_age=0)
+    assert new is not old
+    assert (new.release.id, new.release.source) == (1, "new")
+    assert new.observations["value"].sum() == pytest.approx(2 * old.observations["value"].sum())
+    assert source.current(max_age=0) is new  # and cached again until the next replacement
+
+
+def test_a_new_release_is_no_replacement(store_url: str, observations: pd.DataFrame) -> None:
+    """A release added to the store keeps the sheets already open: only replacements empty the cache."""
+    source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
+    first = source.current()
+    with Store(store_url) as store:
+        store.write_release(observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES))
+    assert source.current().release.id == 2
+    assert source.sheet(1) is first

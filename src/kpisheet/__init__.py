@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kpisheet.errors import (
     AuthError,
+    ChecksumError,
     DataError,
     DefinitionError,
     FormulaError,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthError",
+    "ChecksumError",
     "DataError",
     "DefinitionError",
     "FormulaError",

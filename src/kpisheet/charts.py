@@ -317,8 +317,8 @@ _EXTERNAL_RESOURCE = re.compile(
 def _chart_title(chart: hv.Overlay | hv.Layout) -> str:
     for backend in ("bokeh", "matplotlib"):
         options = hv.Store.lookup_options(backend, chart, "plot").kwargs
-        if options.get("title"):
-            return str(options["title"])
+        if options.get("title"):  # as shown: without the escaping of format fields
+            return str(options["title"]).replace("{{", "{").replace("}}", "}")
     return "kpisheet"
 
 
@@ -404,12 +404,25 @@ class _Style:
         self.xticks = [(m.ordinal, month_short(m)) for m in months[::step]]
         self.xlim = (months[0].ordinal - 0.3, months[-1].ordinal + 0.3)
 
+    def plain(self, text: str, *, title: bool = False) -> str:
+        """Text from data as the backend shows it literally: labels are never markup.
+
+        HoloViews fills ``{...}`` fields of a title (``Umsatz {CHF}`` would fail), and
+        matplotlib reads text between two ``$`` as math; both are escaped. Bokeh's axis labels
+        are made plain text in :func:`_bokeh_look`.
+        """
+        if title:
+            text = text.replace("{", "{{").replace("}", "}}")
+        if self.backend == "matplotlib":
+            text = text.replace("$", r"\$")
+        return text
+
     def curve(self, frame: pd.DataFrame, label: str, colour: str, unit: Unit) -> hv.Curve:
         curve = hv.Curve(
             frame,
             kdims=[hv.Dimension("x", label=X_LABEL)],
             vdims=[hv.Dimension(VALUE, label="Wert"), *_HOVER_COLUMNS],
-            label=label,
+            label=self.plain(label),
         )
         if self.backend == "bokeh":
             return curve.opts(
@@ -458,9 +471,9 @@ class _Style:
     ) -> hv.Overlay:
         overlay = hv.Overlay(curves)
         common: dict[str, Any] = {
-            "title": title,
+            "title": self.plain(title, title=True),
             "xlabel": X_LABEL,
-            "ylabel": ylabel,
+            "ylabel": self.plain(ylabel),
             "xticks": self.xticks,
             "xlim": self.xlim,
             "show_grid": True,
@@ -492,6 +505,7 @@ class _Style:
 
     def layout(self, panels: list[hv.Overlay], *, title: str) -> hv.Layout:
         layout = hv.Layout(panels).cols(len(panels))
+        title = self.plain(title, title=True)
         if self.backend == "bokeh":
             return layout.opts(title=title, shared_axes=False, backend="bokeh")
         return layout.opts(title=title, sublabel_format="", backend="matplotlib")
@@ -551,9 +565,13 @@ def _bokeh_formatter(unit: Unit) -> Any:
 
 def _bokeh_look(plot: Any, element: Any) -> None:
     """HoloViews hook: the details HoloViews has no option for, matching the PNG's look."""
+    from bokeh.models import PlainText
+
     figure = plot.state
     figure.title.text_color = TEXT_COLOUR
     for axis in (*figure.xaxis, *figure.yaxis):
+        if isinstance(axis.axis_label, str):  # never TeX, whatever delimiters a label holds
+            axis.axis_label = PlainText(axis.axis_label)
         axis.axis_label_text_font_style = "normal"
         axis.axis_label_text_color = TEXT_COLOUR
         axis.major_label_text_color = TEXT_COLOUR

@@ -2,24 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from kpisheet.constants import Window
-from kpisheet.errors import KpisheetError
+from kpisheet.errors import KpisheetError, printable
 from kpisheet.plugins import load_kpis
 
 DEFINITIONS_HELP = "KPI definition file or directory (repeatable). Default: the built-in sheet plus installed plugins."
 
 
 class UserError(click.ClickException):
-    """A problem with the user's input: printed without a traceback, exit status 1."""
+    """A problem with the user's input: printed without a traceback, exit status 1.
+
+    The message is printed through :func:`~kpisheet.errors.printable`: text from data in it
+    cannot send escape sequences to the terminal.
+    """
 
     exit_code = 1
+
+    def format_message(self) -> str:
+        return printable(super().format_message())
 
     def show(self, file: Any = None) -> None:
         click.echo(self.format_message(), err=True)
@@ -33,6 +42,37 @@ class KpisheetGroup(click.Group):
             return super().invoke(ctx)
         except KpisheetError as exc:
             raise UserError(str(exc)) from exc
+
+
+def output_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """An ``--output`` file checked before any work is done: not a directory, in one that exists."""
+    if value is None:
+        return None
+    if value.is_dir():
+        raise UserError(f"cannot write {value}: it is a directory; give a file name")
+    if not value.parent.is_dir():
+        raise UserError(f"cannot write {value}: there is no directory {value.parent}")
+    return value
+
+
+@contextlib.contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """Turn a failure to write ``--output`` (permissions, a full disk) into a one-line message."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {output}: {exc.strerror or exc}") from exc
+
+
+def refuse_memory_store(url: str | None, option: str) -> None:
+    """Refuse an in-memory SQLite URL: a release written there would vanish on exit."""
+    from kpisheet.store import is_memory_url
+
+    if url is not None and is_memory_url(url):
+        raise UserError(
+            f"{option} {url} is an in-memory database, gone when kpisheet exits; "
+            "give a file, e.g. sqlite:///kpisheet.db"
+        )
 
 
 def definitions_option(function: Any) -> Any:
@@ -73,13 +113,22 @@ def sheet_options(function: Any) -> Any:
 
 
 def open_sheet(
-    data: str | None, definitions: Sequence[Path], entities: Path | None, release: int | None
+    data: str | None,
+    definitions: Sequence[Path],
+    entities: Path | None,
+    release: int | None,
+    *,
+    verify: bool = False,
 ) -> Any:
     """Open the sheet the common options describe (the demo sheet where nothing is given)."""
     from kpisheet.sheet import open as open_kpisheet
 
     return open_kpisheet(
-        data, definitions=definitions_arg(definitions), entities=entities, release=release
+        data,
+        definitions=definitions_arg(definitions),
+        entities=entities,
+        release=release,
+        verify=verify,
     )
 
 
@@ -105,6 +154,7 @@ def main() -> None:
 def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | None) -> None:
     """Check KPI definitions (and an entity hierarchy and data, if given).
 
+    Data from a store is checked against the checksum of its newest release too.
     Exit 0 when all is valid; else list every problem and exit 1.
     """
     from kpisheet.errors import ProblemsError
@@ -135,7 +185,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
                 f"data {data} not checked: fix the definitions and the entity hierarchy first."
             )
         else:
-            sheet = open_sheet(data, definitions, entities, None)
+            sheet = open_sheet(data, definitions, entities, None, verify=True)
             click.echo(
                 f"OK: {len(sheet.observations)} observations, months {sheet.months[0]} to {sheet.months[-1]}."
             )
@@ -185,6 +235,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
     "--output",
     type=click.Path(path_type=Path),
     default=None,
+    callback=output_path,
     help="Write to this file instead of stdout.",
 )
 def query(
@@ -222,17 +273,22 @@ def query(
             "levels": list(level_names),
             "per_account": per_account,
         }
-        sheet.to_excel(result, output, selection=selection)
+        with writing(output):
+            sheet.to_excel(result, output, selection=selection)
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
         return
+    from kpisheet.export import neutralise_formulas
+
+    safe = neutralise_formulas(result)  # as the XLSX's quote prefix: no text runs as a formula
     if output_format == "json":
-        text = result.to_json(orient="records", force_ascii=False, indent=1)
+        text = safe.to_json(orient="records", force_ascii=False, indent=1)
     else:
-        text = result.to_csv(index=False)
+        text = safe.to_csv(index=False)
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        with writing(output):
+            output.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
 
 
@@ -261,6 +317,7 @@ def query(
     "--output",
     type=click.Path(path_type=Path),
     required=True,
+    callback=output_path,
     help="File to write: .png (for slides) or .html (interactive, works offline).",
 )
 def chart(
@@ -292,7 +349,8 @@ def chart(
         )
     series = sheet.series(list(kpi_ids), list(entity_names), as_of=as_of, per_account=per_account)
     save = charts.save_png if suffix == ".png" else charts.save_html
-    save(series, sheet.registry, output, per_account=per_account)
+    with writing(output):
+        save(series, sheet.registry, output, per_account=per_account)
     click.echo(f"Wrote {output}", err=True)
 
 
@@ -312,15 +370,12 @@ def kpis(definitions: tuple[Path, ...]) -> None:
         )
         for kpi in registry
     ]
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        click.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    echo_table(header, rows)
 
 
 def echo_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """Print rows as a plain text table under a header and a rule."""
+    """Print rows as a plain text table under a header and a rule; control characters escaped."""
+    rows = [tuple(printable(cell) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, tuple("-" * w for w in widths), *rows]:
         click.echo(
@@ -428,6 +483,12 @@ def ingest_command(
     from kpisheet.ingest import ingest
     from kpisheet.store import display_url
 
+    if params and query is None:
+        raise UserError(
+            f"--param {', '.join(params)} binds a parameter of a --query, and no --query was "
+            "given; give the query with --query FILE.sql, or leave out --param"
+        )
+    refuse_memory_store(store_url, "--store")
     info = ingest(
         list(sources),
         store_url,
@@ -441,7 +502,7 @@ def ingest_command(
         release=release,
         note=note,
         strict=strict,
-        echo=lambda message: click.echo(message, err=True),
+        echo=lambda message: click.echo(printable(message), err=True),
     )
     click.echo(
         f"release {info.id} written to {display_url(store_url)}: {info.row_count:,} rows, "
@@ -459,13 +520,14 @@ def releases(ctx: click.Context, store_url: str | None) -> None:
     """List the releases of a store, oldest first; queries read the newest unless told otherwise.
 
     `kpisheet releases show ID` shows one release with its warnings, `kpisheet releases diff`
-    what a release changed.
+    what a release changed, `kpisheet releases verify` checks them against their checksums.
     """
+    ctx.obj = store_url
     if ctx.invoked_subcommand is not None:
-        ctx.obj = store_url
         return
     from kpisheet.store import Store, demo_store_url
 
+    refuse_memory_store(store_url, "--store")
     with Store(store_url or demo_store_url()) as store:
         infos = store.releases()
     if not infos:
@@ -622,6 +684,37 @@ def store_upgrade(store_url: str, entities: Path | None) -> None:
         click.echo(line)
 
 
+@releases.command("verify")
+@click.argument("release_id", metavar="[ID]", type=int, required=False)
+@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@click.pass_obj
+def releases_verify(group_store: str | None, release_id: int | None, store_url: str | None) -> None:
+    """Recompute the checksum of release ID (default: every release) from the stored values.
+
+    Exit 0 when each matches the checksum written with it; else name each changed release
+    and exit 1.
+    """
+    from kpisheet.store import Store, demo_store_url
+
+    store_url = store_url or group_store
+    refuse_memory_store(store_url, "--store")
+    with Store(store_url or demo_store_url()) as store:
+        checks = store.verify(release_id)
+    if not checks:
+        click.echo(f"no releases in {store.url}")
+        return
+    for check in checks:
+        if check.ok:
+            click.echo(printable(str(check)))
+    changed = [check for check in checks if not check.ok]
+    if changed:
+        count = len(changed)
+        raise UserError(
+            f"{count} release{'s' if count != 1 else ''} of {store.url} changed since written:\n"
+            + "\n".join(f"  {check}" for check in changed)
+        )
+
+
 @main.command()
 @click.option(
     "--output",
@@ -648,9 +741,10 @@ def demo(output: Path) -> None:
         raise UserError(
             f"{', '.join(existing)} already exist; choose a new directory for the demo project"
         )
-    output.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(builtin_definitions_dir(), definitions)
-    shutil.copyfile(DEMO_ENTITIES, entities)
+    with writing(output):
+        output.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(builtin_definitions_dir(), definitions)
+        shutil.copyfile(DEMO_ENTITIES, entities)
     info = write_demo_store(sqlite_url(store))
     kpi_count = len(load_kpis([definitions]))
     product_count = len(load_hierarchy(entities).leaves)
@@ -733,18 +827,66 @@ def serve(
     from kpisheet_ui.serve import serve as serve_app
     from kpisheet_ui.serve import sheet_config
 
+    if not demo:
+        refuse_memory_store(store_url, "--store")
+    check_port(address, port)  # before the sheet is opened: a taken port fails at once
     config = sheet_config(
         None if demo else store_url, definitions, entities, poll_seconds=poll_seconds
     )
-    serve_app(
-        config,
-        port=port,
-        address=address,
-        auth=auth_file,
-        allow_origins=allow_origins,
-        usage_log=usage_log,
-        show=show,
+    try:
+        serve_app(
+            config,
+            port=port,
+            address=address,
+            auth=auth_file,
+            allow_origins=allow_origins,
+            usage_log=usage_log,
+            show=show,
+        )
+    except OSError as exc:
+        if exc.errno not in _PORT_PROBLEMS:
+            raise
+        raise port_error(address, port, exc.errno) from exc
+
+
+#: Why a server cannot listen, by ``errno``.
+_PORT_PROBLEMS = {
+    errno.EADDRINUSE: "the port is in use (another server?)",
+    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
+    errno.EACCES: "the port needs administrator rights",
+}
+
+
+def port_error(address: str | None, port: int, number: int) -> UserError:
+    """The one-line message for a server that cannot listen on ``address:port``."""
+    return UserError(
+        f"cannot serve on {address or 'localhost'}:{port}: {_PORT_PROBLEMS[number]}; "
+        "choose another with --port/--address"
     )
+
+
+def check_port(address: str | None, port: int) -> None:
+    """Refuse a port another program listens on (or one that needs privileges), by trying it.
+
+    The probe binds as the server will (``SO_REUSEADDR``), so a port left in TIME_WAIT by a
+    server just stopped is not refused; other failures are left to the server to report.
+    """
+    import socket
+
+    try:
+        addresses = socket.getaddrinfo(
+            address or "localhost", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except OSError:
+        return
+    for family, kind, protocol, _, where in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    raise port_error(address, port, exc.errno) from exc
 
 
 @main.group(cls=KpisheetGroup)

@@ -7,7 +7,6 @@ cross-file checks (duplicates, references, cycles) live in :mod:`kpisheet.regist
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
@@ -20,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kpisheet.constants import EntityAggregation, TimeAggregation, Unit
-from kpisheet.errors import FormulaError, Problem
+from kpisheet.errors import FormulaError, Problem, close_matches, quoted
 from kpisheet.files import display_path, read_yaml
 from kpisheet.formula import Formula, parse_formula
 
@@ -67,7 +66,7 @@ class KPIDefinition(BaseModel):
     def _formula_parses(cls, value: str | None) -> str | None:
         if value is not None and not parse_formula(value).references:
             raise ValueError(
-                f"{value!r} references no KPI; a derived KPI is computed from other KPIs"
+                f"{quoted(value)} references no KPI; a derived KPI is computed from other KPIs"
             )
         return value
 
@@ -193,17 +192,17 @@ def _problem_from_error(
         message = f"missing required field '{field}'"
     elif kind == "extra_forbidden":
         allowed = SOURCE_FIELDS if len(loc) > 1 and loc[0] == "source" else FIELDS
-        close = difflib.get_close_matches(loc[-1], allowed, n=1)
+        close = close_matches(loc[-1], allowed)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         message = f"unknown key '{field}'{hint}; allowed keys: {', '.join(allowed)}"
     elif kind == "enum" and top in _ENUM_FIELDS:
         allowed = ", ".join(member.value for member in _ENUM_FIELDS[top])
-        message = f"{field} {value!r} is not one of: {allowed}"
+        message = f"{field} {quoted(value)} is not one of: {allowed}"
     elif kind == "string_pattern_mismatch" and top == "id":
-        message = f"id {value!r} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
+        message = f"id {quoted(value)} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
     elif kind == "model_type" and top == "source":
         message = (
-            f"source {value!r} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
+            f"source {quoted(value)} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
             'e.g. source: {kpi_name: "Umsatz Total"}'
         )
     elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
@@ -211,7 +210,7 @@ def _problem_from_error(
     elif kind == "value_error":
         message = f"{field}: {error.get('ctx', {}).get('error', error['msg'])}"
     else:
-        message = f"{field}: {error['msg'].lower()}, got {value!r}"
+        message = f"{field}: {error['msg'].lower()}, got {quoted(value)}"
     return Problem(message=message, file=file, line=line, kpi=kpi, field=field)
 
 

@@ -414,6 +414,35 @@ def set_text(cell: Cell, text: str) -> None:
         cell.quotePrefix = True
 
 
+#: What CSV and JSON put before text that starts like a formula (they have no quote prefix).
+TEXT_PREFIX = "'"
+
+
+def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``frame`` for CSV or JSON in which no text starts like a formula.
+
+    Text beginning with one of :data:`FORMULA_PREFIXES` gets a leading apostrophe, as a
+    spreadsheet user would type it to enter text; spreadsheets opening the file then show the
+    text instead of running it. Numbers (and every other non-text column) stay as they are.
+    """
+    out = frame.copy(deep=False)
+    for column in out.columns:
+        values = out[column]
+        if not (
+            pd.api.types.is_object_dtype(values)
+            or pd.api.types.is_string_dtype(values)
+            or isinstance(values.dtype, pd.CategoricalDtype)
+        ):
+            continue
+        text = values.astype("string")
+        risky = text.str.startswith(FORMULA_PREFIXES).fillna(False).to_numpy(dtype=bool)
+        if risky.any():
+            values = values.astype(object)
+            values[risky] = TEXT_PREFIX + text[risky]
+            out[column] = values
+    return out
+
+
 def _write_value(cell: Cell, value: object) -> None:
     if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return

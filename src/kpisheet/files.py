@@ -1,4 +1,10 @@
-"""Reading the project's files: paths as users read them, YAML documents with line numbers."""
+"""Reading the project's files: paths as users read them, YAML documents with line numbers.
+
+YAML is read within limits, so that a hostile or broken file is refused quickly with a message
+instead of exhausting memory or the interpreter's stack: a size per file, a nesting depth, and a
+cap on what aliases expand to (the "billion laughs" file, nine aliases of nine aliases, would
+expand to 387 million values).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,13 @@ import yaml
 
 from kpisheet.errors import Problem
 
+#: Bytes a YAML file (KPI definitions, entity hierarchy, ingest configuration) may have.
+MAX_YAML_BYTES = 10 * 2**20
+#: Levels a YAML document may nest (a KPI file needs 3, a hierarchy 3).
+MAX_YAML_DEPTH = 50
+#: Values a YAML document may hold once its aliases are expanded.
+MAX_YAML_VALUES = 1_000_000
+
 
 def display_path(path: Path) -> str:
     """A path as users should read it: relative to the working directory when inside it."""
@@ -18,27 +31,128 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+class _LimitExceeded(yaml.YAMLError):
+    """A limit of :func:`read_yaml` was exceeded at ``mark``."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than :data:`MAX_YAML_DEPTH`.
+
+    The check runs while the document is composed (PyYAML composes recursively, so a deep file
+    would otherwise end in a RecursionError).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self.has_aliases = False
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            self.has_aliases = True
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _LimitExceeded(
+                    f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expansion_problem(root: yaml.Node) -> _LimitExceeded | None:
+    """Why the document's aliases expand too far (values or depth), or ``None``.
+
+    Counts each node once with memoisation, so the count itself is linear in the file.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            if size[key] > MAX_YAML_VALUES:
+                return _LimitExceeded(
+                    f"aliases expand to more than {MAX_YAML_VALUES:,} values", node.start_mark
+                )
+            if depth[key] > MAX_YAML_DEPTH:
+                return _LimitExceeded(
+                    f"aliases nest more than {MAX_YAML_DEPTH} levels deep", node.start_mark
+                )
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return _LimitExceeded("an alias refers to a value that contains it", node.start_mark)
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+    return None
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
+def read_text(path: Path, file: str) -> tuple[str | None, Problem | None]:
+    """The text of a configuration file (UTF-8) of at most :data:`MAX_YAML_BYTES`, or the problem."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_YAML_BYTES:
+            message = (
+                f"file is {size:,} bytes; a configuration file may have at most {MAX_YAML_BYTES:,}"
+            )
+            return None, Problem(message, file=file)
+        return path.read_text(encoding="utf-8"), None
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, Problem(f"cannot read file: {exc}", file=file)
+
+
 def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | None]:
     """One YAML document: its data, its node tree (for line numbers) or the problem reading it.
 
     ``file`` is the name problems give the file. An empty file gives ``(None, None, None)``.
+    A file over :data:`MAX_YAML_BYTES`, nested deeper than :data:`MAX_YAML_DEPTH` or with
+    aliases that expand beyond :data:`MAX_YAML_VALUES` values is a problem, found without
+    building the expanded data.
     """
+    text, problem = read_text(path, file)
+    if text is None:
+        return None, None, problem
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, None, Problem(f"cannot read file: {exc}", file=file)
-    try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
         try:
             node = loader.get_single_node()
+            limit = _expansion_problem(node) if node is not None and loader.has_aliases else None
+            if limit is not None:
+                raise limit
             data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
+    except _LimitExceeded as exc:
+        line = exc.mark.line + 1 if exc.mark is not None else None
+        return None, None, Problem(f"YAML refused: {exc.message}", file=file, line=line)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem_text = getattr(exc, "problem", None) or str(exc)
         context = getattr(exc, "context", None)
-        detail = f"{context}, {problem}" if context else problem
+        detail = f"{context}, {problem_text}" if context else problem_text
         return None, None, Problem(f"YAML syntax error: {detail}", file=file, line=line)
     return data, node, None

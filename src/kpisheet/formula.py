@@ -14,6 +14,13 @@ import numpy as np
 
 from kpisheet.errors import FormulaError
 
+#: Characters a formula may have.
+MAX_FORMULA_LENGTH = 2000
+#: Numbers and KPI ids a formula may combine.
+MAX_FORMULA_TERMS = 200
+#: Levels of parentheses and signs a formula may nest.
+MAX_FORMULA_DEPTH = 50
+
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>\d+(?:\.\d*)?|\.\d+)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>[-+*/()]))"
 )
@@ -120,6 +127,15 @@ class _Parser:
 
     def __init__(self, text: str) -> None:
         self.text = text
+        if len(text) > MAX_FORMULA_LENGTH:
+            raise FormulaError(
+                text,
+                MAX_FORMULA_LENGTH,
+                "",
+                reason=f"{len(text):,} characters long; a formula may have at most "
+                f"{MAX_FORMULA_LENGTH:,}",
+            )
+        self.depth = 0
         self.tokens: list[tuple[str, str, int]] = []
         position = 0
         while position < len(text):
@@ -133,6 +149,15 @@ class _Parser:
             start = match.start(kind)
             self.tokens.append((kind, match.group(kind), start))
             position = match.end()
+        terms = [token for token in self.tokens if token[0] != "op"]
+        if len(terms) > MAX_FORMULA_TERMS:
+            raise FormulaError(
+                text,
+                terms[MAX_FORMULA_TERMS][2],
+                "",
+                reason=f"{len(terms):,} numbers and KPI ids; a formula may combine at most "
+                f"{MAX_FORMULA_TERMS} (split it into derived KPIs)",
+            )
         self.index = 0
 
     def _peek(self) -> tuple[str, str, int] | None:
@@ -168,12 +193,28 @@ class _Parser:
         token = self._peek()
         if token is None:
             raise self._fail("a number, a KPI id or '('")
-        kind, text, _ = token
+        kind, text, position = token
         self.index += 1
+        if kind == "op":
+            self.depth += 1
+            try:
+                if self.depth > MAX_FORMULA_DEPTH:
+                    raise FormulaError(
+                        self.text,
+                        position,
+                        "",
+                        reason=f"nested more than {MAX_FORMULA_DEPTH} levels deep (parentheses "
+                        f"and signs) at position {position + 1}",
+                    )
+                return self._operator_factor(text)
+            finally:
+                self.depth -= 1
         if kind == "number":
             return Number(float(text))
-        if kind == "name":
-            return Ref(text)
+        return Ref(text)
+
+    def _operator_factor(self, text: str) -> Node:
+        """A factor that starts with an operator: a sign or an opening parenthesis."""
         if text == "-":
             return Unary(self._factor())
         if text == "+":

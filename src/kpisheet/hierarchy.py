@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from kpisheet.constants import PRODUCT_LEVEL, TOTAL_LEVEL
-from kpisheet.errors import HierarchyError, Problem
+from kpisheet.errors import HierarchyError, Problem, quoted
 from kpisheet.files import display_path, read_yaml
 
 _KEYS = ("total", "levels", "entities")
@@ -187,13 +187,16 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
             add(f"unknown key '{key}'; allowed keys: {', '.join(_KEYS)}", str(key))
     total = data.get("total")
     if not isinstance(total, str) or not total.strip():
-        add(f"total must be the name of the grand-total entity, found {total!r}", "total")
+        add(f"total must be the name of the grand-total entity, found {quoted(total)}", "total")
         total = ""
     levels = data.get("levels", [])
     if not isinstance(levels, list) or not all(
         isinstance(level, str) and level for level in levels
     ):
-        add(f"levels must be a list of attribute names, coarse to fine, found {levels!r}", "levels")
+        add(
+            f"levels must be a list of attribute names, coarse to fine, found {quoted(levels)}",
+            "levels",
+        )
         levels = []
     for reserved in (PRODUCT_LEVEL, TOTAL_LEVEL):
         if reserved in levels:
@@ -220,7 +223,7 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
         line = _line(entity_nodes[str(name)][0]) if str(name) in entity_nodes else None
         if not isinstance(attributes, Mapping):
             add(
-                f"entity '{name}': expected a mapping of attributes, found {attributes!r}",
+                f"entity '{name}': expected a mapping of attributes, found {quoted(attributes)}",
                 "entities",
                 line,
             )
@@ -232,7 +235,7 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
         for key, value in attributes.items():
             if isinstance(value, Mapping | list):
                 add(
-                    f"entity '{name}': attribute '{key}' must be a single value, found {value!r}",
+                    f"entity '{name}': attribute '{key}' must be a single value, found {quoted(value)}",
                     "entities",
                     line,
                 )

@@ -30,11 +30,8 @@ checks — is reported at once, and on any problem nothing is written.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import glob
-import shutil
-import tempfile
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -43,7 +40,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -60,8 +56,15 @@ from sqlalchemy.sql.elements import TextClause
 from kpisheet import plausibility
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
 from kpisheet.diff import diff_releases
-from kpisheet.errors import DataError, HierarchyError, IngestConfigError, Problem, StoreError
-from kpisheet.files import display_path
+from kpisheet.errors import (
+    DataError,
+    HierarchyError,
+    IngestConfigError,
+    Problem,
+    StoreError,
+    close_matches,
+)
+from kpisheet.files import display_path, read_text, read_yaml
 from kpisheet.hierarchy import Hierarchy, hierarchy_from_table, load_hierarchy
 from kpisheet.observations import (
     WHERE,
@@ -269,11 +272,17 @@ def load_ingest_config(path: Path | str | None) -> IngestConfig:
         return IngestConfig()
     path = Path(path)
     name = display_path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-        data = tomllib.loads(raw) if path.suffix.lower() == ".toml" else yaml.safe_load(raw)
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise IngestConfigError([Problem(f"cannot read: {exc}", file=name)]) from exc
+    if path.suffix.lower() == ".toml":
+        raw, problem = read_text(path, name)
+        try:
+            data = tomllib.loads(raw) if raw is not None else None
+        except (tomllib.TOMLDecodeError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            problem = Problem(f"cannot read: {reason}", file=name)
+    else:
+        data, _, problem = read_yaml(path, name)
+    if problem is not None:
+        raise IngestConfigError([problem])
     try:
         return IngestConfig.model_validate(data or {})
     except ValidationError as exc:
@@ -361,9 +370,10 @@ def read_database(
 def read_file(path: Path | str) -> RawTable:
     """Rows of a CSV or Parquet file, refusing a file that changed or vanished while being read.
 
-    The file is first copied to a private scratch file, which is then parsed: a source that is
-    overwritten meanwhile can only shorten the copy (detected), never pull data out from under
-    the parser.
+    The file is read into memory in one go and its identity (inode, size, modification time)
+    compared before and after: a source overwritten meanwhile is refused, and the parser never
+    reads from under a writer. Nothing is copied to disk, so an ingest that is killed leaves
+    nothing behind.
 
     :raises DataError: when the file cannot be read completely.
     """
@@ -377,33 +387,23 @@ def read_file(path: Path | str) -> RawTable:
         before = path.stat()
     except OSError as exc:
         raise fail("no such file" if not path.exists() else f"cannot read file: {exc}") from exc
-    with tempfile.TemporaryDirectory(prefix="kpisheet-ingest-") as scratch:
-        copy = Path(scratch) / path.name
-        try:
-            shutil.copyfile(path, copy)
-        except OSError as exc:
-            raise fail(f"cannot read file: {exc}") from exc
-        try:
-            after = path.stat()
-        except OSError:
-            raise fail(
-                "the file disappeared while it was being read; nothing was written"
-            ) from None
-        fingerprint = ("st_ino", "st_size", "st_mtime_ns")
-        if any(getattr(before, f) != getattr(after, f) for f in fingerprint):
-            raise fail(
-                f"the file changed while it was being read ({before.st_size} bytes before, "
-                f"{after.st_size} after); nothing was written — run again once it is complete"
-            )
-        try:
-            table = read_observations(copy)
-        except DataError as exc:  # name the source, not the scratch copy
-            problems = [
-                dataclasses.replace(p, file=name, message=p.message.replace(str(copy), str(path)))
-                for p in exc.problems
-            ]
-            raise DataError(name, problems, exc.failure_cases) from exc
-    return dataclasses.replace(table, source=name)
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read file: {exc}") from exc
+    try:
+        after = path.stat()
+    except OSError:
+        raise fail("the file disappeared while it was being read; nothing was written") from None
+    fingerprint = ("st_ino", "st_size", "st_mtime_ns")
+    if len(content) != after.st_size or any(
+        getattr(before, f) != getattr(after, f) for f in fingerprint
+    ):
+        raise fail(
+            f"the file changed while it was being read ({before.st_size} bytes before, "
+            f"{after.st_size} after); nothing was written — run again once it is complete"
+        )
+    return dataclasses.replace(read_observations(path, content=content), source=name)
 
 
 def read_source(
@@ -532,7 +532,7 @@ def _counted(values: pd.Series, known: Sequence[str] = ()) -> str:
     counts = values.astype("string").value_counts(dropna=False)
     shown = []
     for name, count in counts.head(10).items():
-        close = difflib.get_close_matches(str(name), list(known), n=1) if known else []
+        close = close_matches(str(name), list(known)) if known else []
         hint = f", did you mean '{close[0]}'?" if close else ""
         shown.append(f"'{name}' ({_rows(int(count))}{hint})")
     more = len(counts) - 10

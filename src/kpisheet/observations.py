@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
 import functools
 import io
 import re
@@ -28,7 +27,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import DataError, Problem
+from kpisheet.errors import DataError, Problem, close_matches, quoted
 from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.registry import Registry
@@ -117,21 +116,67 @@ class RawTable:
         return _where(pd.Index(index), self.line_offset)
 
 
-def read_observations(source: str | Path | pd.DataFrame) -> RawTable:
+def _record_lines(content: bytes, rows: int) -> np.ndarray | None:
+    """The line (1-based) each data row of a CSV starts on, when that is not row + 2.
+
+    Rows move down from their position when a quoted field holds a line break or blank lines
+    (which the reader skips) come before them. ``None`` when neither happens, or when the
+    records found here are not the ``rows`` the reader found (then rows keep their position).
+    """
+    if not content:
+        return None
+    data = np.frombuffer(content, dtype=np.uint8)
+    newlines = np.flatnonzero(data == ord("\n"))
+    line_starts = np.concatenate(([0], newlines[newlines + 1 < len(data)] + 1))
+    quoted = b'"' in content
+    if not quoted and not np.isin(data[line_starts], _LINE_BLANKS).any():
+        return None  # the common case: no field spans lines, no line starts blank
+    # A line break after an odd number of quotes is inside a quoted field.
+    quotes = np.flatnonzero(data == ord('"')) if quoted else np.empty(0, dtype=np.int64)
+    inside = np.searchsorted(quotes, newlines) % 2 == 1
+    ends = newlines[~inside]
+    starts = np.concatenate(([0], ends + 1))
+    stops = np.concatenate((ends, [len(data)]))
+    blank = stops == starts
+    maybe_blank = np.flatnonzero(~blank & np.isin(data[np.minimum(starts, len(data) - 1)], _BLANKS))
+    for record in maybe_blank:  # few: records that start with a blank
+        blank[record] = not content[starts[record] : stops[record]].strip()
+    if not inside.any() and not blank[:-1].any():
+        return None
+    lines = np.searchsorted(newlines, starts[~blank]) + 1  # the first is the header's
+    if len(lines) != rows + 1:
+        return None
+    return lines[1:]
+
+
+_BLANKS = np.frombuffer(b" \t\r", dtype=np.uint8)
+#: Bytes a blank line may start with (it may be empty or white, which the reader skips).
+_LINE_BLANKS = np.frombuffer(b"\n\r \t", dtype=np.uint8)
+
+
+def read_observations(
+    source: str | Path | pd.DataFrame, *, content: bytes | None = None
+) -> RawTable:
     """Read raw observations from a CSV or Parquet file or a DataFrame, without validating them.
 
     Columns are kept as given (text for CSV); :func:`validate_observations` parses and checks them.
+    The rows' index plus the table's ``line_offset`` is each row's line in the file (a quoted
+    line break or a blank line moves the rows after it down).
+
+    :param content: the file's bytes when the caller has read them already (``source`` then
+        names the file and its type).
     """
     if isinstance(source, pd.DataFrame):
         return RawTable(source.copy())
     path = Path(source)
     name = display_path(path)
-    if not path.is_file():
+    if content is None and not path.is_file():
         raise DataError(name, [Problem("no such file", file=name)], pd.DataFrame())
     try:
         # Read the whole file first: a file replaced or truncated while it is parsed then fails
         # cleanly (or not at all) instead of crashing a memory-mapped reader.
-        content = path.read_bytes()
+        if content is None:
+            content = path.read_bytes()
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(io.BytesIO(content))
             offset = separator = None
@@ -146,6 +191,9 @@ def read_observations(source: str | Path | pd.DataFrame) -> RawTable:
                 skipinitialspace=True,
             )
             offset = 2  # header is line 1
+            lines = _record_lines(content, len(frame))
+            if lines is not None:  # rows are numbered so that index + offset is their line
+                frame.index = pd.Index(lines - offset)
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise DataError(
             name, [Problem(f"cannot read file: {exc}", file=name)], pd.DataFrame()
@@ -322,14 +370,14 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
 
 
 def _quote(values: Iterable[object], where: Iterable[str]) -> str:
-    pairs = [f"{w} ({v!r})" for v, w in zip(values, where, strict=True)]
+    pairs = [f"{w} ({quoted(v)})" for v, w in zip(values, where, strict=True)]
     shown = ", ".join(pairs[:QUOTED_ROWS])
     more = len(pairs) - QUOTED_ROWS
     return shown + (f" and {more} more" if more > 0 else "")
 
 
 def _suggest(value: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(value, list(known), n=1)
+    close = close_matches(value, list(known))
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
@@ -429,7 +477,7 @@ def validate_observations(
                 mask,
                 column,
                 data[column],
-                f"unknown {what} '{name}'{_suggest(name, known)}",
+                f"unknown {what} {quoted(name)}{_suggest(name, known)}",
                 quoted=False,
             )
             problems[-1] = Problem(
@@ -465,6 +513,10 @@ def validate_observations(
                 file=source,
             )
         )
+    if not problems:
+        problems += _overflow_problems(
+            value, kpi_codes, kpi_labels, entity_codes, entity_labels, source
+        )
     if problems:
         raise DataError(
             source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
@@ -477,10 +529,56 @@ def validate_observations(
     except pa.errors.SchemaErrors as exc:  # a rule the checks above do not cover
         cases = exc.failure_cases
         problems = [
-            Problem(f"{row.column}: check {row.check} failed for {row.failure_case!r}", file=source)
+            Problem(
+                f"{row.column}: check {row.check} failed for {quoted(row.failure_case)}",
+                file=source,
+            )
             for row in cases.head(20).itertuples()
         ]
         raise DataError(source, problems, cases) from exc
+
+
+def _overflow_problems(
+    value: pd.Series,
+    kpi_codes: np.ndarray,
+    kpi_labels: np.ndarray,
+    entity_codes: np.ndarray,
+    entity_labels: np.ndarray,
+    source: str,
+) -> list[Problem]:
+    """A problem for each KPI whose values could add up beyond the largest float (to ``inf``).
+
+    When the magnitudes of a KPI's values sum to a finite number, so does every window and
+    every group; otherwise the message names the product whose values overflow alone, or the
+    grand total where only the products together do.
+    """
+    magnitude = np.abs(np.nan_to_num(value.to_numpy(dtype=float), nan=0.0))
+    with np.errstate(over="ignore"):
+        per_kpi = np.bincount(kpi_codes, weights=magnitude, minlength=len(kpi_labels))
+        overflowing = np.flatnonzero(~np.isfinite(per_kpi))
+        if not len(overflowing):
+            return []
+        pairs = kpi_codes.astype(np.int64) * len(entity_labels) + entity_codes
+        per_pair = np.bincount(
+            pairs, weights=magnitude, minlength=len(kpi_labels) * len(entity_labels)
+        )
+    per_pair = per_pair.reshape(len(kpi_labels), len(entity_labels))
+    problems = []
+    for kpi in overflowing:
+        alone = np.flatnonzero(~np.isfinite(per_pair[kpi]))
+        where = (
+            f"entity {quoted(entity_labels[alone[0]])}" if len(alone) else "all products together"
+        )
+        problems.append(
+            Problem(
+                f"values for {where} add up beyond the largest number (about "
+                f"{np.finfo(float).max:.1e}); check the data for wrong magnitudes",
+                file=source,
+                kpi=str(kpi_labels[kpi]),
+                field=VALUE,
+            )
+        )
+    return problems
 
 
 def _count_rows(mask: pd.Series, offset: int | None) -> str:

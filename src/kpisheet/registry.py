@@ -6,7 +6,6 @@ KPIs, and no formula cycles. Declared order is kept.
 
 from __future__ import annotations
 
-import difflib
 import graphlib
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -20,7 +19,10 @@ from kpisheet.definitions import (
     iter_definition_files,
     load_file,
 )
-from kpisheet.errors import DefinitionError, Problem
+from kpisheet.errors import DefinitionError, Problem, close_matches, quoted
+
+#: Derived KPIs that may build on each other in a chain (a formula of a formula of ...).
+MAX_DERIVED_DEPTH = 50
 
 
 class Registry:
@@ -132,7 +134,7 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
             first[kpi_id] = item
 
     def unknown(ref: str) -> str:
-        close = difflib.get_close_matches(ref, first, n=1)
+        close = close_matches(ref, first)
         hint = f"did you mean '{close[0]}'?" if close else "known KPIs: " + ", ".join(first)
         return f"unknown KPI '{ref}'; {hint}"
 
@@ -144,7 +146,7 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
                 if ref not in first:
                     problems.append(
                         Problem(
-                            f"formula {kpi.formula!r} references {unknown(ref)}",
+                            f"formula {quoted(kpi.formula)} references {unknown(ref)}",
                             file=origin.file,
                             line=origin.line_of("formula"),
                             kpi=kpi.id,
@@ -185,7 +187,40 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
             for kpi_id in cycle:
                 graph.pop(kpi_id, None)
         else:
-            return problems
+            return problems + _chain_problems(graph, first)
+
+
+def _chain_problems(graph: dict[str, list[str]], first: dict[str, LoadedKPI]) -> list[Problem]:
+    """A problem for each derived KPI whose formula rests on a chain of more than
+    :data:`MAX_DERIVED_DEPTH` derived KPIs (the first KPI beyond the limit on each chain).
+
+    ``graph`` (derived KPI -> the derived and source KPIs its formula names) has no cycles.
+    """
+    depth: dict[str, int] = {}
+    longest: dict[str, str | None] = {}
+    problems = []
+    for kpi_id in graphlib.TopologicalSorter(graph).static_order():
+        below = [ref for ref in graph.get(kpi_id, ()) if ref in graph]
+        deepest = max(below, key=depth.__getitem__, default=None)
+        depth[kpi_id] = 1 + (depth[deepest] if deepest is not None else 0)
+        longest[kpi_id] = deepest
+        if kpi_id in graph and depth[kpi_id] == MAX_DERIVED_DEPTH + 1:
+            chain = [kpi_id]
+            while (step := longest[chain[-1]]) is not None and len(chain) < 4:
+                chain.append(step)
+            origin = first[kpi_id].origin
+            problems.append(
+                Problem(
+                    f"formula rests on a chain of more than {MAX_DERIVED_DEPTH} derived KPIs "
+                    f"({' -> '.join(chain)} -> ...); at most {MAX_DERIVED_DEPTH} may build on "
+                    "each other",
+                    file=origin.file,
+                    line=origin.line_of("formula"),
+                    kpi=kpi_id,
+                    field="formula",
+                )
+            )
+    return problems
 
 
 def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:

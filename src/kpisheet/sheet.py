@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
@@ -13,7 +12,7 @@ import pandas as pd
 
 from kpisheet import engine
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
-from kpisheet.errors import QueryError, StoreError
+from kpisheet.errors import QueryError, StoreError, close_matches, quoted
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import load_observations, validate_observations
 from kpisheet.plugins import load_kpis
@@ -36,7 +35,7 @@ def _one_or_many(value: str | Iterable[str] | None) -> list[str] | None:
 def _unknown(kind: str, names: Sequence[str], known: Sequence[str]) -> QueryError:
     parts = []
     for name in names:
-        close = difflib.get_close_matches(name, list(known), n=1)
+        close = close_matches(name, list(known))
         parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
     listing = (
         ", ".join(known)
@@ -61,7 +60,7 @@ def parse_month(value: MonthLike) -> pd.Period:
     except (ValueError, TypeError):
         timestamp = pd.NaT
     if pd.isna(timestamp):
-        raise QueryError(f"as_of {value!r} is not a month; expected YYYY-MM, e.g. 2021-06")
+        raise QueryError(f"as_of {quoted(value)} is not a month; expected YYYY-MM, e.g. 2021-06")
     return pd.Period(timestamp, freq="M")
 
 
@@ -74,7 +73,7 @@ def parse_window(value: str | Window) -> Window:
         return Window(text)
     except ValueError:
         allowed = ", ".join(w.value for w in Window)
-        raise QueryError(f"window {value!r} is not one of: {allowed}") from None
+        raise QueryError(f"window {quoted(value)} is not one of: {allowed}") from None
 
 
 class KPISheet:
@@ -329,6 +328,7 @@ def open(
     entities: str | Path | None = None,
     *,
     release: int | None = None,
+    verify: bool = False,
 ) -> KPISheet:
     """Open a KPI sheet.
 
@@ -339,6 +339,8 @@ def open(
     :param entities: the entity hierarchy YAML. Default: for a store, the hierarchy the release
         was loaded with (so an old release is grouped as it was); else the demo hierarchy.
     :param release: a store release id; default the newest.
+    :param verify: with a store, refuse a release whose observations no longer match the
+        checksum written with them (:class:`~kpisheet.errors.ChecksumError`).
     :raises DefinitionError, HierarchyError, DataError, StoreError: with every problem found.
     """
     registry = load_kpis(definitions)
@@ -348,7 +350,7 @@ def open(
     url = demo_store_url() if data is None else store_url_of(data)
     if url is not None:
         with Store(url) as store:
-            info, raw = store.read(release)
+            info, raw = store.read(release, verify=verify)
             hierarchy = given or store.hierarchy(info.id)
         if hierarchy is None:
             raise StoreError(

@@ -76,7 +76,7 @@ from sqlalchemy.sql.dml import Insert
 from tqdm import tqdm
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import HierarchyError, StoreError
+from kpisheet.errors import ChecksumError, HierarchyError, StoreError
 from kpisheet.hierarchy import Hierarchy, parse_hierarchy
 
 #: Version of the table layout; a store of another version is refused, not misread.
@@ -231,6 +231,31 @@ class ReleaseWarning:
     message: str
 
 
+@dataclass(frozen=True)
+class ReleaseCheck:
+    """The checksum of a release recomputed from its stored rows (:meth:`Store.verify`)."""
+
+    info: ReleaseInfo
+    actual: str | None  # None when the rows could not be read as the release records them
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the stored rows still give the checksum written with the release."""
+        return self.actual == self.info.checksum
+
+    def __str__(self) -> str:
+        head = f"release {self.info.id} ({self.info.row_count:,} rows)"
+        if self.ok:
+            return f"{head}: OK, checksum {self.info.checksum[:12]}…"
+        if self.actual is None:
+            return f"{head}: CHANGED — {self.problem}"
+        return (
+            f"{head}: CHANGED — checksum written {self.info.checksum[:12]}…, now "
+            f"{self.actual[:12]}…; its values were changed outside kpisheet"
+        )
+
+
 # Statements, one function each, so tests can compile them for every dialect.
 
 
@@ -299,6 +324,21 @@ def is_store_url(text: str) -> bool:
     except (ArgumentError, NoSuchModuleError, ValueError):
         return False
     return True
+
+
+def is_memory_url(url: str) -> bool:
+    """True for a SQLite URL of an in-memory database (``sqlite://``, ``sqlite:///:memory:``):
+    what is written there is gone when the process ends."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return False
+    database = parsed.database or ""
+    return parsed.get_backend_name() == "sqlite" and (
+        database in ("", ":memory:")
+        or parsed.query.get("mode") == "memory"
+        or "mode=memory" in database
+    )
 
 
 def display_url(url: str | URL) -> str:
@@ -478,6 +518,7 @@ class Store:
         self._url = make_url(url)
         self.url = display_url(self._url)
         self._engine: Engine | None = None
+        self._read_engine: Engine | None = None  # a read-only SQLite file's, once it is needed
 
     def __repr__(self) -> str:
         return f"<Store {self.url}>"
@@ -493,6 +534,11 @@ class Store:
         if database in ("", ":memory:") or database.startswith("file:"):
             return None
         return Path(database)
+
+    @property
+    def path(self) -> Path | None:
+        """The file of a file-backed SQLite store, else ``None``."""
+        return self._sqlite_path
 
     @property
     def engine(self) -> Engine:
@@ -526,9 +572,10 @@ class Store:
 
     def close(self) -> None:
         """Release the engine's connections."""
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        for engine in (self._engine, self._read_engine):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._read_engine = None
 
     def __enter__(self) -> Store:
         return self
@@ -562,8 +609,35 @@ class Store:
                 f"no store at {path}: the file does not exist (`kpisheet ingest --store "
                 f"{self.url}` creates it)"
             )
-        with self._errors("read"), self.engine.connect() as conn, conn.begin():
+        engine = self._engine_for_reading(path) if path is not None else self.engine
+        with self._errors("read"), engine.connect() as conn, conn.begin():
             yield conn
+
+    def _engine_for_reading(self, path: Path) -> Engine:
+        """The engine that can read a SQLite file: the usual one, or a read-only one.
+
+        A store in write-ahead-log mode needs its ``-shm`` file, which SQLite cannot create in
+        a read-only directory or file system; the store is then opened read-only
+        (``mode=ro``), or as immutable when even that fails (nothing can change a file there).
+        """
+        if self._read_engine is not None:
+            return self._read_engine
+        if _sqlite_readable(f"file:{_file_uri(path)}?mode=rw"):
+            return self.engine
+        for parameters in ("mode=ro", "mode=ro&immutable=1"):
+            uri = f"file:{_file_uri(path)}?{parameters}"
+            if _sqlite_readable(uri):
+                engine = create_engine(
+                    "sqlite://",
+                    creator=lambda uri=uri: sqlite3.connect(
+                        uri, uri=True, timeout=SQLITE_TIMEOUT, check_same_thread=False
+                    ),
+                    poolclass=NullPool,
+                )
+                _serialise_sqlite_writers(engine)
+                self._read_engine = engine
+                return engine
+        return self.engine  # fails with SQLite's own reason
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
@@ -681,15 +755,22 @@ class Store:
             ).all()
         return [ReleaseWarning(rule, message) for rule, message in rows]
 
-    def read(self, release: int | None = None) -> tuple[ReleaseInfo, pd.DataFrame]:
+    def read(
+        self, release: int | None = None, *, verify: bool = False
+    ) -> tuple[ReleaseInfo, pd.DataFrame]:
         """A release and its observations (``month`` as ``Period[M]``, ``kpi``, ``entity``, ``value``).
 
         :param release: a release id; default the newest.
+        :param verify: recompute the checksum of the observations read and refuse them when it
+            is not the one written with the release.
         :raises StoreError: for an empty store or an unknown release.
+        :raises ChecksumError: with ``verify``, for a release changed since it was written.
         """
         with self._reading() as conn:
             info = self._info(conn, release)
             frame = _read_observations(conn, info, self.url)
+        if verify:
+            _verify(info, frame, self.url)
         return info, frame
 
     # -- upgrading -------------------------------------------------------------------------
@@ -763,6 +844,29 @@ class Store:
                 )
                 done.append(f"recorded the hierarchy for releases {_id_list(missing)}")
         return done
+
+    def verify(self, release: int | None = None) -> list[ReleaseCheck]:
+        """Recompute the checksum of one release (default: every release) from its stored rows.
+
+        Every release asked for is checked, so one run finds all that were changed.
+
+        :returns: one :class:`ReleaseCheck` per release, oldest first.
+        :raises StoreError: for an unknown release or an unreadable store.
+        """
+        infos = self.releases()
+        if release is not None:
+            infos = [info for info in infos if info.id == release]
+            if not infos:
+                self.read(release)  # raises, naming the releases there are
+        checks = []
+        for info in infos:
+            try:
+                _, frame = self.read(info.id)
+            except StoreError as exc:  # rows missing or added: no checksum to compare
+                checks.append(ReleaseCheck(info, None, str(exc)))
+                continue
+            checks.append(ReleaseCheck(info, observations_checksum(frame)))
+        return checks
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -975,6 +1079,13 @@ def _read_observations(conn: Connection, info: ReleaseInfo, url: str) -> pd.Data
     )
 
 
+def _verify(info: ReleaseInfo, observations: pd.DataFrame, url: str) -> None:
+    """Refuse observations whose checksum is not the one written with their release."""
+    actual = observations_checksum(observations)
+    if actual != info.checksum:
+        raise ChecksumError(url, info.id, info.checksum, actual)
+
+
 def _transpose(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
@@ -1018,6 +1129,23 @@ def _fetch_rows(
 
 def _id_list(ids: Sequence[int]) -> str:
     return ", ".join(str(i) for i in ids)
+
+
+def _file_uri(path: Path) -> str:
+    """The path part of a SQLite ``file:`` URI (characters with a meaning in URIs escaped)."""
+    from urllib.parse import quote
+
+    return quote(str(path.resolve()))
+
+
+def _sqlite_readable(uri: str) -> bool:
+    """True when SQLite can open the database at ``uri`` and read its schema."""
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT)) as conn:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error:
+        return False
+    return True
 
 
 def _fit(text: str, length: int) -> str:

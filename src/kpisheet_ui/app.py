@@ -18,9 +18,9 @@ import pandas as pd
 import panel as pn
 import param
 
-from kpisheet.errors import KpisheetError
+from kpisheet.errors import ChecksumError, KpisheetError
 from kpisheet.presentation import NOT_COMPARABLE
-from kpisheet_ui.source import SheetConfig, SheetSource, get_source
+from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
 from kpisheet_ui.state import (
     CHANGE_COLUMN,
     CHANGE_PCT_COLUMN,
@@ -341,6 +341,11 @@ class AppView(param.Parameterized):
                 return
             try:
                 sheet = await asyncio.to_thread(source.current)
+            except ChecksumError as exc:  # the page keeps the release it shows
+                log.warning("refused a release: %s", exc)
+                self.error.object = refusal_notice(exc)
+                self.error.visible = True
+                return
             except KpisheetError as exc:
                 log.warning("could not look for a new release: %s", exc)
                 return

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import kpisheet
 from kpisheet.diff import ReleaseDiff, diff_releases
+from kpisheet.errors import ChecksumError
 from kpisheet.presentation import month_long
 from kpisheet.store import Store
 
@@ -58,8 +59,22 @@ class SheetConfig:
         )
 
 
+def refusal_notice(error: ChecksumError) -> str:
+    """The app's notice (German) for a release it refuses because its checksum does not match."""
+    return (
+        f"Release {error.release} wird nicht angezeigt: Seine gespeicherten Werte stimmen nicht "
+        "mehr mit der Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich "
+        "verändert. Bitte die Datenverantwortlichen informieren."
+    )
+
+
 class SheetSource:
     """Opens and caches the sheet of each release; notices new releases in the store.
+
+    Each release is verified against its checksum when it is opened, and a release whose
+    values were changed since it was written is refused (:class:`~kpisheet.ChecksumError`).
+    A store replaced under the running server (another file, or other releases under the same
+    ids) empties the cache, so its sheets are opened anew instead of served from memory.
 
     Thread-safe: sessions on the server's event loop and background threads may call it at once.
     """
@@ -71,6 +86,9 @@ class SheetSource:
         self._latest_id: int | None = None
         self._checked_at = float("-inf")
         self._store = Store(config.store) if config.store else None
+        # The store as last seen: its file (SQLite) and each release's checksum and creation time.
+        self._identity: tuple[object, dict[int, tuple[object, ...]]] | None = None
+        self._refused: dict[int | None, ChecksumError] = {}
 
     def __repr__(self) -> str:
         return (
@@ -92,12 +110,28 @@ class SheetSource:
         with self._lock:
             if time.monotonic() - self._checked_at < max_age and self._latest_id is not None:
                 return self._latest_id
-        latest = self._store.latest()
+        infos = self._store.releases()
+        identity = (self._file_identity(), {i.id: (i.checksum, i.created_at) for i in infos})
         with self._lock:
             self._checked_at = time.monotonic()
-            if latest is not None:
-                self._latest_id = latest.id
+            if self._identity is not None and _replaced(self._identity, identity):
+                log.warning("store %s was replaced; its sheets are opened anew", self._store.url)
+                self._sheets.clear()
+                self._refused.clear()
+                self._latest_id = None
+            self._identity = identity
+            if infos:
+                self._latest_id = infos[-1].id
             return self._latest_id
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """Device and inode of a SQLite store's file: another file when it was replaced."""
+        path = self._store.path if self._store is not None else None
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino) if stat is not None else None
 
     def sheet(self, release: int | None = None) -> kpisheet.KPISheet:
         """The sheet of a release (without a store: the one sheet), opened on first use."""
@@ -105,12 +139,20 @@ class SheetSource:
             cached = self._sheets.get(release)
             if cached is not None:
                 return cached
-            opened = kpisheet.open(
-                self.config.store,
-                definitions=self._definitions(),
-                entities=self.config.entities,
-                release=release,
-            )
+            refused = self._refused.get(release)
+            if refused is not None:  # verified once is enough, until the store is replaced
+                raise refused
+            try:
+                opened = kpisheet.open(
+                    self.config.store,
+                    definitions=self._definitions(),
+                    entities=self.config.entities,
+                    release=release,
+                    verify=self._store is not None,
+                )
+            except ChecksumError as exc:
+                self._refused[release] = exc
+                raise
             self._sheets[release] = opened
             for old in sorted((k for k in self._sheets if k is not None), reverse=True)[
                 CACHED_RELEASES:
@@ -167,6 +209,18 @@ def changes_text(changes: ReleaseDiff) -> str:
         if count:
             parts.append(f"{_count(count)} Produkt{'e' if count != 1 else ''} {word}")
     return "; ".join(parts) + "." if parts else ""
+
+
+def _replaced(
+    before: tuple[object, dict[int, tuple[object, ...]]],
+    now: tuple[object, dict[int, tuple[object, ...]]],
+) -> bool:
+    """True when the store is not the one seen before: another file, or releases seen before
+    missing or different (new releases alone are the store going on, not a replacement)."""
+    (file_before, releases_before), (file_now, releases_now) = before, now
+    if file_before is not None and file_now is not None and file_before != file_now:
+        return True
+    return any(releases_now.get(key) != value for key, value in releases_before.items())
 
 
 _SOURCES: dict[SheetConfig, SheetSource] = {}

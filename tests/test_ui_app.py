@@ -1,0 +1,39 @@
+"""Tests of kpisheet_ui.app without a browser: what a page does when the store changes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from kpisheet.demo import DEMO_ENTITIES, generate_observations
+from kpisheet.hierarchy import load_hierarchy
+from kpisheet.store import Store, sqlite_url
+from kpisheet_ui.app import AppView
+from kpisheet_ui.source import SheetConfig, SheetSource
+from kpisheet_ui.state import SheetState
+
+HIERARCHY = load_hierarchy(DEMO_ENTITIES)
+
+
+def test_page_refuses_a_changed_release_with_a_german_notice(tmp_path: Path) -> None:
+    """A new release whose values were changed after writing is not shown: the page keeps its
+    release and says why, in German."""
+    url = sqlite_url(tmp_path / "kpis.db")
+    observations = generate_observations()
+    with Store(url) as store:
+        store.write_release(observations, source="first", hierarchy=HIERARCHY)
+    source = SheetSource(SheetConfig(store=url, poll_seconds=0))
+    view = AppView(SheetState(source.current()), source)
+    with Store(url) as store:
+        store.write_release(observations, source="second", hierarchy=HIERARCHY)
+    with sqlite3.connect(tmp_path / "kpis.db") as conn:
+        conn.execute("UPDATE kpisheet_observations SET value = 1 WHERE release_id = 2")
+    asyncio.run(view.poll()())
+    assert view.state.sheet.release.id == 1
+    assert view.error.visible
+    assert view.error.object == (
+        "Release 2 wird nicht angezeigt: Seine gespeicherten Werte stimmen nicht mehr mit der "
+        "Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich verändert. "
+        "Bitte die Datenverantwortlichen informieren."
+    )
