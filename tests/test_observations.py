@@ -413,10 +413,10 @@ def test_line_numbers_of_a_plain_file_are_row_plus_two(
     path = write_csv(
         tmp_path / "obs.csv", ["month,kpi,entity,value", *["2023-01,x,Alpine Gold,1"] * 3]
     )
-    frame = read_observations(path)
-    assert isinstance(frame.index, pd.RangeIndex)
+    table = read_observations(path)
+    assert isinstance(table.frame.index, pd.RangeIndex)
     with pytest.raises(DataError, match=re.escape("in 3 rows (line 2, line 3, line 4)")):
-        validate_observations(frame, registry, hierarchy)
+        validate_observations(table, registry, hierarchy)
 
 
 def test_values_that_add_up_to_infinity_are_a_problem_naming_kpi_and_entity(

@@ -483,7 +483,7 @@ def ingest_command(
     from kpisheet.ingest import ingest
     from kpisheet.store import display_url
 
-    if params and query is None:
+    if params and not queries:
         raise UserError(
             f"--param {', '.join(params)} binds a parameter of a --query, and no --query was "
             "given; give the query with --query FILE.sql, or leave out --param"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -721,12 +720,9 @@ class SheetState(param.Parameterized):
 
         return self._download("verlauf_xlsx", write)
 
-    def _chart_file(self, suffix: str, save: Callable[..., Path]) -> io.BytesIO:
+    def _chart_file(self, suffix: str, save: Callable[..., Path | None]) -> io.BytesIO:
         def write(buffer: io.BytesIO) -> None:
-            with tempfile.TemporaryDirectory(prefix="kpisheet-") as directory:
-                path = Path(directory) / self.chart_filename(suffix)
-                save(self.series(), self.registry, path, per_account=self.per_account)
-                buffer.write(path.read_bytes())
+            save(self.series(), self.registry, buffer, per_account=self.per_account)
 
         return self._download(suffix, write)
 
