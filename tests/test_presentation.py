@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 
 import kpisheet
+from kpisheet.demo import DEMO_ENTITIES
+from kpisheet.hierarchy import load_hierarchy
 from kpisheet.presentation import (
     comparable,
     incomplete_reasons,
@@ -15,14 +17,8 @@ from kpisheet.presentation import (
     month_short,
 )
 
-ALPINE = [
-    "Alpine Visa Classic",
-    "Alpine Visa Gold",
-    "Alpine Visa Platinum",
-    "Alpine Visa Prepaid",
-    "Alpine Visa Student Prepaid",
-    "Alpine Mastercard Corporate",
-]
+#: The demo's Alpine products: Classic, Gold, Platinum, Prepaid, Student Prepaid, Corporate.
+ALPINE = list(load_hierarchy(DEMO_ENTITIES).members("Alpine"))
 
 
 def test_month_names() -> None:
