@@ -309,7 +309,8 @@ def test_in_memory_store_is_refused(tmp_path: Path, url: str) -> None:
 
 
 def test_param_without_query_is_refused(tmp_path: Path) -> None:
-    """--param binds a query parameter; without --query it is refused instead of ignored."""
+    """--param binds a query parameter; without --query or --entities-query it is refused
+    instead of ignored."""
     source = write_demo_csv(tmp_path / "demo.csv", start="2026-01", end="2026-02")
     store = tmp_path / "kpisheet.db"
     result = run(
@@ -317,8 +318,8 @@ def test_param_without_query_is_refused(tmp_path: Path) -> None:
     )
     assert_one_line_failure(
         result,
-        "--param a binds a parameter of a --query, and no --query was given; give the query "
-        "with --query FILE.sql, or leave out --param",
+        "--param a binds a parameter of a --query or --entities-query, and neither was given; "
+        "give the query with --query FILE.sql, or leave out --param",
     )
     assert not store.exists()
 

@@ -483,10 +483,10 @@ def ingest_command(
     from kpisheet.ingest import ingest
     from kpisheet.store import display_url
 
-    if params and not queries:
+    if params and not queries and entities_query is None:
         raise UserError(
-            f"--param {', '.join(params)} binds a parameter of a --query, and no --query was "
-            "given; give the query with --query FILE.sql, or leave out --param"
+            f"--param {', '.join(params)} binds a parameter of a --query or --entities-query, "
+            "and neither was given; give the query with --query FILE.sql, or leave out --param"
         )
     refuse_memory_store(store_url, "--store")
     info = ingest(
