@@ -829,6 +829,13 @@ def demo(output: Path) -> None:
     help="A login session ends this long after the login, however active.",
 )
 @click.option(
+    "--login-backoff-seconds",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Wait after a failed login (per user name and per address); doubles per failure.",
+)
+@click.option(
     "--login-lock-after",
     type=click.IntRange(min=1),
     default=10,
@@ -857,6 +864,7 @@ def serve(
     secure_cookies: bool,
     session_idle_minutes: float,
     session_hours: float,
+    login_backoff_seconds: float,
     login_lock_after: int,
     login_lock_minutes: float,
     show: bool,
@@ -888,7 +896,9 @@ def serve(
                 secure_cookies=secure_cookies,
             ),
             throttle=ThrottleSettings(
-                lock_after=login_lock_after, lock_seconds=login_lock_minutes * 60
+                base_seconds=login_backoff_seconds,
+                lock_after=login_lock_after,
+                lock_seconds=login_lock_minutes * 60,
             ),
         )
     except OSError as exc:

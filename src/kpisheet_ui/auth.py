@@ -43,6 +43,7 @@ LOGIN_FAILED = "Benutzername oder Passwort falsch."
 #: The login page's messages, by the code in ``?error=``; any other code shows nothing.
 LOGIN_ERRORS: dict[str, str] = {
     "falsch": LOGIN_FAILED,
+    "gebremst": "Zu viele Fehlversuche. Bitte warten Sie einen Moment und versuchen Sie es erneut.",
     "gesperrt": (
         "Zu viele Fehlversuche. Bitte warten Sie einige Minuten und versuchen Sie es dann erneut."
     ),
@@ -116,15 +117,20 @@ class PasswordLoginHandler(tornado.web.RequestHandler):
             log_event("anmeldung_abgelehnt", user=username, address=address, reason="csrf")
             self._redirect_with_error("formular", next_url)
             return
-        if self.throttle.wait_seconds(username, address) > 0:
-            log.warning("login refused, too many failures: user %r from %s", username, address)
-            log_event("anmeldung_abgelehnt", user=username, address=address, reason="gebremst")
-            self._redirect_with_error("gesperrt", next_url)
+        if not self.throttle.begin(username, address):
+            code = "gesperrt" if self.throttle.locked(username, address) else "gebremst"
+            log.warning("login refused (%s): user %r from %s", code, username, address)
+            log_event("anmeldung_abgelehnt", user=username, address=address, reason=code)
+            self._redirect_with_error(code, next_url)
             return
         loop = asyncio.get_running_loop()
-        user = await loop.run_in_executor(
-            _hash_pool, _verify, self.sessions.users, username, password
-        )
+        try:
+            user = await loop.run_in_executor(
+                _hash_pool, _verify, self.sessions.users, username, password
+            )
+        except BaseException:
+            self.throttle.failure(username, address)  # never leave the name and address busy
+            raise
         if user is None:
             locked = self.throttle.failure(username, address)
             log.warning("failed login: user %r from %s", username, address)
@@ -137,7 +143,7 @@ class PasswordLoginHandler(tornado.web.RequestHandler):
                 log_event("gesperrt", user=username, address=address, minutes=minutes)
             self._redirect_with_error("gesperrt" if locked else "falsch", next_url)
             return
-        self.throttle.success(username)
+        self.throttle.success(username, address)
         old = self.get_cookie(SESSION_COOKIE)
         if old:
             self.sessions.end(old, EndReason.LOGOUT)

@@ -4,7 +4,7 @@
 Panel register without touching them. The Content-Security-Policy allows only this site's
 scripts, styles, images and websocket. Bokeh's page bootstrap is an inline ``<script>``, so
 ``script-src`` needs ``'unsafe-inline'`` (and BokehJS compiles a few functions at run time:
-``'unsafe-eval'``); inline event handlers (``onerror=``, ``onclick=``) stay forbidden by
+``'unsafe-eval'``, and loads a worker script from a ``blob:`` URL); inline event handlers (``onerror=``, ``onclick=``) stay forbidden by
 ``script-src-attr 'none'``, which is what stored markup would need. No framing, no plugins, no
 foreign ``<base>``, forms post only here.
 """
@@ -17,7 +17,7 @@ from tornado.web import OutputTransform
 CONTENT_SECURITY_POLICY = "; ".join(
     [
         "default-src 'self'",
-        "script-src 'self' 'unsafe-inline' 'unsafe-eval'",
+        "script-src 'self' 'unsafe-inline' 'unsafe-eval' blob:",
         "script-src-attr 'none'",
         "style-src 'self' 'unsafe-inline'",
         "img-src 'self' data: blob:",
