@@ -135,6 +135,8 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
             str(definitions),
             "--entities",
             str(entities),
+            "--poll-seconds",
+            "0.5",
         ),
         "auth": _start(auth_dir, _write_store(auth_dir / "kpis.db", demo), "--auth", str(users)),
         "flood": _start(
@@ -637,3 +639,25 @@ def test_scoped_user_cannot_obtain_other_entities(context, page, auth_app: Serve
     assert [name for name in hidden if name in everything] == []
     assert [number for number in hidden_numbers if number in everything] == []
     assert {c for c in cells if c in set(sheet.entities["entity"])} <= visible
+
+
+# -- unavailable data ----------------------------------------------------------------------
+
+
+def test_missing_store_gives_a_german_notice_that_retries(page, hostile: Server) -> None:
+    """A visitor arriving while the store is missing gets a German notice, not a blank page; the
+    page shows the sheet by itself once the store is back."""
+    from playwright.sync_api import expect
+
+    path = Path(hostile.store.removeprefix("sqlite:///"))
+    away = path.with_name("weg.db")
+    path.rename(away)
+    try:
+        time.sleep(1)  # longer than the server's poll interval: it looks at the store again
+        page.goto(hostile.url)
+        expect(page.locator(".meldung")).to_contain_text("Daten zurzeit nicht erreichbar")
+        expect(page.locator(".meldung")).to_contain_text("alle 10 Sekunden erneut")
+    finally:
+        away.rename(path)
+    expect(_rows(page).first).to_be_visible(timeout=40_000)
+    assert f"page without data: no store at {path}" in hostile.log_text()
