@@ -597,9 +597,12 @@ def test_scoped_user_cannot_obtain_other_entities(context, page, auth_app: Serve
     _login(page, auth_app.url, "beat")
     received.append(page.content())
     expect(_groups(page).first).to_contain_text("Alpine (Mandant)")
-    for label in ("nach KPI", "nach Entität"):
-        page.locator(".darstellung button", has_text=label).click()
+    page.locator(".darstellung button", has_text="nach KPI").click()
+    expect(_groups(page).first).to_contain_text("Umsatz Total")
+    page.locator(".darstellung button", has_text="nach Entität").click()
+    expect(_groups(page).first).to_contain_text("Alpine (Mandant)")
     page.locator(".fenster button", has_text="12M").click()
+    expect(page.locator(".hinweise")).to_be_visible()  # the 12M stock note: the change landed
     _choose(page, "kpis", "Umsatz Total")
     expect(page.locator(".diagramm .download-png")).to_be_visible()
 
@@ -625,12 +628,15 @@ def test_scoped_user_cannot_obtain_other_entities(context, page, auth_app: Serve
         const models = [...Bokeh.documents[0].all_models];
         for (const m of models) {
           const kind = m.constructor.__name__;
-          if (kind === "MultiChoice") m.value = ["Kartenwelt AG (Total)", "Talwind (Mandant)"];
+          const values = (m.options || []).map(o => (Array.isArray(o) ? o[0] : String(o)));
+          if (kind === "MultiChoice" && values.includes("Alpine (Mandant)"))
+            m.value = ["Kartenwelt AG (Total)", "Talwind (Mandant)"];
           if (kind === "Select" && m.options.some(o => String(o).startsWith("Mandant:")))
             m.value = "Total: Kartenwelt AG";
         }
     }"""
     )
+    page.wait_for_timeout(1500)
     page.locator(".fenster button", has_text="1M").click()
     expect(_rows(page).first).to_be_visible()
     page.wait_for_timeout(1500)

@@ -506,6 +506,8 @@ def _attach_page(login: LoginSession) -> None:
             connection._socket.close()
 
     def close() -> None:
+        if context.destroyed:
+            return
         doc.add_next_tick_callback(reload)
         IOLoop.current().call_later(CLOSE_DELAY_SECONDS, cut)
 

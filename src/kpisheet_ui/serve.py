@@ -68,12 +68,23 @@ def serve(
     :raises KpisheetError: when the sheet cannot be opened or the users file is unusable.
     """
     from kpisheet.store import display_url
-    from kpisheet_ui.users import cookie_secret, load_users
+    from kpisheet_ui.users import cookie_secret
 
-    get_source(config).current()
+    sheet = get_source(config).current()
     secret = None
     if auth is not None:
-        load_users(auth)
+        from kpisheet_ui.scopes import unknown_scopes
+        from kpisheet_ui.users import load_user_records
+
+        for user in load_user_records(auth).values():
+            unknown = unknown_scopes(sheet.hierarchy, user.scopes)
+            if unknown:
+                log.warning(
+                    "user %r: scopes %s name no entity of %s",
+                    user.name,
+                    ", ".join(unknown),
+                    display_url(config.store or ""),
+                )
         secret = cookie_secret(auth)
 
     import panel as pn
