@@ -322,14 +322,18 @@ def test_security_policy_forbids_inline_handlers_and_framing() -> None:
 
 
 def test_escaping_of_text_from_data() -> None:
-    """HTML and Markdown panes get text: tags, links and emphasis come out as the characters."""
+    """HTML and Markdown panes get text: tags, links, emphasis and lists come out as the characters."""
     payload = '<img src=x onerror="alert(1)"> [klick](javascript:alert(2)) *fett*'
     assert html_text(payload) == (
         "&lt;img src=x onerror=&quot;alert(1)&quot;&gt; [klick](javascript:alert(2)) *fett*"
     )
     assert markdown_text(payload) == (
-        "&lt;img src=x onerror=&quot;alert\\(1\\)&quot;&gt; \\[klick\\]\\(javascript\\:alert\\(2\\)\\) "
+        "&lt;img src=x onerror=&quot;alert\\(1\\)&quot;&gt; \\[klick\\]\\(javascript:alert\\(2\\)\\) "
         "\\*fett\\*"
+    )
+    assert markdown_text("1. Rang\n- Punkt: gut.") == "1\\. Rang\n\\- Punkt: gut."
+    assert markdown_text("Release 2 wird nicht angezeigt: bitte melden.") == (
+        "Release 2 wird nicht angezeigt: bitte melden."
     )
     column = pd.Series(["<b>", "a & b", "<b>"], index=[5, 6, 7])
     assert html_column(column).tolist() == ["&lt;b&gt;", "a &amp; b", "&lt;b&gt;"]

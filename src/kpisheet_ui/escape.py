@@ -13,8 +13,11 @@ import re
 
 import pandas as pd
 
-#: Characters with a meaning in Markdown; a backslash before each makes it literal.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~:])")
+#: Characters that make Markdown markup (emphasis, code, links, images, headings, lists, tables);
+#: a backslash before each makes it literal. ``.`` only makes markup after digits at the start
+#: of a line (an ordered list): :data:`_ORDERED_LIST` escapes it there.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-!|~])")
+_ORDERED_LIST = re.compile(r"^(\s*\d+)\.", flags=re.MULTILINE)
 
 
 def html_text(text: object) -> str:
@@ -28,7 +31,8 @@ def markdown_text(text: object) -> str:
     Neither a link, an emphasis, a heading nor inline HTML survives; the reader sees the
     characters as they were written.
     """
-    return html_text(_MARKDOWN_SPECIAL.sub(r"\\\1", str(text)))
+    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    return html_text(_ORDERED_LIST.sub(r"\1\\.", escaped))
 
 
 def html_column(values: pd.Series) -> pd.Series:
