@@ -36,6 +36,7 @@ from kpisheet_ui.users import add_user, remove_user, set_password
 from tests.test_ui_browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    START_TIMEOUT,
     UPDATE_TIMEOUT,
     Server,
     _require_browser,
@@ -127,8 +128,10 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
     add_user(flood_users, "anna", PASSWORDS["anna"])
     add_user(flood_users, "eva", "richtig-eva")
     demo = generate_observations()
-    started = {
-        "hostile": _start(
+    auth_store = _write_store(auth_dir / "kpis.db", demo)
+    flood_store = _write_store(flood_dir / "kpis.db", demo)
+    starts = {
+        "hostile": lambda: _start(
             hostile_dir,
             store,
             "--definitions",
@@ -138,10 +141,10 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
             "--poll-seconds",
             "0.5",
         ),
-        "auth": _start(auth_dir, _write_store(auth_dir / "kpis.db", demo), "--auth", str(users)),
-        "flood": _start(
+        "auth": lambda: _start(auth_dir, auth_store, "--auth", str(users)),
+        "flood": lambda: _start(
             flood_dir,
-            _write_store(flood_dir / "kpis.db", demo),
+            flood_store,
             "--auth",
             str(flood_users),
             "--login-backoff-seconds",
@@ -152,6 +155,16 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
             "10",
         ),
     }
+    started = {name: start() for name, start in starts.items()}
+    deadline = time.monotonic() + START_TIMEOUT
+    for name, server in started.items():
+        # A port taken by another program between choosing it and listening: once more.
+        while server.process.poll() is None and not _answers(server):
+            if time.monotonic() > deadline:
+                break  # Server.wait reports it
+            time.sleep(0.5)
+        if server.process.poll() is not None and "the port is in use" in server.log_text():
+            started[name] = starts[name]()
     started["auth"].users = users  # type: ignore[attr-defined]
     yield started
     for server in started.values():
@@ -161,6 +174,18 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait()
+
+
+def _answers(server: Server) -> bool:
+    """True once the server answers HTTP."""
+    try:
+        connection = http.client.HTTPConnection(server.url.removeprefix("http://"), timeout=5)
+        connection.request("GET", "/login")
+        connection.getresponse().read()
+        connection.close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
