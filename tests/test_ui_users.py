@@ -63,7 +63,8 @@ def test_add_user_writes_owner_only_file(tmp_path: Path) -> None:
     assert add_user(path, "anna", "neues-pass-9") is False
     assert _mode(path) == 0o600
     data = json.loads(path.read_text(encoding="utf-8"))
-    assert data["version"] == 1 and list(data["users"]) == ["anna"]
+    assert data["version"] == 2 and list(data["users"]) == ["anna"]
+    assert data["users"]["anna"]["scopes"] == []
     assert "neues-pass-9" not in path.read_text(encoding="utf-8")
     assert check_credentials(load_users(path), "anna", "neues-pass-9")
 

@@ -809,6 +809,46 @@ def demo(output: Path) -> None:
     multiple=True,
     help="Extra HOST[:PORT] the app may be opened from (behind a proxy); repeatable.",
 )
+@click.option(
+    "--secure-cookies",
+    is_flag=True,
+    help="Mark the login cookies Secure (behind a TLS proxy); over HTTPS they always are.",
+)
+@click.option(
+    "--session-idle-minutes",
+    type=click.FloatRange(min=1),
+    default=30.0,
+    show_default=True,
+    help="A login session ends after this long without activity.",
+)
+@click.option(
+    "--session-hours",
+    type=click.FloatRange(min=0.1),
+    default=12.0,
+    show_default=True,
+    help="A login session ends this long after the login, however active.",
+)
+@click.option(
+    "--login-backoff-seconds",
+    type=click.FloatRange(min=0),
+    default=1.0,
+    show_default=True,
+    help="Wait after a failed login (per user name and per address); doubles per failure.",
+)
+@click.option(
+    "--login-lock-after",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Failed logins in a row (per user name and per address) that lock further attempts.",
+)
+@click.option(
+    "--login-lock-minutes",
+    type=click.FloatRange(min=0),
+    default=15.0,
+    show_default=True,
+    help="How long such a lock lasts.",
+)
 @click.option("--show", is_flag=True, help="Open the app in the web browser.")
 def serve(
     port: int,
@@ -821,11 +861,19 @@ def serve(
     poll_seconds: float,
     usage_log: Path | None,
     allow_origins: tuple[str, ...],
+    secure_cookies: bool,
+    session_idle_minutes: float,
+    session_hours: float,
+    login_backoff_seconds: float,
+    login_lock_after: int,
+    login_lock_minutes: float,
     show: bool,
 ) -> None:
     """Serve the web app (default: the demo sheet at http://localhost:5006)."""
     from kpisheet_ui.serve import serve as serve_app
     from kpisheet_ui.serve import sheet_config
+    from kpisheet_ui.sessions import SessionSettings
+    from kpisheet_ui.throttle import ThrottleSettings
 
     if not demo:
         refuse_memory_store(store_url, "--store")
@@ -842,6 +890,16 @@ def serve(
             allow_origins=allow_origins,
             usage_log=usage_log,
             show=show,
+            sessions=SessionSettings(
+                idle_seconds=session_idle_minutes * 60,
+                absolute_seconds=session_hours * 3600,
+                secure_cookies=secure_cookies,
+            ),
+            throttle=ThrottleSettings(
+                base_seconds=login_backoff_seconds,
+                lock_after=login_lock_after,
+                lock_seconds=login_lock_minutes * 60,
+            ),
         )
     except OSError as exc:
         if exc.errno not in _PORT_PROBLEMS:
@@ -894,34 +952,80 @@ def users() -> None:
     """Manage the users of the web app's login (`kpisheet serve --auth FILE`)."""
 
 
-@users.command("add")
-@click.argument("name")
-@click.option(
-    "--auth",
-    "auth_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    envvar="KPISHEET_AUTH",
-    help="Users file to write (created owner-only if missing). Env: KPISHEET_AUTH.",
-)
-@click.option(
+def _auth_file_option(help_text: str) -> Any:
+    return click.option(
+        "--auth",
+        "auth_file",
+        type=click.Path(path_type=Path, dir_okay=False),
+        required=True,
+        envvar="KPISHEET_AUTH",
+        help=f"{help_text} Env: KPISHEET_AUTH.",
+    )
+
+
+_password_stdin_option = click.option(
     "--password-stdin",
     is_flag=True,
     help="Read the password from the first line of stdin instead of prompting.",
 )
-def users_add(name: str, auth_file: Path, password_stdin: bool) -> None:
+
+
+def _read_password(password_stdin: bool) -> str:
+    if password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@users.command("add")
+@click.argument("name")
+@_auth_file_option("Users file to write (created owner-only if missing).")
+@_password_stdin_option
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    metavar="LEVEL=NAME",
+    help="Show this user only the entities inside LEVEL=NAME (e.g. mandant=Alpine); "
+    "repeatable, several scopes add up. Without --scope an existing user keeps theirs.",
+)
+def users_add(name: str, auth_file: Path, password_stdin: bool, scopes: tuple[str, ...]) -> None:
     """Add user NAME to the users file, or give NAME a new password.
 
     Only a salted scrypt hash of the password is stored.
     """
+    from kpisheet_ui.scopes import parse_scope
     from kpisheet_ui.users import add_user
 
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-    else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    new = add_user(auth_file, name, password)
-    click.echo(f"{'added user' if new else 'new password for'} {name} in {auth_file}")
+    for scope in scopes:
+        parse_scope(scope)  # a malformed scope fails before the password prompt
+    password = _read_password(password_stdin)
+    new = add_user(auth_file, name, password, scopes=list(scopes) if scopes else None)
+    scoped = f" (scopes: {', '.join(scopes)})" if scopes else ""
+    click.echo(f"{'added user' if new else 'new password for'} {name} in {auth_file}{scoped}")
+
+
+@users.command("passwd")
+@click.argument("name")
+@_auth_file_option("Users file to change.")
+@_password_stdin_option
+def users_passwd(name: str, auth_file: Path, password_stdin: bool) -> None:
+    """Give user NAME a new password; their open sessions end."""
+    from kpisheet_ui.users import require_user, set_password
+
+    require_user(auth_file, name)  # an unknown user fails before the password prompt
+    set_password(auth_file, name, _read_password(password_stdin))
+    click.echo(f"new password for {name} in {auth_file}; their open sessions end")
+
+
+@users.command("remove")
+@click.argument("name")
+@_auth_file_option("Users file to change.")
+def users_remove(name: str, auth_file: Path) -> None:
+    """Remove user NAME; their open sessions end."""
+    from kpisheet_ui.users import remove_user
+
+    remove_user(auth_file, name)
+    click.echo(f"removed user {name} from {auth_file}; their open sessions end")
 
 
 if __name__ == "__main__":  # pragma: no cover

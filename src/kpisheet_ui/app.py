@@ -20,6 +20,8 @@ import param
 
 from kpisheet.errors import ChecksumError, KpisheetError
 from kpisheet.presentation import NOT_COMPARABLE
+from kpisheet_ui.escape import html_column, html_text, markdown_text
+from kpisheet_ui.sessions import LoginSession, session_of
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
 from kpisheet_ui.state import (
     CHANGE_COLUMN,
@@ -39,6 +41,7 @@ from kpisheet_ui.state import (
     SheetState,
 )
 from kpisheet_ui.usage import USAGE_LOG_ENV, USAGE_LOGGER, configure_usage_log
+from kpisheet_ui.widgets import TextMultiChoice
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +202,7 @@ class AppView(param.Parameterized):
                 self.error.visible = False
                 return make()
             except KpisheetError as exc:
-                self.error.object = f"Download nicht möglich: {exc}"
+                self.error.object = markdown_text(f"Download nicht möglich: {exc}")
                 self.error.visible = True
                 return None
 
@@ -216,7 +219,7 @@ class AppView(param.Parameterized):
         return button
 
     def _show_notice(self, *events: Any) -> None:
-        self.notice.object = self.state.notice
+        self.notice.object = markdown_text(self.state.notice)
         self.notice.visible = bool(self.state.notice)
 
     def _refresh(self, *events: Any) -> None:
@@ -226,11 +229,11 @@ class AppView(param.Parameterized):
             with pn.io.hold():
                 self._refresh_table()
             return
-        self.data_version.object = state.data_version
+        self.data_version.object = html_text(state.data_version)
         with pn.io.hold():
             self._refresh_table()
             notes = state.notes()
-            self.notes.object = "\n\n".join(notes)
+            self.notes.object = "\n\n".join(markdown_text(note) for note in notes)
             self.notes.visible = bool(notes)
             self.table_download.filename = state.table_filename()
             self._refresh_chart()
@@ -241,9 +244,12 @@ class AppView(param.Parameterized):
         table = state.table()
         rows = len(table) + table[GROUP_COLUMN].nunique()
         self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
-        self.table.value = with_reasons(table)
+        shown = with_reasons(table)
+        # Tabulator writes group headers as HTML: the group names go to it escaped.
+        shown[GROUP_COLUMN] = html_column(shown[GROUP_COLUMN])
+        self.table.value = shown
         self.pager.visible = state.pages > 1
-        self.page_text.object = state.page_text()
+        self.page_text.object = html_text(state.page_text())
         self.first_page.disabled = self.previous_page.disabled = state.page <= 1
         self.next_page.disabled = self.last_page.disabled = state.page >= state.pages
 
@@ -258,7 +264,7 @@ class AppView(param.Parameterized):
             try:
                 chart = state.chart()
             except KpisheetError as exc:
-                self.chart_message.object = f"Kein Diagramm: {exc}"
+                self.chart_message.object = markdown_text(f"Kein Diagramm: {exc}")
                 self._show_in_chart_pane(self.chart_message)
                 return
             self.series_download.filename = state.series_filename()
@@ -267,7 +273,7 @@ class AppView(param.Parameterized):
             self.chart_view.object = chart
             self._show_in_chart_pane(self.chart_view, self.chart_downloads)
         else:
-            self.chart_message.object = (
+            self.chart_message.object = markdown_text(
                 f"Kein Diagramm: {state.chart_message()} "
                 "Entitäten und KPIs links unter «auswählen» eingrenzen."
             )
@@ -298,14 +304,14 @@ class AppView(param.Parameterized):
             pn.widgets.Checkbox.from_param(
                 p.per_account, name="Ø pro aktives Konto", css_classes=["pro-konto"]
             ),
-            pn.widgets.MultiChoice.from_param(
+            TextMultiChoice.from_param(
                 p.entities,
                 name="Entitäten (leer = alle)",
                 placeholder="alle",
                 solid=False,
                 css_classes=["entitaeten"],
             ),
-            pn.widgets.MultiChoice.from_param(
+            TextMultiChoice.from_param(
                 p.kpis,
                 name="KPIs (leer = alle)",
                 placeholder="alle",
@@ -343,7 +349,7 @@ class AppView(param.Parameterized):
                 sheet = await asyncio.to_thread(source.current)
             except ChecksumError as exc:  # the page keeps the release it shows
                 log.warning("refused a release: %s", exc)
-                self.error.object = refusal_notice(exc)
+                self.error.object = markdown_text(refusal_notice(exc))
                 self.error.visible = True
                 return
             except KpisheetError as exc:
@@ -360,22 +366,40 @@ class AppView(param.Parameterized):
 
 
 def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTemplate:
-    """One session's page for the sheet the configuration names (default: from the environment)."""
+    """One session's page for the sheet the configuration names (default: from the environment).
+
+    With a login, the page belongs to the visitor's login session: a scoped user gets a
+    :class:`~kpisheet_ui.scopes.ScopedSheetState`, and the page closes when the session ends.
+    Without data (store missing, database down) the page says so and retries.
+    """
     pn.extension("tabulator", notifications=False)
     config = config if config is not None else SheetConfig.from_env()
     source = get_source(config)
+    login = _login_session()
+    try:
+        sheet = source.current()
+    except KpisheetError as exc:
+        log.error("page without data: %s", exc)
+        return _unavailable_page(source, exc)
     page_rows = int(os.environ.get(PAGE_ROWS_ENV) or PAGE_ROWS)
-    state = SheetState(source.current(), user=pn.state.user, page_rows=page_rows)
+    user = login.name if login is not None else None
+    if login is not None and login.user.scopes:
+        from kpisheet_ui.scopes import ScopedSheetState, visible_entities
+
+        if not visible_entities(sheet.hierarchy, login.user.scopes):
+            log.warning("user %r: no entity of the sheet lies inside their scopes", user)
+            return _message_page(NO_ENTITIES_MESSAGE, login)
+        state: SheetState = ScopedSheetState(
+            sheet, scopes=login.user.scopes, user=user, page_rows=page_rows
+        )
+    else:
+        state = SheetState(sheet, user=user, page_rows=page_rows)
     view = AppView(state, source)
     header: list[Any] = [view.data_version]
-    if pn.state.user and pn.state.user != "guest":
-        header.append(
-            pn.pane.HTML(
-                f'<span style="color:white">Angemeldet: {html.escape(pn.state.user)} · '
-                '<a href="./logout" style="color:white">Abmelden</a></span>',
-                css_classes=["angemeldet"],
-            )
-        )
+    if login is not None:
+        header.append(_login_header(login))
+        _attach_page(login)
+        state.param.watch(lambda *events: login.alive(), ["result", "page"])
     template = pn.template.BootstrapTemplate(
         title=TITLE,
         sidebar=view.sidebar(),
@@ -387,6 +411,108 @@ def create_app(config: SheetConfig | None = None) -> pn.template.BootstrapTempla
     if source.config.store:
         pn.state.add_periodic_callback(view.poll(), period=int(config.poll_seconds * 1000))
     return template
+
+
+#: Shown instead of the sheet while the data cannot be loaded.
+UNAVAILABLE_MESSAGE = (
+    "## Daten zurzeit nicht erreichbar\n\n"
+    "Die Daten können im Moment nicht geladen werden (der Datenspeicher fehlt oder die Datenbank "
+    "antwortet nicht). Die Seite versucht es alle {seconds} Sekunden erneut und zeigt die Daten, "
+    "sobald sie wieder erreichbar sind."
+)
+#: Seconds between two attempts of a page without data.
+UNAVAILABLE_RETRY_SECONDS = 10
+#: Shown to a user whose scopes contain no entity of the sheet.
+NO_ENTITIES_MESSAGE = (
+    "## Keine Daten freigegeben\n\n"
+    "Für Ihren Benutzer sind in diesen Daten keine Entitäten freigegeben. "
+    "Bitte wenden Sie sich an die Betreuung des KPI-Sheets."
+)
+#: Seconds between telling a closed page to reload and closing its websocket.
+CLOSE_DELAY_SECONDS = 1.0
+
+
+def _login_session() -> LoginSession | None:
+    """The login session of this page's request (``None`` without a login)."""
+    context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+    request = getattr(context, "request", None)
+    return session_of(request) if request is not None else None
+
+
+def _login_header(login: LoginSession) -> pn.pane.HTML:
+    return pn.pane.HTML(
+        f'<span style="color:white">Angemeldet: {html_text(login.name)} · '
+        '<a href="./logout" style="color:white">Abmelden</a></span>',
+        css_classes=["angemeldet"],
+    )
+
+
+def _message_page(message: str, login: LoginSession | None = None) -> pn.template.BootstrapTemplate:
+    header = [_login_header(login)] if login is not None else []
+    if login is not None:
+        _attach_page(login)
+    return pn.template.BootstrapTemplate(
+        title=TITLE,
+        main=[pn.pane.Markdown(message, css_classes=["meldung"])],
+        header=header,
+        header_background=ACCENT,
+    )
+
+
+def _unavailable_page(source: SheetSource, error: KpisheetError) -> pn.template.BootstrapTemplate:
+    """A German notice that the data cannot be loaded (or, for a release whose checksum does not
+    match, why it is refused); the page reloads once the data can be shown."""
+    message = UNAVAILABLE_MESSAGE.format(seconds=UNAVAILABLE_RETRY_SECONDS)
+    if isinstance(error, ChecksumError):
+        message = f"## Daten zurückgehalten\n\n{markdown_text(refusal_notice(error))}"
+    template = _message_page(message)
+    location = pn.state.location
+
+    async def retry() -> None:
+        try:
+            await asyncio.to_thread(source.current, max_age=0)
+        except KpisheetError:
+            return
+        if location is not None:
+            location.reload = True
+
+    pn.state.add_periodic_callback(retry, period=UNAVAILABLE_RETRY_SECONDS * 1000)
+    return template
+
+
+def _attach_page(login: LoginSession) -> None:
+    """Tie this page to the login session: when the session ends, the page reloads (to the login
+    page) and its websocket is closed, so a page whose script ignores the reload stops too."""
+    from bokeh.protocol.exceptions import ProtocolError
+    from panel.io.state import set_curdoc
+    from tornado.ioloop import IOLoop
+
+    doc = pn.state.curdoc
+    context = doc.session_context
+    location = pn.state.location
+
+    def reload() -> None:
+        if location is not None:
+            with set_curdoc(doc):
+                location.reload = True
+
+    def cut() -> None:
+        try:
+            session = context.server_context.application_context.get_session(context.id)
+        except (ProtocolError, KeyError):
+            return  # already gone
+        # Bokeh keeps a session's websockets privately; closing them ends the page for good.
+        for connection in list(session._subscribed_connections):
+            connection._socket.close()
+
+    def close() -> None:
+        if context.destroyed:
+            return
+        doc.add_next_tick_callback(reload)
+        IOLoop.current().call_later(CLOSE_DELAY_SECONDS, cut)
+
+    login.attach_page(context.id, close)
+    doc.on_session_destroyed(lambda _context: login.detach_page(context.id))
 
 
 if __name__.startswith("bokeh"):  # served by `panel serve src/kpisheet_ui/app.py`

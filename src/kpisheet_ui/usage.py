@@ -1,7 +1,9 @@
 """The usage log: one JSON line per interaction (who, what, which selection, how many milliseconds).
 
 Configured here and only here: :func:`configure_usage_log` sends the ``kpisheet.usage`` logger to
-a file or to standard error; everything else calls :func:`log_interaction`.
+a file (created readable by its owner only: it names users and their addresses) or to standard
+error; everything else calls :func:`log_interaction` or, for logins, logouts, failed logins and
+locks, :func:`log_event`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +20,8 @@ from pathlib import Path
 USAGE_LOGGER = "kpisheet.usage"
 #: Environment variable naming the usage log file when the app runs under ``panel serve``.
 USAGE_LOG_ENV = "KPISHEET_USAGE_LOG"
+#: Mode of a usage log file this module creates (or finds): owner only.
+USAGE_LOG_MODE = 0o600
 
 logger = logging.getLogger(USAGE_LOGGER)
 
@@ -39,7 +44,10 @@ def configure_usage_log(target: str | Path | None = None) -> logging.Handler:
     if target is None:
         handler = logging.StreamHandler(sys.stderr)
     else:
-        handler = logging.FileHandler(Path(target), encoding="utf-8")
+        path = Path(target)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, USAGE_LOG_MODE))
+        os.chmod(path, USAGE_LOG_MODE)
+        handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(JsonLineFormatter())
     for old in list(logger.handlers):
         logger.removeHandler(old)
@@ -62,3 +70,9 @@ def log_interaction(
         **extra,
     }
     logger.info(action, extra={"usage": usage})
+
+
+def log_event(action: str, *, user: str | None, **fields: object) -> None:
+    """Log an event of the login: ``anmeldung``, ``abmeldung``, ``anmeldung_fehlgeschlagen``,
+    ``gesperrt``, with the user name as typed and the client's address."""
+    logger.info(action, extra={"usage": {"user": user, "action": action, **fields}})

@@ -1,8 +1,12 @@
-"""The users file of the app's login: user names with salted scrypt password hashes.
+"""The users file of the app's login: user names with salted scrypt password hashes and scopes.
 
 A JSON file written by ``kpisheet users add NAME --auth FILE``, readable by its owner only::
 
-    {"version": 1, "users": {"anna": "scrypt$16384$8$1$<salt>$<hash>"}}
+    {"version": 2, "users": {"anna": {"hash": "scrypt$16384$8$1$<salt>$<hash>", "scopes": []},
+                             "beat": {"hash": "...", "scopes": ["mandant=Alpine"]}}}
+
+A user with scopes sees only the entities inside them (:mod:`kpisheet_ui.scopes`). Version 1
+files (``{"users": {name: hash}}``) are still read; the next write turns them into version 2.
 
 Passwords are never stored; checks compare hashes in constant time, and an unknown user name
 costs as much time as a wrong password. The cookie secret that signs login cookies comes from
@@ -21,12 +25,15 @@ import secrets
 import stat
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from kpisheet.errors import AuthError
 
-USERS_FILE_VERSION = 1
+USERS_FILE_VERSION = 2
+#: Versions of the users file that can be read.
+READABLE_VERSIONS = (1, 2)
 #: scrypt cost parameters (n, r, p): about 16 MiB and some tens of milliseconds per check.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SALT_BYTES = 16
@@ -81,8 +88,17 @@ def check_credentials(users: Mapping[str, str], name: str, password: str) -> boo
     return known and matches
 
 
-def load_users(path: str | Path) -> dict[str, str]:
-    """The users of a users file, name → hash.
+@dataclass(frozen=True)
+class User:
+    """One user of the users file: the password hash and the entity scopes (empty: all)."""
+
+    name: str
+    hash: str
+    scopes: tuple[str, ...] = ()
+
+
+def load_user_records(path: str | Path) -> dict[str, User]:
+    """The users of a users file, name → :class:`User`.
 
     :raises AuthError: when the file is missing, not a users file, or readable by others.
     """
@@ -103,17 +119,44 @@ def load_users(path: str | Path) -> dict[str, str]:
             f"users file {path} is not valid JSON (line {exc.lineno}): {exc.msg}"
         ) from None
     users = data.get("users") if isinstance(data, dict) else None
-    if (
-        not isinstance(data, dict)
-        or data.get("version") != USERS_FILE_VERSION
-        or not isinstance(users, dict)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in users.items())
-    ):
+    version = data.get("version") if isinstance(data, dict) else None
+    records = _records(version, users) if isinstance(users, dict) else None
+    if records is None:
         raise AuthError(
             f'users file {path} is not a kpisheet users file (expected {{"version": '
-            f'{USERS_FILE_VERSION}, "users": {{name: hash}}}}); write it with `kpisheet users add`'
+            f'{USERS_FILE_VERSION}, "users": {{name: {{"hash": ..., "scopes": [...]}}}}}}); '
+            "write it with `kpisheet users add`"
         )
-    return dict(users)
+    return records
+
+
+def _records(version: object, users: dict[object, object]) -> dict[str, User] | None:
+    """The users of a file's ``users`` object, or ``None`` when it has the wrong shape."""
+    records: dict[str, User] = {}
+    for name, entry in users.items():
+        if not isinstance(name, str):
+            return None
+        if version == 1 and isinstance(entry, str):
+            records[name] = User(name, entry)
+        elif (
+            version == 2
+            and isinstance(entry, dict)
+            and isinstance(entry.get("hash"), str)
+            and isinstance(entry.get("scopes", []), list)
+            and all(isinstance(scope, str) for scope in entry.get("scopes", []))
+        ):
+            records[name] = User(name, entry["hash"], tuple(entry.get("scopes", [])))
+        else:
+            return None
+    return records
+
+
+def load_users(path: str | Path) -> dict[str, str]:
+    """The users of a users file, name → password hash.
+
+    :raises AuthError: when the file is missing, not a users file, or readable by others.
+    """
+    return {name: user.hash for name, user in load_user_records(path).items()}
 
 
 def check_owner_only(path: Path) -> None:
@@ -142,26 +185,82 @@ def write_owner_only(path: Path, text: str) -> None:
         raise
 
 
-def add_user(path: str | Path, name: str, password: str) -> bool:
+def _write_users(path: Path, users: Mapping[str, User]) -> None:
+    entries = {
+        name: {"hash": user.hash, "scopes": list(user.scopes)} for name, user in users.items()
+    }
+    text = json.dumps({"version": USERS_FILE_VERSION, "users": entries}, indent=2, sort_keys=True)
+    write_owner_only(path, text + "\n")
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def require_user(path: Path, name: str) -> dict[str, User]:
+    """The users of ``path``, which must hold ``name``.
+
+    :raises AuthError: naming the known users when ``name`` is not one of them.
+    """
+    users = load_user_records(path)
+    if name not in users:
+        known = ", ".join(sorted(users)) or "none"
+        raise AuthError(f"no user {name!r} in {path} (users: {known})")
+    return users
+
+
+def add_user(
+    path: str | Path, name: str, password: str, scopes: Sequence[str] | None = None
+) -> bool:
     """Add a user to the users file (created if missing), or set a new password.
 
+    ``scopes`` (``level=name`` texts, see :mod:`kpisheet_ui.scopes`) restrict what the user
+    sees; ``None`` keeps an existing user's scopes (a new user then sees everything).
+
     :returns: True when the user was new.
-    :raises AuthError: for an invalid name, a short password or an unusable file.
+    :raises AuthError: for an invalid name, a short password, a malformed scope or an unusable file.
     """
+    from kpisheet_ui.scopes import parse_scope
+
     path = Path(path)
     if not re.fullmatch(USER_NAME_PATTERN, name):
         raise AuthError(
             f"user name {name!r} is not allowed: use letters, digits and . _ @ -, "
             "starting with a letter or digit, at most 64 characters"
         )
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise AuthError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-    users = load_users(path) if path.exists() else {}
-    new = name not in users
-    users[name] = hash_password(password)
-    text = json.dumps({"version": USERS_FILE_VERSION, "users": users}, indent=2, sort_keys=True)
-    write_owner_only(path, text + "\n")
-    return new
+    _check_password(password)
+    parsed = None if scopes is None else tuple(dict.fromkeys(parse_scope(s) for s in scopes))
+    users = load_user_records(path) if path.exists() else {}
+    old = users.get(name)
+    if parsed is None:
+        parsed = old.scopes if old is not None else ()
+    users[name] = User(name, hash_password(password), parsed)
+    _write_users(path, users)
+    return old is None
+
+
+def set_password(path: str | Path, name: str, password: str) -> None:
+    """Give an existing user a new password (their open sessions end: the hash changed).
+
+    :raises AuthError: for an unknown user, a short password or an unusable file.
+    """
+    path = Path(path)
+    users = require_user(path, name)
+    _check_password(password)
+    users[name] = User(name, hash_password(password), users[name].scopes)
+    _write_users(path, users)
+
+
+def remove_user(path: str | Path, name: str) -> None:
+    """Remove a user from the users file (their open sessions end).
+
+    :raises AuthError: for an unknown user or an unusable file.
+    """
+    path = Path(path)
+    users = require_user(path, name)
+    del users[name]
+    _write_users(path, users)
 
 
 def cookie_secret(users_file: str | Path) -> str:
