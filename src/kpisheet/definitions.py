@@ -154,7 +154,10 @@ def combination_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 SOURCE_FIELDS: tuple[str, ...] = tuple(Source.model_fields)
 HIGHLIGHT_FIELDS: tuple[str, ...] = tuple(Highlight.model_fields)
 #: Fields of the nested mappings, for "unknown key" messages.
-_NESTED_FIELDS: dict[str, tuple[str, ...]] = {"source": SOURCE_FIELDS, "highlight": HIGHLIGHT_FIELDS}
+_NESTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "source": SOURCE_FIELDS,
+    "highlight": HIGHLIGHT_FIELDS,
+}
 
 
 @dataclass(frozen=True)

@@ -178,9 +178,7 @@ def _linear(node: Node, registry: Registry, seen: tuple[str, ...] = ()) -> dict[
 def _linear_kpi(kpi_id: str, registry: Registry, seen: tuple[str, ...]) -> dict[str, float]:
     definition = registry[kpi_id]
     if definition.entity_aggregation is EntityAggregation.NONE:
-        raise _NotSplittable(
-            f"KPI '{kpi_id}' has entity_aggregation none: it has no group values"
-        )
+        raise _NotSplittable(f"KPI '{kpi_id}' has entity_aggregation none: it has no group values")
     if definition.is_derived:
         return _linear(definition.parsed_formula.tree, registry, (*seen, kpi_id))
     rule = TimeAggregation(definition.time_aggregation)
@@ -192,7 +190,9 @@ def _linear_kpi(kpi_id: str, registry: Registry, seen: tuple[str, ...]) -> dict[
     return {kpi_id: 1.0}
 
 
-def split_of(kpi_id: str, registry: Registry) -> tuple[ExplainKind, dict[str, float], dict[str, float]]:
+def split_of(
+    kpi_id: str, registry: Registry
+) -> tuple[ExplainKind, dict[str, float], dict[str, float]]:
     """How a KPI's change splits: additive (source KPI coefficients) or a ratio of two such sums.
 
     :raises QueryError: naming the KPI and why it has no exact split over members.
@@ -229,13 +229,12 @@ def _leaves_of(sheet: KPISheet, entity: str, level: str) -> pd.Index:
 
 def entity_level(sheet: KPISheet, entity: str) -> str:
     """The level (or view) of an entity name, as ``sheet.query`` reports it (the first match)."""
-    entities = sheet.entities
-    levels = entities.loc[entities[ENTITY] == entity, LEVEL]
-    if levels.empty:
+    cube = sheet._cube
+    if entity not in cube.entity_index:
         from kpisheet.sheet import _unknown
 
-        raise _unknown("entity", [entity], list(dict.fromkeys(entities[ENTITY])))
-    return str(levels.iloc[0])
+        raise _unknown("entity", [entity], list(dict.fromkeys(cube.entities)))
+    return str(cube.entity_levels[cube.entity_index[entity]])
 
 
 def default_by(sheet: KPISheet, level: str) -> str:
@@ -249,13 +248,26 @@ def default_by(sheet: KPISheet, level: str) -> str:
     return PRODUCT_LEVEL
 
 
-def members_of(sheet: KPISheet, entity: str, level: str, by: str) -> list[tuple[str, str]]:
-    """``(member, level)`` pairs that partition the entity's products, in hierarchy order.
+@dataclass(frozen=True)
+class Member:
+    """A member of an explained group: its name, level (or view) and the products it holds;
+    ``partial`` when it is the part of a larger group that lies inside the explained entity."""
 
-    The groups of ``by`` (a level or view) that hold the entity's products; products that belong
-    to no group of a view are members of their own. Each group must lie wholly inside the entity.
+    name: str
+    level: str
+    leaves: tuple[str, ...]
+    partial: bool = False
 
-    :raises QueryError: when ``by`` is unknown, not finer than the entity, or cuts across it.
+
+def members_of(sheet: KPISheet, entity: str, level: str, by: str) -> list[Member]:
+    """The members that partition the entity's products, in hierarchy order.
+
+    The groups of ``by`` (a level or view) that hold the entity's products — where such a group
+    also holds products outside the entity (a view cutting across a level, e.g. the card
+    profiles of a sector), only its part inside the entity; products that belong to no group of
+    a view are members of their own.
+
+    :raises QueryError: when the entity is a product, or ``by`` is unknown or not finer than it.
     """
     hierarchy = sheet.hierarchy
     tree_levels = sheet.levels  # fine to coarse, with product and total
@@ -274,35 +286,67 @@ def members_of(sheet: KPISheet, entity: str, level: str, by: str) -> list[tuple[
         and level in tree_levels
         and tree_levels.index(by) >= tree_levels.index(level)
     ):
-        finer = [name for name in known if name in tree_levels[: tree_levels.index(level)]]
-        if level not in tree_levels:
-            finer = [PRODUCT_LEVEL]
+        if level in tree_levels:
+            finer = tree_levels[: tree_levels.index(level)]
+            choices = [name for name in known if name in finer or name in hierarchy.views]
+        else:
+            choices = [name for name in known if name != level]
         raise QueryError(
             f"cannot explain '{entity}' ({level}) by '{by}': its members must be finer; "
-            f"choose one of: {', '.join(finer)}"
+            f"choose one of: {', '.join(choices)}"
         )
     leaves = _leaves_of(sheet, entity, level)
     if by == PRODUCT_LEVEL:
-        return [(leaf, PRODUCT_LEVEL) for leaf in leaves]
-    inside = set(leaves)
-    groups = hierarchy.attributes.loc[leaves, by]
-    members: list[tuple[str, str]] = []
+        return [Member(leaf, PRODUCT_LEVEL, (leaf,)) for leaf in leaves]
+    attributes = hierarchy.attributes
+    groups = attributes.loc[leaves, by]
+    members: list[Member] = []
     for group in dict.fromkeys(groups):
         if group == "":
             continue
-        outside = [
-            leaf for leaf in hierarchy.attributes.index[hierarchy.attributes[by] == group]
-            if leaf not in inside
-        ]
-        if outside:
-            raise QueryError(
-                f"cannot explain '{entity}' ({level}) by '{by}': its group '{group}' also holds "
-                f"products outside '{entity}' (e.g. '{outside[0]}'); explain '{entity}' by "
-                "product or by a finer level of the hierarchy"
-            )
-        members.append((str(group), by))
-    members += [(leaf, PRODUCT_LEVEL) for leaf, group in groups.items() if group == ""]
+        inside = tuple(groups.index[groups == group])
+        whole = int((attributes[by] == group).sum())
+        members.append(Member(str(group), by, inside, partial=len(inside) < whole))
+    members += [
+        Member(leaf, PRODUCT_LEVEL, (leaf,)) for leaf, group in groups.items() if group == ""
+    ]
     return members
+
+
+#: Name of the grouping that holds partial members while they are computed (not an attribute
+#: a hierarchy file can declare), and the prefix of their internal names.
+_PART_VIEW = "\x00explain"
+_PART_PREFIX = "\x00part-"
+
+
+def _partial_rows(
+    sheet: KPISheet, members: list[Member], as_of: object, window: object, kpis: list[str]
+) -> pd.DataFrame:
+    """Query rows of members that are parts of groups, computed like any group of the sheet.
+
+    The parts become the groups of an extra view of the hierarchy, so their values, roll-ups and
+    coverage follow exactly the rules of every other group (docs/analysts.md).
+    """
+    from kpisheet import engine
+    from kpisheet.hierarchy import Hierarchy
+    from kpisheet.sheet import parse_window
+
+    hierarchy = sheet.hierarchy
+    labels = pd.Series("", index=hierarchy.attributes.index, dtype=object)
+    codes = {}
+    for i, member in enumerate(members):
+        code = f"{_PART_PREFIX}{i}"
+        labels[list(member.leaves)] = code
+        codes[code] = member
+    attributes = hierarchy.attributes.assign(**{_PART_VIEW: labels})
+    cube = engine.Cube(
+        sheet.observations, sheet.registry, Hierarchy(hierarchy.total, hierarchy.levels, attributes)
+    )
+    rows = engine.compute(cube, sheet._as_of(as_of), parse_window(window), kpis, list(codes))
+    found = [codes[code] for code in rows[ENTITY]]
+    rows[ENTITY] = pd.Series([m.name for m in found], index=rows.index, dtype=str)
+    rows[LEVEL] = pd.Series([m.level for m in found], index=rows.index, dtype=str)
+    return rows
 
 
 # -- the explanation --------------------------------------------------------------------------
@@ -312,48 +356,86 @@ def _nan0(values: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(values), 0.0, values)
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The query rows of one KPI as arrays: per member (``members``, NaN where a member has no
+    row) and for the group (``group``, ``None`` when it has no row)."""
+
+    members: Mapping[str, np.ndarray]
+    group: Mapping[str, object] | None
+
+    @property
+    def listed(self) -> np.ndarray:
+        """Members that have a row."""
+        return ~np.isnan(self.members[MONTHS])
+
+
+_ROW_COLUMNS = (VALUE, PREVIOUS_VALUE, CHANGE, MONTHS, PREVIOUS_MONTHS, COMPLETE, PREVIOUS_COMPLETE)
+
+
+def _rows_by_kpi(
+    result: pd.DataFrame, members: list[Member], entity: str, level: str, kpis: list[str]
+) -> dict[str, _Rows]:
+    """Split query rows by KPI into member arrays (in ``members`` order) and the group's row."""
+    keys = pd.MultiIndex.from_arrays([result[ENTITY].to_numpy(), result[LEVEL].to_numpy()])
+    wanted = pd.MultiIndex.from_tuples([(m.name, m.level) for m in members])
+    position = wanted.get_indexer(keys)
+    is_group = (result[ENTITY].to_numpy() == entity) & (result[LEVEL].to_numpy() == level)
+    kpi_column = result[KPI].to_numpy()
+    columns = {column: result[column].to_numpy(dtype=float) for column in _ROW_COLUMNS}
+    out = {}
+    for kpi in kpis:
+        of_kpi = kpi_column == kpi
+        rows = np.flatnonzero(of_kpi & (position >= 0))
+        arrays = {}
+        for column, values in columns.items():
+            array = np.full(len(members), np.nan)
+            array[position[rows]] = values[rows]
+            arrays[column] = array
+        group_rows = np.flatnonzero(of_kpi & is_group)
+        group = (
+            {column: values[group_rows[0]] for column, values in columns.items()}
+            if len(group_rows)
+            else None
+        )
+        out[kpi] = _Rows(arrays, group)
+    return out
+
+
 def _shares(
-    rows: pd.DataFrame, group: pd.Series, kpi: str, registry: Registry, previous: bool
+    rows: _Rows, kpi: str, registry: Registry, previous: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each member's part of the group's window value of a source KPI (``mean``: its window sum
     over the group's months) and whether it has a value; NaN-free."""
     value_column, months_column = (PREVIOUS_VALUE, PREVIOUS_MONTHS) if previous else (VALUE, MONTHS)
-    values = rows[value_column].to_numpy(dtype=float)
+    values = rows.members[value_column]
     has = ~np.isnan(values)
     if registry[kpi].time_aggregation is TimeAggregation.MEAN:
-        group_months = float(group[months_column]) if group is not None else 0.0
-        months = rows[months_column].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            values = values * months / group_months if group_months > 0 else values * np.nan
+        group_months = float(rows.group[months_column]) if rows.group is not None else 0.0
+        if group_months > 0:
+            values = values * rows.members[months_column] / group_months
     return _nan0(values), has
 
 
 def _combine(
-    coefficients: Mapping[str, float],
-    tables: Mapping[str, pd.DataFrame],
-    groups: Mapping[str, pd.Series],
-    registry: Registry,
-    previous: bool,
+    coefficients: Mapping[str, float], rows: Mapping[str, _Rows], registry: Registry, previous: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Σ coefficient × share over the source KPIs, per member, and whether any of them has a value."""
-    total: np.ndarray | None = None
-    has: np.ndarray | None = None
-    for kpi, coefficient in coefficients.items():
-        share, present = _shares(tables[kpi], groups.get(kpi), kpi, registry, previous)
-        total = coefficient * share if total is None else total + coefficient * share
-        has = present if has is None else has | present
-    assert total is not None and has is not None
+    parts = [(c, *_shares(rows[kpi], kpi, registry, previous)) for kpi, c in coefficients.items()]
+    total = np.sum([c * share for c, share, _ in parts], axis=0)
+    has = np.logical_or.reduce([present for _, _, present in parts])
     return total, has
 
 
-def _group_part(coefficients: Mapping[str, float], groups: Mapping[str, pd.Series], previous: bool) -> float:
+def _group_part(
+    coefficients: Mapping[str, float], rows: Mapping[str, _Rows], previous: bool
+) -> float:
     """The group's window value of a linear part, as the formula gives it (NaN when a term is)."""
     column = PREVIOUS_VALUE if previous else VALUE
     total = 0.0
     for kpi, coefficient in coefficients.items():
-        row = groups.get(kpi)
-        value = float(row[column]) if row is not None else math.nan
-        total += coefficient * value
+        group = rows[kpi].group
+        total += coefficient * (float(group[column]) if group is not None else math.nan)
     return total
 
 
@@ -369,49 +451,39 @@ def explain(
     (kpi_id,) = sheet._kpi_ids([kpi])
     level = entity_level(sheet, entity)
     kind, numerator, denominator = split_of(kpi_id, sheet.registry)
-    if level != PRODUCT_LEVEL and sheet.registry[kpi_id].entity_aggregation is EntityAggregation.NONE:
-        raise QueryError(f"KPI '{kpi_id}' has entity_aggregation none: '{entity}' has no value")
     grouping = by if by is not None else default_by(sheet, level)
     members = members_of(sheet, entity, level, grouping)
     sources = list(dict.fromkeys([*numerator, *denominator]))
-    names = [entity, *dict.fromkeys(name for name, _ in members)]
-    result = sheet.query(as_of=as_of, window=window, kpis=[kpi_id, *sources], entities=names)
+    kpi_ids = [kpi_id, *[source for source in sources if source != kpi_id]]
+    parts = [member for member in members if member.partial]
+    whole = [member.name for member in members if not member.partial]
+    result = sheet.query(as_of=as_of, window=window, kpis=kpi_ids, entities=[entity, *whole])
+    if parts:
+        partial = _partial_rows(sheet, parts, as_of, window, kpi_ids)
+        result = pd.concat([result, partial], ignore_index=True)
     as_of_text = str(result[AS_OF].iloc[0]) if len(result) else str(sheet._as_of(as_of))
-    window_text = str(sheet_window(window))
+    window_text = sheet_window(window)
 
-    keys = pd.MultiIndex.from_tuples(members, names=[ENTITY, LEVEL])
-    indexed = result.set_index([ENTITY, LEVEL])
-    group_rows = indexed.loc[indexed.index.isin([(entity, level)])]
-
-    def table(kpi_name: str) -> pd.DataFrame:
-        rows = indexed[indexed[KPI] == kpi_name]
-        return rows[~rows.index.duplicated()].reindex(keys)
-
-    def group_row(kpi_name: str) -> pd.Series | None:
-        rows = group_rows[group_rows[KPI] == kpi_name]
-        return rows.iloc[0] if len(rows) else None
-
-    tables = {name: table(name) for name in sources}
-    groups = {name: group_row(name) for name in sources}
-    own = table(kpi_id)
-    group = group_row(kpi_id)
+    rows = _rows_by_kpi(result, members, entity, level, kpi_ids)
+    own, group = rows[kpi_id].members, rows[kpi_id].group
     value = float(group[VALUE]) if group is not None else math.nan
     previous_value = float(group[PREVIOUS_VALUE]) if group is not None else math.nan
     change = value - previous_value
     complete = bool(group[COMPLETE]) if group is not None else False
     previous_complete = bool(group[PREVIOUS_COMPLETE]) if group is not None else False
 
-    a1, has_a1 = _combine(numerator, tables, groups, sheet.registry, previous=False)
-    a0, has_a0 = _combine(numerator, tables, groups, sheet.registry, previous=True)
+    registry = sheet.registry
+    a1, has_a1 = _combine(numerator, rows, registry, previous=False)
+    a0, has_a0 = _combine(numerator, rows, registry, previous=True)
     rate = mix = np.full(len(members), np.nan)
     if kind is ExplainKind.ADDITIVE:
         contribution = a1 - a0
         present = has_a1 | has_a0
     else:
-        b1, has_b1 = _combine(denominator, tables, groups, sheet.registry, previous=False)
-        b0, has_b0 = _combine(denominator, tables, groups, sheet.registry, previous=True)
-        big_b1 = _group_part(denominator, groups, previous=False)
-        big_b0 = _group_part(denominator, groups, previous=True)
+        b1, has_b1 = _combine(denominator, rows, registry, previous=False)
+        b0, has_b0 = _combine(denominator, rows, registry, previous=True)
+        big_b1 = _group_part(denominator, rows, previous=False)
+        big_b0 = _group_part(denominator, rows, previous=True)
         rate, mix = decompose(a0, b0, a1, b1, big_b0, big_b1, previous_value, value)
         contribution = rate + mix
         present = has_a1 | has_a0 | has_b1 | has_b0
@@ -424,23 +496,23 @@ def explain(
             WINDOW: window_text,
             KPI: kpi_id,
             ENTITY: entity,
-            MEMBER: [name for name, _ in members],
-            LEVEL: [member_level for _, member_level in members],
-            VALUE: own[VALUE].to_numpy(dtype=float),
-            PREVIOUS_VALUE: own[PREVIOUS_VALUE].to_numpy(dtype=float),
-            CHANGE: own[CHANGE].to_numpy(dtype=float),
+            MEMBER: [member.name for member in members],
+            LEVEL: [member.level for member in members],
+            VALUE: own[VALUE],
+            PREVIOUS_VALUE: own[PREVIOUS_VALUE],
+            CHANGE: own[CHANGE],
             CONTRIBUTION: contribution,
             RATE_EFFECT: rate,
             MIX_EFFECT: mix,
-            COMPLETE: own[COMPLETE].fillna(False).to_numpy(dtype=bool),
-            PREVIOUS_COMPLETE: own[PREVIOUS_COMPLETE].fillna(False).to_numpy(dtype=bool),
+            COMPLETE: own[COMPLETE] == 1,
+            PREVIOUS_COMPLETE: own[PREVIOUS_COMPLETE] == 1,
         },
         columns=list(EXPLAIN_COLUMNS),
     )
-    listed = np.logical_or.reduce([t[KPI].notna().to_numpy() for t in (own, *tables.values())])
+    listed = np.logical_or.reduce([part.listed for part in rows.values()])
     frame = frame[present | listed]
-    order = np.argsort(-np.nan_to_num(frame[CONTRIBUTION].abs().to_numpy(), nan=-1.0), kind="stable")
-    frame = frame.iloc[order].reset_index(drop=True)
+    magnitude = np.nan_to_num(frame[CONTRIBUTION].abs().to_numpy(), nan=-1.0)
+    frame = frame.iloc[np.argsort(-magnitude, kind="stable")].reset_index(drop=True)
     message = _message(entity, kpi_id, value, previous_value, complete, previous_complete, frame)
     return Explanation(
         kpi=kpi_id,
@@ -520,9 +592,7 @@ def _message(
             "there is no change to explain"
         )
     windows = [
-        word
-        for word, ok in (("current", complete), ("previous-year", previous_complete))
-        if not ok
+        word for word, ok in (("current", complete), ("previous-year", previous_complete)) if not ok
     ]
     if not windows:
         return ""
