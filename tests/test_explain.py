@@ -23,6 +23,7 @@ from tests.reference import (
     evaluate,
     formula_names,
     is_missing,
+    load_project,
     month_number,
     window_months,
 )
@@ -332,9 +333,11 @@ def _part(
     return total
 
 
-def _expected_members(project: Project, entity: str, by: str) -> dict[str, list[str]]:
+def _expected_members(
+    ref: Reference, project: Project, entity: str, by: str
+) -> dict[str, list[str]]:
     """Member name → its products inside the entity (product members: the product itself)."""
-    leaves = Reference(project).members(entity)
+    leaves = ref.members(entity)
     members: dict[str, list[str]] = {}
     for leaf in leaves:
         group = leaf if by == "product" else project.entities[leaf].get(by, "")
@@ -363,67 +366,110 @@ def test_contributions_sum_to_the_change_and_match_brute_force(
     """On generated sheets (gaps, launches, stops, zeros), for every group, every explainable
     KPI and every grouping of the members: contributions match a brute-force computation and
     sum to the group's change, rate + mix to the contribution; other KPIs are refused."""
-    project, as_of_text, window, grouping, chosen = case
+    project, as_of_text, window, grouping, kpi = case
     sheet = engine_sheet(project)
     ref = Reference(project)
+    if not _splittable(project, kpi):
+        with pytest.raises(kpisheet.QueryError, match="cannot explain KPI"):
+            sheet.explain(kpi, project.total, as_of=as_of_text, window=window)
+        return
+    for entity, level in _groups(ref):
+        by = None if grouping == "next" else grouping
+        if _allowed(project, level, by):
+            check_explanation(sheet, ref, project, kpi, entity, level, by, as_of_text, window)
+
+
+HELDOUT = Path(__file__).parent / "data" / "heldout"
+
+
+@pytest.mark.parametrize("as_of", ["2023-04", "2023-02", "2022-05"])
+def test_heldout_every_explanation_matches_brute_force(as_of: str) -> None:
+    """The held-out sheet: for every group, window, explainable KPI and grouping of members, the
+    contributions match the brute-force split and sum to the group's change; rate + mix to the
+    ratio's change."""
+    project = load_project(HELDOUT)
+    sheet = engine_sheet(project)
+    ref = Reference(project)
+    kpis = [k["id"] for k in project.kpis if _splittable(project, k["id"])]
+    assert {"avg_ticket", "spend_per_card", "balance", "cards_active"} <= set(kpis)
+    checked = 0
+    for kpi in kpis:
+        for window in ["1M", "3M", "6M", "12M", "YTD"]:
+            for entity, level in _groups(ref):
+                for by in [None, "product", *project.levels, *project.views]:
+                    if _allowed(project, level, by):
+                        check_explanation(
+                            sheet, ref, project, kpi, entity, level, by, as_of, window
+                        )
+                        checked += 1
+    assert checked > 500
+
+
+def _groups(ref: Reference) -> list[tuple[str, str]]:
+    """Every group of the tree and of the views whose name no other grouping uses."""
+    groups = [(e, level) for e, level in ref.entities(views=True) if level != "product"]
+    names = [name for name, _ in groups]
+    return [(e, level) for e, level in groups if names.count(e) == 1]
+
+
+def _allowed(project: Project, level: str, by: str | None) -> bool:
+    """Whether members ``by`` are finer than ``level`` (views and products always are)."""
+    if by is None or by == "product" or (by in project.views and by != level):
+        return True
+    order = ["total", *project.levels]
+    return by in order and level in order and order.index(by) > order.index(level)
+
+
+def check_explanation(
+    sheet: kpisheet.KPISheet,
+    ref: Reference,
+    project: Project,
+    kpi: str,
+    entity: str,
+    level: str,
+    by: str | None,
+    as_of_text: str,
+    window: str,
+) -> None:
+    """One explanation against the brute force: group change, contributions, rate and mix,
+    the members listed and whether the change is fully explained."""
+    explanation = sheet.explain(kpi, entity, as_of=as_of_text, window=window, by=by)
+    if by is None:
+        order = ["total", *project.levels, "product"]
+        by = order[order.index(level) + 1] if level in order else "product"
+    assert explanation.by == by
     as_of = month_number(as_of_text)
     previous = as_of - 12
-    groups = [(e, level) for e, level in ref.entities(views=True) if level != "product"]
-    for kpi in [chosen]:
-        if not _splittable(project, kpi):
-            with pytest.raises(kpisheet.QueryError, match="cannot explain KPI"):
-                sheet.explain(kpi, project.total, as_of=as_of_text, window=window)
+    members = explanation.members.set_index("member")
+    group_change = (
+        ref.window_value(kpi, entity, as_of, window)[0]
+        - ref.window_value(kpi, entity, previous, window)[0]
+    )
+    assert _same(explanation.change, group_change)
+    if is_missing(group_change):
+        assert members["contribution"].isna().all() and not explanation.fully_explained
+        return
+    assert math.isclose(
+        math.fsum(members["contribution"]), group_change, rel_tol=1e-9, abs_tol=1e-9
+    )
+    expected = _brute_force(ref, project, kpi, entity, by, as_of, window)
+    for name, (contribution, rate, mix) in expected.items():
+        if name not in members.index:
+            assert contribution == 0.0
             continue
-        for entity, level in groups:
-            if entity in [name for name, lvl in groups if lvl != level]:
-                continue  # a name used by two groupings: the query resolves it to the first
-            finer = {"total": ["sector", "mandant"], "sector": ["mandant"]}.get(level, [])
-            nxt = {"total": "sector", "sector": "mandant"}.get(level, "product")
-            by = nxt if grouping == "next" else grouping
-            if by == level or (by == "mandant" and by not in finer and level != "cardprofile"):
-                continue
-            for _ in [by]:
-                explanation = sheet.explain(
-                    kpi,
-                    entity,
-                    as_of=as_of_text,
-                    window=window,
-                    by=None if grouping == "next" else by,
-                )
-                members = explanation.members.set_index("member")
-                change, _ = ref.window_value(kpi, entity, as_of, window)
-                before, _ = ref.window_value(kpi, entity, previous, window)
-                group_change = change - before
-                assert _same(explanation.change, group_change)
-                if is_missing(group_change):
-                    assert members["contribution"].isna().all()
-                    continue
-                assert math.isclose(
-                    math.fsum(members["contribution"]), group_change, rel_tol=1e-9, abs_tol=1e-9
-                )
-                expected = _brute_force(ref, project, kpi, entity, by, as_of, window)
-                for name, (contribution, rate, mix) in expected.items():
-                    got = members.loc[name] if name in members.index else None
-                    if got is None:
-                        assert contribution == 0.0 and (is_missing(rate) or rate == 0.0)
-                        continue
-                    assert math.isclose(
-                        got["contribution"], contribution, rel_tol=1e-9, abs_tol=1e-9
-                    )
-                    if _is_ratio(project, kpi):
-                        assert math.isclose(got["rate_effect"], rate, rel_tol=1e-9, abs_tol=1e-9)
-                        assert math.isclose(got["mix_effect"], mix, rel_tol=1e-9, abs_tol=1e-9)
-                        assert math.isclose(
-                            got["rate_effect"] + got["mix_effect"], got["contribution"],
-                            rel_tol=1e-9, abs_tol=1e-9,
-                        )  # fmt: skip
-                    else:
-                        assert is_missing(got["rate_effect"]) and is_missing(got["mix_effect"])
-                assert set(members.index) <= set(expected)
-                assert explanation.fully_explained == (
-                    ref.complete(kpi, entity, as_of, window)
-                    and ref.complete(kpi, entity, previous, window)
-                )
+        got = members.loc[name]
+        assert math.isclose(got["contribution"], contribution, rel_tol=1e-9, abs_tol=1e-9)
+        if _is_ratio(project, kpi):
+            assert math.isclose(got["rate_effect"], rate, rel_tol=1e-9, abs_tol=1e-9)
+            assert math.isclose(got["mix_effect"], mix, rel_tol=1e-9, abs_tol=1e-9)
+            total = got["rate_effect"] + got["mix_effect"]
+            assert math.isclose(total, got["contribution"], rel_tol=1e-9, abs_tol=1e-9)
+        else:
+            assert is_missing(got["rate_effect"]) and is_missing(got["mix_effect"])
+    assert set(members.index) <= set(expected)
+    assert explanation.fully_explained == (
+        ref.complete(kpi, entity, as_of, window) and ref.complete(kpi, entity, previous, window)
+    )
 
 
 def _same(left: float, right: float) -> bool:
@@ -438,7 +484,7 @@ def _brute_force(
     """Member → (contribution, rate effect, mix effect), one member at a time, from the formulas
     of docs/analysts.md; rate and mix are NaN for an additive KPI."""
     group = ref.members(entity)
-    members = _expected_members(project, entity, by)
+    members = _expected_members(ref, project, entity, by)
     previous = as_of - 12
     out: dict[str, tuple[float, float, float]] = {}
     definition = ref.kpis[kpi]
