@@ -64,6 +64,14 @@ NUMBER_COLUMNS = (
 )
 
 
+#: Plain text panes (status, message) wrap like the page's text instead of as code.
+TEXT_CSS = "pre { white-space: pre-wrap; font-family: inherit; font-size: 14px; margin: 4px 0; }"
+#: Most pixels the members' table takes; a short table takes a row height per row.
+TABLE_HEIGHT = 320
+TABLE_HEADER_HEIGHT = 42
+TABLE_ROW_HEIGHT = 34
+
+
 class ExplainState(param.Parameterized):
     """What the "Warum?" view explains and everything it shows, for one session's table."""
 
@@ -291,9 +299,7 @@ class ExplainPanel:
             name="Warum?", button_type="primary", css_classes=["warum-button"], align="end"
         )
         self.button.on_click(lambda event: state.explain())
-        self.status = pn.pane.Str(
-            "", css_classes=["warum-status"], styles={"white-space": "pre-wrap"}
-        )
+        self.status = pn.pane.Str("", css_classes=["warum-status"], stylesheets=[TEXT_CSS])
         self.table = pn.widgets.Tabulator(
             state.table(),
             show_index=False,
@@ -329,7 +335,9 @@ class ExplainPanel:
             visible=False,
             sizing_mode="stretch_width",
         )
-        self.message = pn.pane.Str("", css_classes=["warum-hinweis"], visible=False)
+        self.message = pn.pane.Str(
+            "", css_classes=["warum-hinweis"], visible=False, stylesheets=[TEXT_CSS]
+        )
         state.param.watch(self._refresh, ["explanation", "message"])
 
     def _refresh(self, *events: Any) -> None:
@@ -342,7 +350,11 @@ class ExplainPanel:
             if not shown:
                 return
             self.status.object = state.status()
-            self.table.value = state.table()
+            table = state.table()
+            self.table.height = min(
+                TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * len(table)
+            )
+            self.table.value = table
             try:
                 self.chart.object = state.chart()
             except KpisheetError:
