@@ -97,6 +97,6 @@ def test_panel_shows_names_as_plain_text(state: SheetState) -> None:
     panel = ExplainPanel(explain, guard=lambda make: make)
     explain.choose("B2C", "sector", "turnover")
     assert panel.body.visible and panel.table.formatters == {}
-    assert list(panel.table.value[CONTRIBUTION_COLUMN])[0].startswith("+CHF ")
+    assert panel.table.value[CONTRIBUTION_COLUMN].iloc[0].startswith("+CHF ")
     assert type(panel.status).__name__ == "Str"
     assert panel.status.object.startswith("Umsatz Total von B2C")

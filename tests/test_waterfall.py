@@ -65,7 +65,9 @@ def test_png_and_bokeh(explanation: Explanation, sheet: kpisheet.KPISheet) -> No
     assert Image.open(io.BytesIO(buffer.getvalue())).size == (1600, 900)
     chart = waterfall_chart(explanation, sheet.registry, "bokeh")
     figure = hv.render(chart, backend="bokeh")
-    assert figure.title.text.startswith("Warum? Umsatz Total · B2C · 12M bis Oktober 2026\nAbw. VJ +CHF")
+    assert figure.title.text.startswith(
+        "Warum? Umsatz Total · B2C · 12M bis Oktober 2026\nAbw. VJ +CHF"
+    )
 
 
 def test_no_change_no_waterfall(sheet: kpisheet.KPISheet) -> None:
