@@ -64,6 +64,8 @@ NUMBER_COLUMNS = (
 )
 
 
+#: Said when the table shows values per active account: the explanation explains the values.
+PER_ACCOUNT_NOTE = "Erklärt werden die Werte selbst, nicht «Ø pro aktives Konto»."
 #: Plain text panes (status, message) wrap like the page's text instead of as code.
 TEXT_CSS = "pre { white-space: pre-wrap; font-family: inherit; font-size: 14px; margin: 4px 0; }"
 #: Most pixels the members' table takes; a short table takes a row height per row.
@@ -199,7 +201,10 @@ class ExplainState(param.Parameterized):
         if explanation is None:
             return self.message
         label = self.state.registry[explanation.kpi].label
-        return export.explanation_status(explanation, label)
+        status = export.explanation_status(explanation, label)
+        if self.state.per_account:
+            status += f" {PER_ACCOUNT_NOTE}"
+        return status
 
     def table(self) -> pd.DataFrame:
         """The members, largest contribution first, formatted in German (rate and mix for a
