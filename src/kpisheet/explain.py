@@ -132,55 +132,42 @@ class Explanation:
 # -- which KPIs split, and how ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Split:
-    """A KPI as a linear combination of source KPIs (``numerator``), or a ratio of two."""
-
-    kind: ExplainKind
-    numerator: Mapping[str, float]
-    denominator: Mapping[str, float]
-
-    @property
-    def sources(self) -> list[str]:
-        return list(dict.fromkeys([*self.numerator, *self.denominator]))
-
-
 class _NotSplittable(Exception):
     """Raised inside the split analysis with the reason a formula has no exact split."""
 
 
-def _linear(node: Node, registry: Registry, seen: tuple[str, ...] = ()) -> dict[str, float]:
+def _linear(node: Node, registry: Registry) -> dict[str, float]:
     """Coefficients of source KPIs when ``node`` is a sum of rolled-up KPIs times constants."""
     if isinstance(node, Ref):
-        return _linear_kpi(node.kpi, registry, seen)
+        return _linear_kpi(node.kpi, registry)
     if isinstance(node, Unary):
-        return {k: -c for k, c in _linear(node.operand, registry, seen).items()}
+        return {k: -c for k, c in _linear(node.operand, registry).items()}
     if isinstance(node, Number):
         raise _NotSplittable(
             f"the constant {node.value:g} is not part of any member, so it cannot be shared out"
         )
     if node.op in "+-":
-        left = _linear(node.left, registry, seen)
+        left = _linear(node.left, registry)
         sign = 1.0 if node.op == "+" else -1.0
-        for kpi, coefficient in _linear(node.right, registry, seen).items():
+        for kpi, coefficient in _linear(node.right, registry).items():
             left[kpi] = left.get(kpi, 0.0) + sign * coefficient
         return left
     if node.op == "*" and isinstance(node.left, Number):
-        return {k: node.left.value * c for k, c in _linear(node.right, registry, seen).items()}
+        return {k: node.left.value * c for k, c in _linear(node.right, registry).items()}
     if node.op in "*/" and isinstance(node.right, Number) and node.right.value != 0:
         factor = node.right.value if node.op == "*" else 1.0 / node.right.value
-        return {k: factor * c for k, c in _linear(node.left, registry, seen).items()}
+        return {k: factor * c for k, c in _linear(node.left, registry).items()}
     raise _NotSplittable(
         "a product or quotient of KPIs inside a sum has no exact split over members"
     )
 
 
-def _linear_kpi(kpi_id: str, registry: Registry, seen: tuple[str, ...]) -> dict[str, float]:
+def _linear_kpi(kpi_id: str, registry: Registry) -> dict[str, float]:
     definition = registry[kpi_id]
     if definition.entity_aggregation is EntityAggregation.NONE:
         raise _NotSplittable(f"KPI '{kpi_id}' has entity_aggregation none: it has no group values")
     if definition.is_derived:
-        return _linear(definition.parsed_formula.tree, registry, (*seen, kpi_id))
+        return _linear(definition.parsed_formula.tree, registry)
     rule = TimeAggregation(definition.time_aggregation)
     if rule not in SPLITTABLE_TIME:
         raise _NotSplittable(
