@@ -78,3 +78,40 @@ def test_no_change_no_waterfall(sheet: kpisheet.KPISheet) -> None:
         match=re.escape("no waterfall for 'B2C': it has no change against the previous year"),
     ):
         waterfall_frame(explanation, "currency")
+
+
+def test_names_from_data_are_plain_text(tmp_path) -> None:
+    """Member names with dollars, braces or markup show literally: no TeX, no format fields,
+    no HTML, in the Bokeh chart and in the PNG."""
+    import pandas as pd
+    import yaml
+    from bokeh.models import PlainText
+
+    names = ["$x^2$ Gold", "{Q} Card", "<b>R</b>"]
+    kpis = [
+        {"id": "turnover", "label": "Umsatz {CHF}", "group": "U", "unit": "currency",
+         "time_aggregation": "sum"},
+    ]  # fmt: skip
+    entities = {"total": "T", "levels": [], "entities": {name: {} for name in names}}
+    (tmp_path / "kpis.yaml").write_text(yaml.safe_dump(kpis), encoding="utf-8")
+    (tmp_path / "entities.yaml").write_text(yaml.safe_dump(entities), encoding="utf-8")
+    rows = [(month, "turnover", name, value) for name, value in zip(names, [1.0, 2.0, 3.0], strict=True)
+            for month, value in (("2020-01", value), ("2021-01", value * 10))]  # fmt: skip
+    sheet = kpisheet.open(
+        pd.DataFrame(rows, columns=["month", "kpi", "entity", "value"]),
+        definitions=tmp_path / "kpis.yaml",
+        entities=tmp_path / "entities.yaml",
+    )
+    explanation = sheet.explain("turnover", "T", as_of="2021-01")
+    figure = hv.render(waterfall_chart(explanation, sheet.registry, "bokeh"), backend="bokeh")
+    overrides = figure.xaxis[0].major_label_overrides
+    assert all(isinstance(label, PlainText) for label in overrides.values())
+    assert set(names) <= {label.text for label in overrides.values()}
+    assert figure.yaxis[0].axis_label.text == "Umsatz {CHF}"
+    rendered = hv.render(
+        waterfall_chart(explanation, sheet.registry, "matplotlib"), backend="matplotlib"
+    )
+    ticks = [label.get_text() for label in rendered.axes[0].get_xticklabels()]
+    assert r"\$x^2\$ Gold" in ticks and "{Q} Card" in ticks and "<b>R</b>" in ticks
+    assert rendered.axes[0].get_title().startswith("Warum? Umsatz {CHF} · T · 1M")
+    assert save_waterfall_png(explanation, sheet.registry, io.BytesIO()) is None

@@ -31,6 +31,7 @@ from kpisheet.charts import (
     _polish_figure,
     format_change,
     format_number,
+    plain_text,
 )
 from kpisheet.constants import Unit
 from kpisheet.errors import QueryError
@@ -197,11 +198,14 @@ def waterfall_chart(
         title += " · Achse beginnt nicht bei 0"
     if not explanation.fully_explained:
         title += " · nicht vollständig erklärt"
-    xticks = list(zip(frame[POSITION], frame[LABEL], strict=True))
+    xticks = [
+        (position, plain_text(label, backend))
+        for position, label in zip(frame[POSITION], frame[LABEL], strict=True)
+    ]
     common: dict[str, Any] = {
-        "title": title,
+        "title": plain_text(title, backend, title=True),
         "xlabel": "",
-        "ylabel": definition.label,
+        "ylabel": plain_text(definition.label, backend),
         "xticks": xticks,
         "xlim": (-0.6, len(frame) - 0.4),
         "ylim": (low, high),
@@ -218,7 +222,7 @@ def waterfall_chart(
             yformatter=_bokeh_formatter(unit),
             fontsize={"title": "12pt", "labels": "11pt", "ticks": "9pt"},
             toolbar="above",
-            hooks=[_bokeh_look],
+            hooks=[_bokeh_look, _plain_tick_labels],
             backend="bokeh",
         )
     return overlay.opts(
@@ -229,6 +233,17 @@ def waterfall_chart(
         fig_inches=(PNG_WIDTH / PNG_DPI, PNG_HEIGHT / PNG_DPI),
         backend="matplotlib",
     )
+
+
+def _plain_tick_labels(plot: Any, element: Any) -> None:
+    """HoloViews hook: member names under the bars are plain text in Bokeh, never TeX."""
+    from bokeh.models import PlainText
+
+    for axis in plot.state.xaxis:
+        axis.major_label_overrides = {
+            position: PlainText(label) if isinstance(label, str) else label
+            for position, label in axis.major_label_overrides.items()
+        }
 
 
 def _pct(explanation: Explanation) -> float:
