@@ -4,7 +4,8 @@ contribution as a sorted table and a waterfall chart, downloadable as XLSX and P
 :class:`ExplainState` holds what is explained (a group row of the table and a KPI) and offers the
 table, the chart and the downloads; :class:`ExplainPanel` shows it. Every number comes from
 ``sheet.explain``; this module only chooses, orders and formats. Names from data are shown as
-plain text (table cells are escaped by the table widget's plain formatter, the chart draws text).
+text: the status line is escaped (:mod:`kpisheet_ui.escape`), table cells go through the
+table widget's plain-text formatter, and the chart draws labels as plain text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from kpisheet.constants import (
 from kpisheet.errors import KpisheetError, QueryError
 from kpisheet.explain import CONTRIBUTION, MEMBER, MIX_EFFECT, RATE_EFFECT, Explanation, split_of
 from kpisheet.waterfall import compact, save_waterfall_png, waterfall_chart
+from kpisheet_ui.escape import html_text
 from kpisheet_ui.format import format_changes, format_changes_pct, format_values
 from kpisheet_ui.state import SheetState
 
@@ -66,8 +68,8 @@ NUMBER_COLUMNS = (
 
 #: Said when the table shows values per active account: the explanation explains the values.
 PER_ACCOUNT_NOTE = "Erklärt werden die Werte selbst, nicht «Ø pro aktives Konto»."
-#: Plain text panes (status, message) wrap like the page's text instead of as code.
-TEXT_CSS = "pre { white-space: pre-wrap; font-family: inherit; font-size: 14px; margin: 4px 0; }"
+#: Look of the status and message lines (HTML panes fed escaped text only).
+TEXT_STYLE = {"font-size": "14px", "margin": "4px 0"}
 #: Most pixels the members' table takes; a short table takes a row height per row.
 TABLE_HEIGHT = 320
 TABLE_HEADER_HEIGHT = 42
@@ -180,6 +182,10 @@ class ExplainState(param.Parameterized):
                 explanation=None,
                 message="Keine Gruppe mit einem erklärbaren KPI in der Tabelle.",
             )
+            return
+        visible = getattr(state, "visible", None)  # a scoped user's entities
+        if visible is not None and self.entity not in visible:
+            self.param.update(explanation=None, message="Keine Erklärung möglich.")
             return
         try:
             explanation = state.sheet.explain(
@@ -304,7 +310,7 @@ class ExplainPanel:
             name="Warum?", button_type="primary", css_classes=["warum-button"], align="end"
         )
         self.button.on_click(lambda event: state.explain())
-        self.status = pn.pane.Str("", css_classes=["warum-status"], stylesheets=[TEXT_CSS])
+        self.status = pn.pane.HTML("", css_classes=["warum-status"], styles=TEXT_STYLE)
         self.table = pn.widgets.Tabulator(
             state.table(),
             show_index=False,
@@ -340,8 +346,8 @@ class ExplainPanel:
             visible=False,
             sizing_mode="stretch_width",
         )
-        self.message = pn.pane.Str(
-            "", css_classes=["warum-hinweis"], visible=False, stylesheets=[TEXT_CSS]
+        self.message = pn.pane.HTML(
+            "", css_classes=["warum-hinweis"], visible=False, styles=TEXT_STYLE
         )
         state.param.watch(self._refresh, ["explanation", "message"])
 
@@ -349,12 +355,12 @@ class ExplainPanel:
         state = self.state
         shown = state.explanation is not None
         with pn.io.hold():
-            self.message.object = state.message
+            self.message.object = html_text(state.message)
             self.message.visible = bool(state.message)
             self.body.visible = shown
             if not shown:
                 return
-            self.status.object = state.status()
+            self.status.object = html_text(state.status())
             table = state.table()
             self.table.height = min(
                 TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * len(table)
