@@ -2,7 +2,8 @@
 previous year, and for a ratio its rate and mix effects (docs/analysts.md, "Explaining a change").
 
 Every number rests on ``sheet.query``: the group's value, previous value and change are the
-query's, and so are the members' rows. The contributions are computed from the members' window
+query's, and so are the members' rows (a member that is the part of a view's group inside the
+entity is computed by the same engine, as a group of an extra view). The contributions are computed from the members' window
 values of the KPI's additive parts, so that they add up to the group's change exactly (up to
 floating-point rounding):
 

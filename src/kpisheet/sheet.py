@@ -309,15 +309,16 @@ class KPISheet:
         :param kpi: a KPI summed over products, or a ratio of two such KPIs.
         :param entity: the group to explain (the total, a group of a level or of a view).
         :param by: the members: default the next finer level of the hierarchy (products below
-            the finest level or a view's group); ``product`` for every product; or a level or
-            view whose groups lie inside the entity.
+            the finest level or a view's group); ``product`` for every product; or a finer
+            level or a view (a view's group that cuts across the entity counts with its part
+            inside it, e.g. the card profiles of B2C).
         :returns: an :class:`~kpisheet.explain.Explanation`; its ``members`` frame (one row per
             member, largest contribution first) has a ``contribution`` column that sums to the
             group's ``change`` as :meth:`query` reports it, and for a ratio ``rate_effect`` +
             ``mix_effect`` = ``contribution``. ``fully_explained`` is false (with a ``message``)
             when the group's change is missing or a window of the group is not complete.
         :raises QueryError: naming an unknown KPI, entity, month, window or level, a KPI without
-            an exact split, or members that do not lie inside the entity.
+            an exact split, a product as the entity, or a level that is not finer than it.
         """
         from kpisheet.explain import explain
 
