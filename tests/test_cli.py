@@ -86,7 +86,7 @@ def test_validate_lists_every_problem(tmp_path: Path, monkeypatch: pytest.Monkey
         "  umsatz.yaml:8: KPI 'per_transaction': missing required field 'group'\n"
         "  umsatz.yaml:10: KPI 'per_transaction': unknown key 'grup' (did you mean 'group'?); "
         "allowed keys: id, label, group, unit, time_aggregation, entity_aggregation, "
-        "average_per, description, source, formula\n"
+        "average_per, description, source, formula, highlight\n"
         "  umsatz.yaml:12: KPI 'per_transaction': formula 'turnover / transaktions' references "
         "unknown KPI 'transaktions'; did you mean 'per_transaction'?\n"
     )
@@ -387,3 +387,80 @@ def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
     only_first = run("releases", "verify", "1", "--store", url)
     assert_clean_exit(only_first, 0)
     assert only_first.stdout.startswith("release 1 (724 rows): OK")
+
+
+EXPLAIN_COLUMNS_TEXT = (
+    "as_of,window,kpi,entity,member,level,value,previous_value,change,contribution,"
+    "rate_effect,mix_effect,complete,previous_complete"
+)
+
+
+def test_explain_csv_has_the_documented_columns_and_sums_to_the_change() -> None:
+    """`kpisheet explain` prints one row per member with exactly the documented columns; the
+    contributions add up to the group's change from `kpisheet query`."""
+    import io
+    import math
+
+    import pandas as pd
+
+    result = run("explain", "--kpi", "turnover", "--entity", "B2C", "--window", "12M")
+    assert_clean_exit(result, 0)
+    assert result.stdout.splitlines()[0] == EXPLAIN_COLUMNS_TEXT
+    members = pd.read_csv(io.StringIO(result.stdout))
+    assert set(members["level"]) == {"mandant"} and set(members["entity"]) == {"B2C"}
+    assert members["rate_effect"].isna().all() and members["mix_effect"].isna().all()
+    query = run("query", "--kpi", "turnover", "--entity", "B2C", "--window", "12M")
+    change = pd.read_csv(io.StringIO(query.stdout))["change"].iloc[0]
+    assert math.isclose(math.fsum(members["contribution"]), change, rel_tol=1e-12)
+    abroad = run(
+        "explain",
+        "--kpi",
+        "turnover_abroad_share",
+        "--entity",
+        "Kartenwelt AG",
+        "--by",
+        "cardprofile",
+    )
+    assert_clean_exit(abroad, 0)
+    shares = pd.read_csv(io.StringIO(abroad.stdout))
+    assert list(shares["member"].sort_values()) == ["CC", "CH", "PP"]
+    assert (
+        shares["rate_effect"] + shares["mix_effect"] - shares["contribution"]
+    ).abs().max() < 1e-15
+
+
+def test_explain_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    """A KPI without an exact split, an unknown entity or xlsx without --output: a clear
+    message and exit 1."""
+    result = run("explain", "--kpi", "turnover", "--entity", "B2D")
+    assert_clean_exit(result, 1)
+    assert result.stderr.startswith("unknown entity 'B2D' (did you mean 'B2C'?)")
+    result = run("explain", "--kpi", "turnover", "--entity", "B2C", "--format", "xlsx")
+    assert_clean_exit(result, 1)
+    assert result.stderr == "--format xlsx writes a file; give it with --output FILE.xlsx\n"
+
+
+def test_explain_xlsx_is_german_with_a_selection_sheet(tmp_path: Path) -> None:
+    """The XLSX has German headers, numbers as numbers, the share of the change and an
+    "Auswahl" sheet saying whether the change is fully explained."""
+    import openpyxl
+
+    target = tmp_path / "warum.xlsx"
+    result = run(
+        "explain", "--kpi", "activity_rate", "--entity", "B2C", "--window", "3M",
+        "--format", "xlsx", "--output", str(target),
+    )  # fmt: skip
+    assert_clean_exit(result, 0)
+    workbook = openpyxl.load_workbook(target)
+    assert workbook.sheetnames == ["Warum", "Auswahl"]
+    rows = list(workbook["Warum"].iter_rows(values_only=True))
+    assert rows[0] == (
+        "Stichtag", "Fenster", "KPI", "KPI-Bezeichnung", "Gruppe", "Mitglied", "Ebene", "Wert",
+        "Vorjahr", "Abw. VJ", "Beitrag zur Abw.", "Anteil an der Abw.", "Rateneffekt",
+        "Mixeffekt", "Vollständig", "Vollständig VJ",
+    )  # fmt: skip
+    shares = [row[11] for row in rows[1:]]
+    assert abs(sum(shares) - 1) < 1e-9 and all(isinstance(row[10], float) for row in rows[1:])
+    selection = {row[0]: row[1] for row in workbook["Auswahl"].iter_rows(values_only=True)}
+    assert selection["Vollständig erklärt"] == "ja"
+    assert selection["Mitglieder"] == "Mandant"

@@ -118,6 +118,7 @@ def test_fields_are_the_documented_ones() -> None:
         "description",
         "source",
         "formula",
+        "highlight",
     )
 
 
@@ -157,7 +158,7 @@ def test_unknown_key_suggests_the_close_match(here: Path) -> None:
         "a.yaml:1: KPI 'turnover': missing required field 'group'",
         "a.yaml:3: KPI 'turnover': unknown key 'grup' (did you mean 'group'?); allowed keys: "
         "id, label, group, unit, time_aggregation, entity_aggregation, average_per, description, "
-        "source, formula",
+        "source, formula, highlight",
         "a.yaml:6: KPI 'turnover': average_per references unknown KPI 'active_accounts'; "
         "known KPIs: turnover",
         "a.yaml:7: KPI 'turnover': unknown key 'source.kpi_nme' (did you mean 'kpi_name'?); "
@@ -303,3 +304,38 @@ def test_all_problems_in_one_report(here: Path) -> None:
         ("a.yaml", "x", "unit"),
         ("b.yaml", None, "id"),
     ]
+
+
+def test_highlight_is_validated_like_every_field(here: Path) -> None:
+    """Unknown keys, negative or non-numeric thresholds, an empty or non-mapping highlight are
+    each reported with file, line, KPI and field."""
+    base = "  label: X\n  group: G\n  unit: count\n  time_aggregation: sum\n"
+    text = (
+        f"- id: a\n{base}  highlight: {{min_abs: 5}}\n"
+        f"- id: b\n{base}  highlight: {{min_abs_change: -1, min_pct_change: abc}}\n"
+        f"- id: c\n{base}  highlight: {{}}\n"
+        f"- id: d\n{base}  highlight: 10%\n"
+        f"- id: e\n{base}  highlight: {{min_pct_change: true}}\n"
+        f"- id: f\n{base}  highlight: {{min_abs_change: .inf}}\n"
+    )
+    assert problems(here, {"a.yaml": text}) == [
+        "a.yaml:6: KPI 'a': unknown key 'highlight.min_abs' (did you mean 'min_abs_change'?); "
+        "allowed keys: min_abs_change, min_pct_change",
+        "a.yaml:12: KPI 'b': highlight.min_abs_change -1 is negative; expected a number >= 0",
+        "a.yaml:12: KPI 'b': highlight.min_pct_change: expected a number >= 0, got 'abc'",
+        "a.yaml:18: KPI 'c': highlight: needs min_abs_change or min_pct_change (or both)",
+        "a.yaml:24: KPI 'd': highlight '10%' is not a mapping; expected keys from: "
+        "min_abs_change, min_pct_change, e.g. highlight: {min_abs_change: 100000}",
+        "a.yaml:30: KPI 'e': highlight.min_pct_change: expected a number >= 0, got True",
+        "a.yaml:36: KPI 'f': highlight.min_abs_change inf is not a finite number; expected a "
+        "number >= 0",
+    ]
+
+
+def test_highlight_is_read(here: Path) -> None:
+    """Declared thresholds are on the definition; integers are read as numbers."""
+    text = TURNOVER.replace("average_per: active_accounts\n", "")
+    text += "highlight: {min_abs_change: 100000, min_pct_change: 0.1}\n"
+    (here / "a.yaml").write_text(text, encoding="utf-8")
+    highlight = kpisheet.load_kpis(here / "a.yaml")["turnover"].highlight
+    assert (highlight.min_abs_change, highlight.min_pct_change) == (100000.0, 0.1)

@@ -33,7 +33,7 @@ from kpisheet.demo import DEMO_ENTITIES, generate_observations
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import Store, sqlite_url
 from kpisheet_ui.app import PAGE_ROWS_ENV
-from kpisheet_ui.format import format_value
+from kpisheet_ui.format import format_change, format_value
 from kpisheet_ui.users import add_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -546,3 +546,69 @@ def test_new_release_appears_in_open_session(
     sheet = kpisheet.open(auth_app.store)
     expect(_values(page).first).to_have_text(_expected(sheet, entities=[TOTAL])[0])
     page.screenshot(path=screenshots / "neue-daten.png")
+
+
+def test_warum_explains_a_group_row_with_table_waterfall_and_downloads(
+    page, app: Server, sheet: kpisheet.KPISheet, screenshots: Path
+) -> None:
+    """ "Warum?" on B2C's turnover shows the members sorted by contribution (as sheet.explain
+    says), says the change is not fully explained (Alpine Visa Gold's gap), draws the waterfall,
+    and downloads an XLSX and a PNG that read back; a click on a table row explains that row."""
+    from playwright.sync_api import expect
+
+    _open(page, app.url)
+    page.locator(".fenster button", has_text="12M").click()
+    expect(_values(page).first).to_have_text(_expected(sheet, entities=[TOTAL], window="12M")[0])
+    page.locator(".warum-gruppe select").select_option(label="B2C (Sektor)")
+    page.locator(".warum-kpi select").select_option(label="Umsatz Total")
+    page.locator(".warum-button button").click()
+    explanation = sheet.explain("turnover", "B2C", window="12M")
+    members = page.locator('.warum-tabelle .tabulator-row [tabulator-field="Mitglied"]')
+    expect(members).to_have_text(list(explanation.members["member"]))
+    contributions = page.locator(
+        '.warum-tabelle .tabulator-row [tabulator-field="Beitrag zur Abw."]'
+    )
+    expect(contributions).to_have_text(
+        [format_change(value, "currency") for value in explanation.members["contribution"]]
+    )
+    expect(page.locator(".warum-status")).to_contain_text(
+        "Umsatz Total von B2C: nicht vollständig erklärt, weil das Vorjahresfenster der Gruppe "
+        "unvollständig ist"
+    )
+    expect(page.locator(".warum-diagramm .bk-Canvas, .warum-diagramm canvas").first).to_be_visible()
+    page.locator(".warum").screenshot(path=screenshots / "warum.png")
+
+    def download(css: str) -> bytes:
+        with page.expect_download() as info:
+            page.locator(f"{css} button").click()
+        return Path(info.value.path()).read_bytes()
+
+    workbook = openpyxl.load_workbook(io.BytesIO(download(".download-warum-xlsx")))
+    assert workbook.sheetnames == ["Warum", "Auswahl"]
+    rows = list(workbook["Warum"].iter_rows(values_only=True))
+    header = rows[0]
+    assert [row[header.index("Mitglied")] for row in rows[1:]] == list(
+        explanation.members["member"]
+    )
+    assert [row[header.index("Beitrag zur Abw.")] for row in rows[1:]] == pytest.approx(
+        list(explanation.members["contribution"])
+    )
+    selection = {row[0]: row[1] for row in workbook["Auswahl"].iter_rows(values_only=True)}
+    assert selection["Vollständig erklärt"] == "nein"
+    assert download(".download-warum-png").startswith(b"\x89PNG\r\n\x1a\n")
+
+    # A click on a row of the KPI table explains that row: Alpine's active accounts.
+    _choose(page, "kpis", "Anzahl aktive Konten")
+    _choose(page, "entitaeten", "Alpine (Mandant)")
+    page.locator(".entitaeten input[type=search]").press("Escape")
+    expect(_values(page)).to_have_count(1)
+    _values(page).first.click()
+    alpine = sheet.explain("active_accounts", "Alpine", window="12M")
+    expect(members).to_have_text(list(alpine.members["member"]))
+    expect(page.locator(".warum-status")).to_contain_text("Anzahl aktive Konten von Alpine")
+    usage = [json.loads(line) for line in app.usage_log.read_text(encoding="utf-8").splitlines()]
+    assert {line["file"] for line in usage if line["action"] == "download"} >= {
+        "warum_xlsx",
+        "warum_png",
+    }
+    assert any(line["action"] == "warum" for line in usage)

@@ -692,3 +692,29 @@ def test_missing_store_gives_a_german_notice_that_retries(page, hostile: Server)
         away.rename(path)
     expect(_rows(page).first).to_be_visible(timeout=40_000)
     assert f"page without data: no store at {path}" in hostile.log_text()
+
+
+def test_warum_shows_payloads_as_text(page, hostile: Server) -> None:
+    """ "Warum?" on the hostile sector's turnover, by product and by the hostile view: names and
+    labels show as text in the selects, the status, the members' table and the waterfall."""
+    from playwright.sync_api import expect
+
+    page.goto(hostile.url)
+    expect(_rows(page).first).to_be_visible(timeout=60_000)
+    page.locator(".warum-gruppe select").select_option(label=f"{PAYLOADS['sector']} (Sektor)")
+    page.locator(".warum-kpi select").select_option(label=PAYLOADS["label"])
+    page.locator(".warum-mitglieder select").select_option(label="Produkte")
+    page.locator(".warum-button button").click()
+    table = page.locator(".warum-tabelle")
+    expect(table).to_contain_text(PAYLOADS["product"])
+    expect(page.locator(".warum-status")).to_contain_text(
+        f"{PAYLOADS['label']} von {PAYLOADS['sector']}"
+    )
+    page.locator(".warum-mitglieder select").select_option(label="Kartenprofil")
+    page.locator(".warum-button button").click()
+    expect(table).to_contain_text(PAYLOADS["view"])
+    box = page.locator(".warum-diagramm canvas").first.bounding_box()
+    assert box is not None
+    for step in range(1, 10):
+        page.mouse.move(box["x"] + box["width"] * step / 10, box["y"] + box["height"] / 2)
+    _no_injection(page)

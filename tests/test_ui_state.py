@@ -7,6 +7,7 @@ import json
 import logging
 import re
 
+import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
@@ -540,3 +541,26 @@ def test_table_download_writes_the_dash_and_the_named_member(gap_sheet: kpisheet
     header = rows[0]
     assert rows[1][header.index("Abw. VJ")] == "–"
     assert [row[header.index("Hinweis")] for row in rows[1:]] == [GAP_REASON, None]
+
+
+def test_thresholds_decide_the_highlights_of_their_kpis(state: SheetState) -> None:
+    """Rows of a KPI with highlight thresholds (the demo's active accounts: 20 %) are marked
+    exactly when they pass them; rows of other KPIs keep the largest-percentages rule among
+    themselves; incomplete comparisons are never marked."""
+    from kpisheet.thresholds import flags
+
+    state.param.update(kpis=["turnover", "active_accounts"], window="1M")
+    result = state.result
+    marks = state.highlighted()
+    accounts = result["kpi"] == "active_accounts"
+    over = pd.Series(flags(result, state.registry), index=result.index)
+    assert over[accounts].any() and not over[accounts].all()
+    assert list(marks[accounts] != 0) == list(over[accounts])
+    assert (marks[over] == np.sign(result.loc[over, "change"]).astype(int)).all()
+    turnover = result[~accounts]
+    count = min(5, -(-len(turnover) // 5))
+    comparable = turnover["complete"] & turnover["previous_complete"]
+    largest = turnover.loc[comparable, "change_pct"].abs().nlargest(count).index
+    assert sorted(marks[~accounts][marks[~accounts] != 0].index) == sorted(largest)
+    incomplete = ~(result["complete"] & result["previous_complete"])
+    assert (marks[incomplete] == 0).all()

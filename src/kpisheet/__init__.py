@@ -15,6 +15,7 @@ from kpisheet.errors import (
     QueryError,
     StoreError,
 )
+from kpisheet.explain import Explanation
 from kpisheet.hookspecs import hookimpl
 from kpisheet.plugins import get_plugin_manager, load_kpis
 from kpisheet.registry import Registry
@@ -28,6 +29,7 @@ __all__ = [
     "ChecksumError",
     "DataError",
     "DefinitionError",
+    "Explanation",
     "FormulaError",
     "HierarchyError",
     "IngestConfigError",

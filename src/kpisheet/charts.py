@@ -411,11 +411,7 @@ class _Style:
         matplotlib reads text between two ``$`` as math; both are escaped. Bokeh's axis labels
         are made plain text in :func:`_bokeh_look`.
         """
-        if title:
-            text = text.replace("{", "{{").replace("}", "}}")
-        if self.backend == "matplotlib":
-            text = text.replace("$", r"\$")
-        return text
+        return plain_text(text, self.backend, title=title)
 
     def curve(self, frame: pd.DataFrame, label: str, colour: str, unit: Unit) -> hv.Curve:
         curve = hv.Curve(
@@ -561,6 +557,16 @@ def _bokeh_formatter(unit: Unit) -> Any:
         return sign + parts.join(".") + "{suffix}";
     """
     return CustomJSTickFormatter(code=code)
+
+
+def plain_text(text: str, backend: str, *, title: bool = False) -> str:
+    """Text from data as a HoloViews backend shows it literally (see :meth:`_Style.plain`):
+    braces of a title escaped (no format fields), dollars escaped for matplotlib (no math)."""
+    if title:
+        text = text.replace("{", "{{").replace("}", "}}")
+    if backend == "matplotlib":
+        text = text.replace("$", r"\$")
+    return text
 
 
 def _bokeh_look(plot: Any, element: Any) -> None:

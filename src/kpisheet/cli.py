@@ -224,6 +224,11 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
     help="Divide by the mean number of active accounts of the window.",
 )
 @click.option(
+    "--flagged",
+    is_flag=True,
+    help="Only rows whose change passes their KPI's highlight threshold (complete comparisons only).",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(["csv", "json", "xlsx"]),
@@ -249,10 +254,14 @@ def query(
     entity_names: tuple[str, ...],
     level_names: tuple[str, ...],
     per_account: bool,
+    flagged: bool,
     output_format: str,
     output: Path | None,
 ) -> None:
-    """Print the KPI table of one window with the previous-year comparison (as sheet.query)."""
+    """Print the KPI table of one window with the previous-year comparison (as sheet.query).
+
+    With --flagged, only the rows over their KPI's highlight threshold (docs/analysts.md).
+    """
     sheet = open_sheet(data, definitions, entities, release)
     result = sheet.query(
         as_of=as_of,
@@ -262,6 +271,8 @@ def query(
         levels=list(level_names) or None,
         per_account=per_account,
     )
+    if flagged:
+        result = sheet.flagged(result, per_account=per_account).reset_index(drop=True)
     if output_format == "xlsx":
         if output is None:
             raise UserError("--format xlsx writes a file; give it with --output FILE.xlsx")
@@ -273,6 +284,8 @@ def query(
             "levels": list(level_names),
             "per_account": per_account,
         }
+        if flagged:
+            selection["Nur über Schwellenwert"] = "ja"
         with writing(output):
             sheet.to_excel(result, output, selection=selection)
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
@@ -290,6 +303,87 @@ def query(
         with writing(output):
             output.write_text(text, encoding="utf-8")
         click.echo(f"Wrote {len(result)} rows to {output}", err=True)
+
+
+@main.command("explain")
+@sheet_options
+@click.option("--kpi", "kpi_id", required=True, help="KPI id to explain.")
+@click.option("--entity", "entity_name", required=True, help="The group whose change is explained.")
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Last month of the window, YYYY-MM. Default: the newest month.",
+)
+@click.option(
+    "--window",
+    type=click.Choice([w.value for w in Window], case_sensitive=False),
+    default=Window.M1.value,
+    show_default=True,
+    help="Time window ending at the as-of month.",
+)
+@click.option(
+    "--by",
+    default=None,
+    help="Members: product, a level or a view (e.g. cardprofile). Default: the next finer level.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["csv", "json", "xlsx"]),
+    default="csv",
+    show_default=True,
+    help="Output format; xlsx needs --output.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write to this file instead of stdout.",
+)
+def explain_command(
+    data: str | None,
+    definitions: tuple[Path, ...],
+    entities: Path | None,
+    release: int | None,
+    kpi_id: str,
+    entity_name: str,
+    as_of: str | None,
+    window: str,
+    by: str | None,
+    output_format: str,
+    output: Path | None,
+) -> None:
+    """Explain a group's change against the previous year: one row per member with its
+    contribution (summing to the group's change); rate and mix effects for a ratio."""
+    from kpisheet.export import neutralise_formulas, write_explanation_xlsx
+
+    if output_format == "xlsx" and output is None:
+        raise UserError("--format xlsx writes a file; give it with --output FILE.xlsx")
+    sheet = open_sheet(data, definitions, entities, release)
+    explanation = sheet.explain(kpi_id, entity_name, as_of=as_of, window=window, by=by)
+    members = explanation.members
+    if not explanation.fully_explained:
+        click.echo(f"note: {explanation.message}", err=True)
+    if output_format == "xlsx":
+        assert output is not None
+        with writing(output):
+            write_explanation_xlsx(
+                explanation, output, registry=sheet.registry, release=sheet.release
+            )
+        click.echo(f"Wrote {len(members)} rows to {output}", err=True)
+        return
+    safe = neutralise_formulas(members)  # as the XLSX's quote prefix: no text runs as a formula
+    if output_format == "json":
+        text = safe.to_json(orient="records", force_ascii=False, indent=1)
+    else:
+        text = safe.to_csv(index=False)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        with writing(output):
+            output.write_text(text, encoding="utf-8")
+        click.echo(f"Wrote {len(members)} rows to {output}", err=True)
 
 
 @main.command()

@@ -45,6 +45,32 @@ class Source(BaseModel):
         return self
 
 
+class Highlight(BaseModel):
+    """Thresholds above which a change against the previous year is flagged (docs/kpi-definitions.md).
+
+    A row is flagged when ``|change| >= min_abs_change`` or ``|change_pct| >= min_pct_change``,
+    for whichever of the two are declared; ``min_pct_change`` is a fraction (0.1 = 10 %).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_abs_change: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=False)
+    min_pct_change: float | None = Field(default=None, ge=0, allow_inf_nan=False, strict=False)
+
+    @field_validator("min_abs_change", "min_pct_change", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
+            raise ValueError(f"expected a number >= 0, got {quoted(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _declares_one(self) -> Highlight:
+        if self.min_abs_change is None and self.min_pct_change is None:
+            raise ValueError("needs min_abs_change or min_pct_change (or both)")
+        return self
+
+
 class KPIDefinition(BaseModel):
     """One KPI as declared in YAML (SPEC §3)."""
 
@@ -60,6 +86,7 @@ class KPIDefinition(BaseModel):
     description: str = ""
     source: Source | None = None
     formula: str | None = None
+    highlight: Highlight | None = None
 
     @field_validator("formula")
     @classmethod
@@ -125,6 +152,12 @@ def combination_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 SOURCE_FIELDS: tuple[str, ...] = tuple(Source.model_fields)
+HIGHLIGHT_FIELDS: tuple[str, ...] = tuple(Highlight.model_fields)
+#: Fields of the nested mappings, for "unknown key" messages.
+_NESTED_FIELDS: dict[str, tuple[str, ...]] = {
+    "source": SOURCE_FIELDS,
+    "highlight": HIGHLIGHT_FIELDS,
+}
 
 
 @dataclass(frozen=True)
@@ -191,7 +224,7 @@ def _problem_from_error(
     if kind == "missing":
         message = f"missing required field '{field}'"
     elif kind == "extra_forbidden":
-        allowed = SOURCE_FIELDS if len(loc) > 1 and loc[0] == "source" else FIELDS
+        allowed = _NESTED_FIELDS.get(loc[0], FIELDS) if len(loc) > 1 else FIELDS
         close = close_matches(loc[-1], allowed)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         message = f"unknown key '{field}'{hint}; allowed keys: {', '.join(allowed)}"
@@ -205,6 +238,15 @@ def _problem_from_error(
             f"source {quoted(value)} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
             'e.g. source: {kpi_name: "Umsatz Total"}'
         )
+    elif kind == "model_type" and top == "highlight":
+        message = (
+            f"highlight {quoted(value)} is not a mapping; expected keys from: "
+            f"{', '.join(HIGHLIGHT_FIELDS)}, e.g. highlight: {{min_abs_change: 100000}}"
+        )
+    elif kind == "greater_than_equal" and top == "highlight":
+        message = f"{field} {quoted(value)} is negative; expected a number >= 0"
+    elif kind == "finite_number" and top == "highlight":
+        message = f"{field} {quoted(value)} is not a finite number; expected a number >= 0"
     elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
         message = str(error["ctx"]["error"])
     elif kind == "value_error":

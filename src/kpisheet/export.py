@@ -42,7 +42,14 @@ from kpisheet.constants import (
     Unit,
 )
 from kpisheet.errors import QueryError
-from kpisheet.presentation import FLAGS_NOTE, NOT_COMPARABLE, comparable, incomplete_reasons
+from kpisheet.explain import CONTRIBUTION, MEMBER, MIX_EFFECT, RATE_EFFECT, Explanation
+from kpisheet.presentation import (
+    FLAGS_NOTE,
+    NOT_COMPARABLE,
+    comparable,
+    incomplete_reasons,
+    members_text,
+)
 from kpisheet.registry import Registry
 
 #: Column of the KPI label, written next to the KPI id.
@@ -288,6 +295,168 @@ def write_series_xlsx(
         )
     _write_selection_sheet(workbook, selection, kpis, registry, release, notes, rows=len(table))
     _save(workbook, target)
+
+
+#: Sheet name of an explanation ("Warum?").
+EXPLAIN_SHEET = "Warum"
+#: Column of an explanation export: the member's contribution as a share of the group's change.
+SHARE = "share"
+#: German headers of an explanation, in column order (rate and mix only for ratios).
+EXPLAIN_HEADERS: dict[str, str] = {
+    AS_OF: "Stichtag",
+    WINDOW: "Fenster",
+    KPI: "KPI",
+    LABEL: "KPI-Bezeichnung",
+    ENTITY: "Gruppe",
+    MEMBER: "Mitglied",
+    LEVEL: "Ebene",
+    VALUE: "Wert",
+    PREVIOUS_VALUE: "Vorjahr",
+    CHANGE: "Abw. VJ",
+    CONTRIBUTION: "Beitrag zur Abw.",
+    SHARE: "Anteil an der Abw.",
+    RATE_EFFECT: "Rateneffekt",
+    MIX_EFFECT: "Mixeffekt",
+    COMPLETE: "Vollständig",
+    PREVIOUS_COMPLETE: "Vollständig VJ",
+}
+#: Number format of a contribution to a percentage's change (percentage points, finer).
+_POINTS = "+0.00%;-0.00%;0.00%"
+
+
+def explanation_notes(explanation: Explanation, registry: Registry) -> list[str]:
+    """How to read an explanation, in German: whether the change is fully explained, what a
+    contribution is, and for a ratio what rate and mix effects are."""
+    label = registry[explanation.kpi].label if explanation.kpi in registry else explanation.kpi
+    notes = [explanation_status(explanation, label)]
+    notes.append(
+        "Beitrag zur Abw.: der Teil der Abweichung der Gruppe zum Vorjahr, den das Mitglied "
+        "erklärt; die Beiträge ergeben zusammen genau die Abweichung der Gruppe. Ein Mitglied "
+        "mit Wert nur im aktuellen Fenster (neu) trägt seinen Wert bei, eines mit Wert nur im "
+        "Vorjahr (eingestellt) minus seinen Vorjahreswert."
+    )
+    if explanation.is_ratio:
+        notes.append(
+            f"{label} ist ein Verhältnis (Formel: {registry[explanation.kpi].formula}). Seine "
+            "Abweichung teilt sich je Mitglied in den Rateneffekt (das Verhältnis des Mitglieds "
+            "selbst hat sich verändert, bei mittlerem Gewicht) und den Mixeffekt (das Gewicht "
+            "des Mitglieds im Nenner hat sich verschoben; positiv, wenn ein Mitglied mit "
+            "überdurchschnittlichem Verhältnis an Gewicht gewinnt). Rateneffekt + Mixeffekt = "
+            "Beitrag."
+        )
+    return notes
+
+
+def explanation_status(explanation: Explanation, label: str) -> str:
+    """One German sentence: the group's change and whether the members explain it fully."""
+    if not explanation.fully_explained and not np.isfinite(explanation.change):
+        return (
+            f"{label} von {explanation.entity}: keine Abweichung zum Vorjahr (ein Fensterwert "
+            "fehlt), daher nichts zu erklären."
+        )
+    if explanation.fully_explained:
+        return (
+            f"{label} von {explanation.entity}: die Beiträge der {len(explanation.members)} "
+            "Mitglieder erklären die Abweichung zum Vorjahr vollständig."
+        )
+    windows = [
+        word
+        for word, ok in (
+            ("das aktuelle Fenster", explanation.complete),
+            ("das Vorjahresfenster", explanation.previous_complete),
+        )
+        if not ok
+    ]
+    members = explanation.members
+    gaps = members.loc[~(members[COMPLETE] & members[PREVIOUS_COMPLETE]), MEMBER].tolist()
+    named = f" Mitglieder mit Lücken: {members_text(gaps)}." if gaps else ""
+    return (
+        f"{label} von {explanation.entity}: nicht vollständig erklärt, weil "
+        f"{' und '.join(windows)} der Gruppe unvollständig ist (ein erwartetes Produkt hat "
+        f"nicht gemeldet).{named}"
+    )
+
+
+def write_explanation_xlsx(
+    explanation: Explanation,
+    target: Target,
+    *,
+    registry: Registry,
+    release: ReleaseLike | None = None,
+    selection: Mapping[str, object] | None = None,
+) -> None:
+    """Write an explanation ("Warum?") as a formatted workbook: one row per member, largest
+    contribution first, with its share of the group's change; rate and mix effects for a ratio.
+
+    The "Auswahl" sheet records the group, its values, whether the change is fully explained
+    and how to read the numbers.
+    """
+    members = explanation.members
+    table = members.copy()
+    table.insert(table.columns.get_loc(KPI) + 1, LABEL, _labels(table[KPI], registry))
+    table[LEVEL] = table[LEVEL].map(level_label)
+    change = explanation.change
+    explained = np.isfinite(change) and change != 0
+    table[SHARE] = table[CONTRIBUTION] / change if explained else np.nan
+    incomplete = ~table[COMPLETE].astype(bool)
+    previous_incomplete = ~table[PREVIOUS_COMPLETE].astype(bool)
+    table[COMPLETE] = incomplete.map({True: NO, False: YES})
+    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: NO, False: YES})
+    headers = {
+        column: header
+        for column, header in EXPLAIN_HEADERS.items()
+        if explanation.is_ratio or column not in (RATE_EFFECT, MIX_EFFECT)
+    }
+    table = table.loc[:, list(headers)]
+    unit = _unit(explanation.kpi, registry)
+    units = pd.Series([unit] * len(table), index=table.index, dtype=object)
+
+    workbook = Workbook()
+    sheet = workbook.active
+    sheet.title = EXPLAIN_SHEET
+    _write_table(sheet, table, headers)
+    columns = list(headers)
+    points = [_POINTS if unit is Unit.PERCENT else CHANGE_FORMATS[unit]] * len(table)
+    for column in (VALUE, PREVIOUS_VALUE):
+        _format_column(sheet, columns.index(column), _value_formats(units, False))
+    _format_column(sheet, columns.index(CHANGE), _change_formats(units, False))
+    for column in (CONTRIBUTION, RATE_EFFECT, MIX_EFFECT):
+        if column in headers:
+            _format_column(sheet, columns.index(column), points)
+    _format_column(sheet, columns.index(SHARE), [CHANGE_PCT_FORMAT] * len(table))
+    for column in (VALUE, COMPLETE):
+        _fill_rows(sheet, columns.index(column), incomplete.to_numpy(), INCOMPLETE_FILL)
+    for column in (PREVIOUS_VALUE, PREVIOUS_COMPLETE):
+        _fill_rows(sheet, columns.index(column), previous_incomplete.to_numpy(), INCOMPLETE_FILL)
+    for column in (VALUE, PREVIOUS_VALUE, CHANGE, CONTRIBUTION, SHARE, RATE_EFFECT, MIX_EFFECT):
+        if column in headers:
+            _align(sheet, columns.index(column), "right", len(table), header_only=True)
+    for column in (COMPLETE, PREVIOUS_COMPLETE):
+        _align(sheet, columns.index(column), "center", len(table))
+    _fit_widths(sheet, table, headers, units, False)
+
+    recorded: dict[str, object] = {
+        AS_OF: explanation.as_of,
+        WINDOW: explanation.window,
+        "kpis": [explanation.kpi],
+        "entities": [explanation.entity],
+        "Mitglieder": level_label(explanation.by),
+        "Wert der Gruppe": _number_text(explanation.value),
+        "Vorjahr der Gruppe": _number_text(explanation.previous_value),
+        "Abw. VJ der Gruppe": _number_text(explanation.change),
+        "Vollständig erklärt": YES if explanation.fully_explained else NO,
+    }
+    recorded.update({k: v for k, v in (selection or {}).items() if k not in recorded})
+    notes = explanation_notes(explanation, registry)
+    _write_selection_sheet(
+        workbook, recorded, [explanation.kpi], registry, release, notes, rows=len(table)
+    )
+    _save(workbook, target)
+
+
+def _number_text(value: float) -> str:
+    """A number for the "Auswahl" sheet: rounded to two decimals, "–" when missing."""
+    return "–" if not np.isfinite(value) else f"{value:,.2f}".replace(",", "'")
 
 
 def month_on_month(series: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -17,6 +17,9 @@ from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import load_observations, validate_observations
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
+
+if TYPE_CHECKING:
+    from kpisheet.explain import Explanation
 
 MonthLike = str | int | pd.Period | date | datetime
 
@@ -291,6 +294,46 @@ class KPISheet:
         return engine.coverage(
             self._cube, kpi_id, entity, month, parse_window(window), per_account=per_account
         )
+
+    def explain(
+        self,
+        kpi: str,
+        entity: str,
+        as_of: MonthLike | None = None,
+        window: str | Window = Window.M1,
+        by: str | None = None,
+    ) -> Explanation:
+        """Why a group's KPI changed against the previous year: each member's contribution
+        (docs/analysts.md, "Explaining a change").
+
+        :param kpi: a KPI summed over products, or a ratio of two such KPIs.
+        :param entity: the group to explain (the total, a group of a level or of a view).
+        :param by: the members: default the next finer level of the hierarchy (products below
+            the finest level or a view's group); ``product`` for every product; or a finer
+            level or a view (a view's group that cuts across the entity counts with its part
+            inside it, e.g. the card profiles of B2C).
+        :returns: an :class:`~kpisheet.explain.Explanation`; its ``members`` frame (one row per
+            member, largest contribution first) has a ``contribution`` column that sums to the
+            group's ``change`` as :meth:`query` reports it, and for a ratio ``rate_effect`` +
+            ``mix_effect`` = ``contribution``. ``fully_explained`` is false (with a ``message``)
+            when the group's change is missing or a window of the group is not complete.
+        :raises QueryError: naming an unknown KPI, entity, month, window or level, a KPI without
+            an exact split, a product as the entity, or a level that is not finer than it.
+        """
+        from kpisheet.explain import explain
+
+        return explain(self, kpi, entity, as_of=as_of, window=window, by=by)
+
+    def flagged(self, result: pd.DataFrame, per_account: bool = False) -> pd.DataFrame:
+        """The rows of a query result whose change passes its KPI's ``highlight`` threshold
+        (docs/analysts.md, "Thresholds"); rows whose two windows are not both complete never do.
+
+        :param per_account: the result holds per-account values (then only ``min_pct_change``
+            applies: ``min_abs_change`` is stated in the KPI's own unit).
+        """
+        from kpisheet.thresholds import flags
+
+        return result[flags(result, self.registry, per_account=per_account)]
 
     def to_excel(
         self,

@@ -21,6 +21,7 @@ import param
 from kpisheet.errors import ChecksumError, KpisheetError
 from kpisheet.presentation import NOT_COMPARABLE
 from kpisheet_ui.escape import html_column, html_text, markdown_text
+from kpisheet_ui.explain_view import ExplainPanel, ExplainState
 from kpisheet_ui.sessions import LoginSession, session_of
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
 from kpisheet_ui.state import (
@@ -78,8 +79,11 @@ LEGEND = (
     "nicht gemeldet); gelber Vorjahreswert: das Vorjahresfenster ist unvollständig. "
     f"„{NOT_COMPARABLE}“ bei Abw. VJ: die Abweichung wird nur gezeigt, wenn beide Fenster "
     "vollständig sind; der Grund erscheint beim Darüberfahren mit der Maus. "
-    "Grün und rot hinterlegt: die grössten prozentualen Abweichungen zum Vorjahr "
-    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen, nur vollständige Vergleiche)."
+    "Grün und rot hinterlegt: Abweichungen zum Vorjahr über dem Schwellenwert des KPI, bei "
+    "KPIs ohne Schwellenwert die grössten prozentualen Abweichungen "
+    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen); nur vollständige Vergleiche. "
+    "Ein Klick auf eine Zeile einer Gruppe zeigt unten unter «Warum?», welche Mitglieder die "
+    "Abweichung erklären."
 )
 #: Columns whose cells carry the row's reason as a tooltip: they are rendered as (escaped) HTML.
 REASON_COLUMNS = (CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
@@ -140,6 +144,9 @@ class AppView(param.Parameterized):
             css_classes=["kpi-tabelle"],
         )
         self.table.style.apply(lambda frame: self.state.table_styles(), axis=None)
+        self.explain_state = ExplainState(state)
+        self.explain_panel = ExplainPanel(self.explain_state, self._guard)
+        self.table.on_click(self._row_clicked)
         self.page_text = pn.pane.HTML("", css_classes=["seite"], margin=(12, 10))
         self.first_page = self._page_button("« Erste", "seite-erste", lambda page: 1)
         self.previous_page = self._page_button("‹ Zurück", "seite-zurueck", lambda page: page - 1)
@@ -207,6 +214,12 @@ class AppView(param.Parameterized):
                 return None
 
         return callback
+
+    def _row_clicked(self, event: Any) -> None:
+        """A click on a row of the table explains that row's group and KPI ("Warum?")."""
+        position = self.table.value.index[event.row]
+        row = self.state._ordered_result().loc[position]
+        self.explain_state.choose(str(row["entity"]), str(row["level"]), str(row["kpi"]))
 
     def _page_button(self, label: str, css_class: str, target: Any) -> pn.widgets.Button:
         """A button that turns the table to ``target(current page)``."""
@@ -332,6 +345,7 @@ class AppView(param.Parameterized):
                 self.pager,
                 self.legend,
                 pn.Row(self.table_download),
+                self.explain_panel.view(),
                 pn.pane.Markdown("### Verlauf der letzten 13 Monate"),
                 self.chart_pane,
                 sizing_mode="stretch_width",

@@ -43,6 +43,7 @@ from kpisheet.presentation import (
     listing,
     month_long,
 )
+from kpisheet.thresholds import flags, has_threshold
 from kpisheet_ui.format import (
     format_changes,
     format_changes_pct,
@@ -500,17 +501,31 @@ class SheetState(param.Parameterized):
         return pd.DataFrame(columns, index=result.index)
 
     def highlighted(self) -> pd.Series:
-        """Per row of the result in display order (all pages): ``1`` for one of the largest rises,
-        ``-1`` for one of the largest falls, else 0.
+        """Per row of the result in display order (all pages): ``1`` for a highlighted rise,
+        ``-1`` for a highlighted fall, else 0.
 
-        The largest changes are the rows with the largest absolute change against the previous
-        year in percent: one per :data:`HIGHLIGHT_PER_ROWS` rows, at most :data:`HIGHLIGHT_COUNT`.
-        Only rows whose two windows are both complete qualify.
+        Rows of a KPI that declares ``highlight`` thresholds are highlighted when their change
+        passes them (:func:`kpisheet.thresholds.flags`). Among the other rows, the largest
+        changes are those with the largest absolute change against the previous year in percent:
+        one per :data:`HIGHLIGHT_PER_ROWS` such rows, at most :data:`HIGHLIGHT_COUNT`. Only rows
+        whose two windows are both complete qualify.
         """
         return self._shown().marks.copy()
 
+    def _highlights(self, result: pd.DataFrame) -> pd.Series:
+        if result.empty:
+            return pd.Series(dtype="int64")
+        with_threshold = has_threshold(self.registry, result[KPI])
+        over = flags(result, self.registry, per_account=self.per_account)
+        marks = self._largest(result[~with_threshold])
+        marks = marks.reindex(result.index, fill_value=0)
+        signs = np.sign(result[CHANGE].to_numpy(dtype=float)[over]).astype("int64")
+        marks.iloc[np.flatnonzero(over)] = signs
+        return marks
+
     @staticmethod
-    def _highlights(result: pd.DataFrame) -> pd.Series:
+    def _largest(result: pd.DataFrame) -> pd.Series:
+        """The largest relative changes of ``result`` (the rule for KPIs without thresholds)."""
         if result.empty:
             return pd.Series(dtype="int64")
         # a change whose windows are not both complete is never among the largest
