@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-large clean
+.PHONY: run test lint format bench bench-large bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ bench: $(VENV)/.installed
 
 bench-large: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py --size L
+
+# kpisheet against DuckDB and Polars (the `bench` extra), results checked equal.
+bench-peers: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/peers.py --size S --size M
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix src tests
