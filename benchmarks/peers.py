@@ -489,6 +489,7 @@ def task_time(name: str, files: SheetFiles, warm_runs: int) -> dict[str, Any]:
     # The libraries' imports are not part of cold (the first call's lazy start-up is).
     for module in IMPORTS[name]:
         importlib.import_module(module)
+    imports = peak_memory()
     started = time.perf_counter()
     setup = make_setup(name, files)
     for window in WINDOWS:
@@ -500,7 +501,12 @@ def task_time(name: str, files: SheetFiles, warm_runs: int) -> dict[str, Any]:
         for window in WINDOWS:
             setup.query(warm, window)
         walls.append(time.perf_counter() - started)
-    return {"cold": cold, "warm": statistics.median(walls), "peak": peak_memory()}
+    return {
+        "cold": cold,
+        "warm": statistics.median(walls),
+        "peak": peak_memory(),
+        "imports": imports,
+    }
 
 
 def compare(
@@ -637,7 +643,8 @@ def measure_size(size: str, cache: Path, cold_runs: int, warm_runs: int) -> dict
             out[name] = {"error": runs[0]["error"]}
             continue
         out[name] = {
-            key: statistics.median(run[key] for run in good) for key in ("cold", "warm", "peak")
+            key: statistics.median(run[key] for run in good)
+            for key in ("cold", "warm", "peak", "imports")
         }
         print(f"  {size} {name}: {out[name]}", file=sys.stderr)
     out["check"] = run_worker("check", size, cache, warm_runs)
@@ -681,6 +688,12 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                     f"- {size} {name}: equal to kpisheet, {c['compared']:,} values compared, "
                     f"max relative difference {c['max_difference']:.1e}"
                 )
+        imports = ", ".join(
+            f"{name} {result[name]['imports'] / GIB:.2f} GiB"
+            for name in CONTENDERS
+            if "imports" in result[name]
+        )
+        notes.append(f"- {size} memory after the imports alone (part of peak): {imports}")
         floor = result["floor"]
         if "error" not in floor:
             notes.append(
@@ -732,8 +745,9 @@ def main() -> None:
     table = report(results, info)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "peers.md").write_text(table + "\n", encoding="utf-8")
-    (RESULTS / "peers.json").write_text(
+    name = "peers" if sizes != ["L"] else "peers-large"
+    (RESULTS / f"{name}.md").write_text(table + "\n", encoding="utf-8")
+    (RESULTS / f"{name}.json").write_text(
         json.dumps({"info": info, "results": results}, indent=2), encoding="utf-8"
     )
 
