@@ -6,6 +6,8 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
+
 from kpisheet.demo import DEMO_ENTITIES, generate_observations
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import Store, sqlite_url
@@ -37,3 +39,35 @@ def test_page_refuses_a_changed_release_with_a_german_notice(tmp_path: Path) -> 
         "Prüfsumme überein, mit der sie geladen wurden; sie wurden nachträglich verändert. "
         "Bitte die Datenverantwortlichen informieren."
     )
+
+
+def test_reasons_reach_the_table_as_escaped_tooltips() -> None:
+    """A reason naming a product with markup in its name becomes an escaped title attribute of
+    the change and month cells; the cells' own text is escaped too, and rows without a reason
+    stay plain text."""
+    from kpisheet_ui.app import with_reasons
+    from kpisheet_ui.state import (
+        CHANGE_COLUMN,
+        CHANGE_PCT_COLUMN,
+        GROUP_COLUMN,
+        MONTHS_COLUMN,
+        NOTE_COLUMN,
+    )
+
+    payload = '"><img src=x onerror=alert(1)>'
+    table = pd.DataFrame(
+        {
+            GROUP_COLUMN: ["a", "b"],
+            CHANGE_COLUMN: ["–", "+5"],
+            CHANGE_PCT_COLUMN: ["–", "<b>1 %</b>"],
+            MONTHS_COLUMN: ["1 ⚠", "1"],
+            NOTE_COLUMN: [f"Vorjahr: Mitglied fehlt im Mai 2022: {payload}", ""],
+        }
+    )
+    shown = with_reasons(table)
+    assert NOTE_COLUMN not in shown.columns
+    title = "Vorjahr: Mitglied fehlt im Mai 2022: &quot;&gt;&lt;img src=x onerror=alert(1)&gt;"
+    assert shown.loc[0, CHANGE_COLUMN] == f'<span title="{title}">–</span>'
+    assert shown.loc[0, MONTHS_COLUMN] == f'<span title="{title}">1 ⚠</span>'
+    assert shown.loc[1, CHANGE_COLUMN] == "+5"
+    assert shown.loc[1, CHANGE_PCT_COLUMN] == "&lt;b&gt;1 %&lt;/b&gt;"
