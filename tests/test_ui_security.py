@@ -166,6 +166,7 @@ def servers(tmp_path_factory) -> Iterator[dict[str, Server]]:
         if server.process.poll() is not None and "the port is in use" in server.log_text():
             started[name] = starts[name]()
     started["auth"].users = users  # type: ignore[attr-defined]
+    started["flood"].restart = starts["flood"]  # type: ignore[attr-defined]
     yield started
     for server in started.values():
         server.process.terminate()
@@ -200,10 +201,21 @@ def auth_app(servers) -> Server:
     return servers["auth"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def flood_app(servers) -> Server:
-    servers["flood"].wait()
-    return servers["flood"]
+    """The flood server; a run after the first (a retry) gets it restarted with an empty usage
+    log, since the earlier run's locks and log lines would decide the later one."""
+    server = servers["flood"]
+    if getattr(server, "flooded", False):
+        server.process.terminate()
+        server.process.wait(timeout=15)
+        server.usage_log.unlink(missing_ok=True)
+        restart = server.restart  # type: ignore[attr-defined]
+        server = servers["flood"] = restart()
+        server.restart = restart  # type: ignore[attr-defined]
+    server.wait()
+    server.flooded = True  # type: ignore[attr-defined]
+    return server
 
 
 @pytest.fixture(scope="module")
