@@ -55,6 +55,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import DEFAULT_CACHE, SIZES, SheetFiles, generate
+from run import seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KPISHEET = "kpisheet"
@@ -634,14 +635,6 @@ def worker(task: str, size: str, cache: Path, warm_runs: int) -> dict[str, Any]:
     if task == "floor":
         return task_floor(files)
     return task_time(task, files, warm_runs)
-
-
-def seconds(value: float) -> str:
-    if value >= 1:
-        return f"{value:.2f} s"
-    if value >= 0.001:
-        return f"{value * 1000:.1f} ms"
-    return f"{value * 1e6:.0f} µs"
 
 
 def measure_size(size: str, cache: Path, cold_runs: int, warm_runs: int) -> dict[str, Any]:
