@@ -9,16 +9,23 @@ import sys
 import textwrap
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
 import kpisheet
 from kpisheet import builtin, hookspecs
+from kpisheet.cli import KpisheetGroup, UserError, add_plugin_commands
 from kpisheet.errors import DefinitionError
 from kpisheet.plugins import BUILTIN_PLUGIN, definition_sources, get_plugin_manager
-from tests.plugins import extra_kpis
+from tests.plugins import extra_kpis, kpi_groups
 
 KPISHEET = Path(sys.executable).with_name("kpisheet")
-CHECKOUT_DEFINITIONS = Path(__file__).resolve().parents[1] / "kpi_definitions"
+REPO = Path(__file__).resolve().parents[1]
+CHECKOUT_DEFINITIONS = REPO / "kpi_definitions"
+PLUGINS_DOC = REPO / "docs" / "plugins.md"
+#: What `kpisheet kpi-groups` of the test plugin prints for the built-in sheet.
+GROUP_COUNTS = "Umsatz: 5\nAnzahl Trx: 3\nKonten: 3\nNCA: 3\n"
 
 
 def test_builtin_plugin_contributes_the_demo_sheet() -> None:
@@ -235,3 +242,118 @@ def test_installed_plugin_entry_points_are_loaded_in_process(
     registry = kpisheet.load_kpis(manager=manager)
     assert registry.origin("chargeback_rate").plugin == "inline_kpis"
     assert not get_plugin_manager(entry_points=False).has_plugin("inline_kpis")
+
+
+def install_entry_points(site: Path, name: str, entry_points: dict[str, str]) -> None:
+    """Make ``site`` hold an installed distribution ``name`` with these ``kpisheet`` entry points."""
+    info = site / f"{name}-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1.0\n", encoding="utf-8"
+    )
+    lines = "".join(f"{key} = {value}\n" for key, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[kpisheet]\n{lines}", encoding="utf-8")
+
+
+def test_plugin_adds_a_command(tmp_path: Path) -> None:
+    """A plugin's kpisheet_cli_commands adds a command that takes kpisheet's shared options."""
+    manager = get_plugin_manager(entry_points=False)
+    manager.register(kpi_groups, name="kpi_groups")
+    group = KpisheetGroup()
+    add_plugin_commands(group, manager)
+    assert list(group.commands) == ["kpi-groups"]
+    result = CliRunner().invoke(group, ["kpi-groups"])
+    assert (result.exit_code, result.output) == (0, GROUP_COUNTS)
+    (tmp_path / "a.yaml").write_text(
+        "id: x\nlabel: X\ngroup: G\nunit: count\ntime_aggregation: sum\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(group, ["kpi-groups", "--definitions", str(tmp_path)])
+    assert (result.exit_code, result.output) == (0, "G: 1\n")
+
+
+class RivalCommands:
+    """A plugin adding a command under a name given to it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @kpisheet.hookimpl
+    def kpisheet_cli_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command(self.name, help="A rival."))
+
+
+@pytest.mark.parametrize(
+    ("name", "owner"), [("query", "kpisheet"), ("kpi-groups", "plugin 'kpi_groups'")]
+)
+def test_a_command_name_taken_already_is_refused(name: str, owner: str) -> None:
+    """A plugin's command named like one of kpisheet's or another plugin's is refused, naming
+    both, and the first keeps its name."""
+    group = KpisheetGroup()
+    query = group.command("query")(lambda: None)
+    manager = get_plugin_manager(entry_points=False)
+    manager.register(kpi_groups, name="kpi_groups")
+    manager.register(RivalCommands(name), name="rival")
+    with pytest.raises(
+        UserError,
+        match=re.escape(
+            f"plugin 'rival' adds a command {name!r}, which {owner} has already; "
+            "give the plugin's command another name"
+        ),
+    ):
+        add_plugin_commands(group, manager)
+    assert group.commands["query"] is query
+    assert group.commands["kpi-groups"].callback.__module__ == kpi_groups.__name__
+
+
+def test_installed_plugin_adds_its_command(tmp_path: Path) -> None:
+    """An installed package whose entry point implements kpisheet_cli_commands extends `kpisheet`."""
+    site = tmp_path / "site"
+    install_entry_points(site, "kpisheet_kpi_groups", {"kpi_groups": kpi_groups.__name__})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    ran = subprocess.run(
+        [str(KPISHEET), "kpi-groups"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, GROUP_COUNTS, "")
+    helped = subprocess.run(
+        [str(KPISHEET), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert "  kpi-groups  Count the KPIs of each group, in the order of the sheet.\n" in (
+        helped.stdout
+    )
+    assert "  serve " in helped.stdout
+
+
+def test_command_example_of_the_docs_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command plugin of docs/plugins.md, installed with its KPIs, prints what the doc
+    shows, and the doc's test of it passes."""
+    text = PLUGINS_DOC.read_text(encoding="utf-8")
+    blocks = {
+        match["body"].splitlines()[0]: match["body"]
+        for match in re.finditer(r"```(?P<kind>\w*)\n(?P<body>.*?)```", text, re.DOTALL)
+    }
+    site = tmp_path / "site"
+    for path in (
+        "card_risk_kpis/__init__.py",
+        "card_risk_kpis/kpi_definitions/chargebacks.yaml",
+        "card_risk_kpis/commands.py",
+    ):
+        (site / path).parent.mkdir(parents=True, exist_ok=True)
+        (site / path).write_text(blocks[f"# {path}"], encoding="utf-8")
+    declared = dict(
+        line.replace('"', "").split(" = ")
+        for line in blocks["[project.entry-points.kpisheet]"].splitlines()[1:]
+    )
+    assert declared == {
+        "card_risk": "card_risk_kpis",
+        "card_risk_commands": "card_risk_kpis.commands",
+    }
+    install_entry_points(site, "kpisheet_card_risk", declared)
+    [console] = [body for first, body in blocks.items() if first == "$ kpisheet kpi-groups"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    ran = subprocess.run(
+        [str(KPISHEET), "kpi-groups"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, console.split("\n", 1)[1], "")
+    monkeypatch.syspath_prepend(str(site))
+    example = next(body for first, body in blocks.items() if first.startswith("from click.testing"))
+    exec(compile(example, str(PLUGINS_DOC), "exec"), {})

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 
 from kpisheet.cli import main
-from kpisheet.errors import AuthError
 from kpisheet_ui.auth import LOGIN_ERRORS, local_path
 from kpisheet_ui.escape import html_column, html_text, markdown_text
 from kpisheet_ui.headers import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
@@ -21,6 +20,7 @@ from kpisheet_ui.sessions import EndReason, SessionSettings, SessionStore, Users
 from kpisheet_ui.throttle import LoginThrottle, ThrottleSettings
 from kpisheet_ui.usage import configure_usage_log, log_event
 from kpisheet_ui.users import (
+    AuthError,
     add_user,
     load_user_records,
     load_users,

@@ -9,9 +9,9 @@ import openpyxl
 import pytest
 
 import kpisheet
-from kpisheet.errors import AuthError
 from kpisheet_ui.scopes import ScopedSheetState, parse_scope, unknown_scopes, visible_entities
 from kpisheet_ui.state import ALL, BY_KPI
+from kpisheet_ui.users import AuthError
 
 ALPINE = [
     "Alpine",

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from kpisheet.cli import main
-from kpisheet.errors import AuthError
 from kpisheet_ui.users import (
     COOKIE_SECRET_ENV,
+    AuthError,
     add_user,
     check_credentials,
     cookie_secret,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from kpisheet.errors import (
-    AuthError,
     ChecksumError,
     DataError,
     DefinitionError,
@@ -25,7 +24,6 @@ from kpisheet.store import ReleaseInfo, Store
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuthError",
     "ChecksumError",
     "DataError",
     "DefinitionError",

@@ -1,21 +1,37 @@
-"""The ``kpisheet`` command line: one click group, a command per job."""
+"""The ``kpisheet`` command line: one click group, a command per job.
+
+Plugins add commands through the hook ``kpisheet_cli_commands``; the web app's ``serve`` and
+``users`` come that way from ``kpisheet_ui``, which this module never imports. The options
+several commands share are declared once here (:func:`shared_option`), for plugins too.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from kpisheet.constants import Window
 from kpisheet.errors import KpisheetError, printable
-from kpisheet.plugins import load_kpis
+from kpisheet.plugins import get_plugin_manager, load_kpis
+
+if TYPE_CHECKING:
+    import pluggy
+
+#: A click decorator that adds a parameter to a command.
+Decorator = Callable[[Any], Any]
 
 DEFINITIONS_HELP = "KPI definition file or directory (repeatable). Default: the built-in sheet plus installed plugins."
+STORE_HELP = "Store: a URL (sqlite:///kpisheet.db) or a SQLite file. Default: the demo store."
+AS_OF_HELP = "Last month of the window, YYYY-MM. Default: the newest month."
+#: The web app's commands, added by its plugin; named here only to say so when the app is missing.
+APP_COMMANDS = ("serve", "users")
+#: The package of the web app.
+APP_PACKAGE = "kpisheet_ui"
 
 
 class UserError(click.ClickException):
@@ -42,6 +58,59 @@ class KpisheetGroup(click.Group):
             return super().invoke(ctx)
         except KpisheetError as exc:
             raise UserError(str(exc)) from exc
+
+
+class KpisheetCommands(KpisheetGroup):
+    """The ``kpisheet`` group: kpisheet's own commands and those plugins add.
+
+    Plugins add theirs (hook ``kpisheet_cli_commands``) when a command that is not kpisheet's
+    own is asked for, or all are listed: ``kpisheet query`` does not load the web app.
+    """
+
+    plugin_commands_added = False
+
+    def add_plugin_commands(self) -> None:
+        """Let the installed plugins add their commands, once."""
+        if not self.plugin_commands_added:
+            self.plugin_commands_added = True
+            add_plugin_commands(self, get_plugin_manager())
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            self.add_plugin_commands()
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in APP_COMMANDS:
+            raise UserError(
+                f"kpisheet {cmd_name} is a command of the web app, package {APP_PACKAGE}, "
+                "which is not installed; reinstall kpisheet to get it"
+            )
+        return command
+
+
+def add_plugin_commands(group: click.Group, manager: pluggy.PluginManager) -> None:
+    """Let every plugin of ``manager`` add its commands to ``group`` (hook ``kpisheet_cli_commands``).
+
+    :raises UserError: when a plugin adds a command under a name taken already.
+    """
+    owners: dict[str, str] = dict.fromkeys(group.commands, "kpisheet")
+    for impl in manager.hook.kpisheet_cli_commands.get_hookimpls():
+        before = dict(group.commands)
+        arguments = {"cli": group}
+        impl.function(*(arguments[name] for name in impl.argnames))
+        taken = sorted(name for name in before if group.commands.get(name) is not before[name])
+        if taken:
+            group.commands.update(before)
+            owner = owners[taken[0]]
+            raise UserError(
+                f"plugin {impl.plugin_name!r} adds a command {taken[0]!r}, which "
+                f"{owner if owner == 'kpisheet' else f'plugin {owner!r}'} has already; "
+                "give the plugin's command another name"
+            )
+        owners.update(dict.fromkeys(group.commands.keys() - before.keys(), impl.plugin_name))
 
 
 def output_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -75,15 +144,69 @@ def refuse_memory_store(url: str | None, option: str) -> None:
         )
 
 
-def definitions_option(function: Any) -> Any:
-    """The ``--definitions`` option shared by every command that reads KPIs."""
-    return click.option(
-        "--definitions",
-        "definitions",
-        multiple=True,
-        type=click.Path(path_type=Path),
-        help=DEFINITIONS_HELP,
-    )(function)
+def shared_option(*param_decls: str, **attrs: Any) -> Callable[..., Decorator]:
+    """An option declared once for several commands: calling the result makes the decorator.
+
+    Each command may override attributes where its use differs, most often ``help``::
+
+        @entities_option(help="Entity hierarchy YAML to check.")
+    """
+
+    def option(**overrides: Any) -> Decorator:
+        return click.option(*param_decls, **{**attrs, **overrides})
+
+    return option
+
+
+#: ``--definitions``: the KPIs a command reads.
+definitions_option = shared_option(
+    "--definitions", multiple=True, type=click.Path(path_type=Path), help=DEFINITIONS_HELP
+)
+#: ``--entities``: an entity hierarchy YAML (each command says what for).
+entities_option = shared_option("--entities", type=click.Path(path_type=Path), default=None)
+#: ``--data``: observations in a file or a store (each command says what for).
+data_option = shared_option("--data", default=None)
+#: ``--store``: a store by URL or SQLite file.
+store_option = shared_option("--store", "store_url", default=None, help=STORE_HELP)
+#: ``--release``: a release of a store (each command says which).
+release_option = shared_option("--release", type=int, default=None)
+#: ``--as-of``: the last month shown.
+as_of_option = shared_option("--as-of", "as_of", default=None, help=AS_OF_HELP)
+#: ``--window``: the time window ending at the as-of month.
+window_option = shared_option(
+    "--window",
+    type=click.Choice([w.value for w in Window], case_sensitive=False),
+    default=Window.M1.value,
+    show_default=True,
+    help="Time window ending at the as-of month.",
+)
+#: ``--kpi``, repeatable: the KPIs of a table or chart.
+kpis_option = shared_option("--kpi", "kpi_ids", multiple=True, help="KPI id (repeatable).")
+#: ``--entity``, repeatable: the entities of a table or chart.
+entity_names_option = shared_option(
+    "--entity", "entity_names", multiple=True, help="Entity name, product or group (repeatable)."
+)
+#: ``--per-account``: divide by the mean number of active accounts.
+per_account_option = shared_option("--per-account", is_flag=True)
+#: ``--format`` of a table: CSV or JSON on stdout, or an XLSX file.
+table_format_option = shared_option(
+    "--format",
+    "output_format",
+    type=click.Choice(["csv", "json", "xlsx"]),
+    default="csv",
+    show_default=True,
+    help="Output format; xlsx needs --output.",
+)
+
+
+#: ``--output``: a file to write, checked before any work is done.
+output_option = shared_option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    callback=output_path,
+    help="Write to this file instead of stdout.",
+)
 
 
 def definitions_arg(definitions: Sequence[Path]) -> list[Path] | None:
@@ -93,23 +216,22 @@ def definitions_arg(definitions: Sequence[Path]) -> list[Path] | None:
 
 def sheet_options(function: Any) -> Any:
     """``--data``, ``--definitions``, ``--entities`` and ``--release``: what a sheet is opened from."""
-    function = click.option(
-        "--release", type=int, default=None, help="Store release id to read. Default: the newest."
-    )(function)
-    function = click.option(
-        "--entities",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="Entity hierarchy YAML. Default: a store release's own hierarchy, else the demo "
-        "hierarchy.",
-    )(function)
-    function = definitions_option(function)
-    return click.option(
-        "--data",
-        default=None,
-        help="Observations: a CSV or Parquet file, or a store: its URL (sqlite:///kpisheet.db) or "
-        "SQLite file (kpisheet.db). Default: the demo sheet.",
-    )(function)
+    for option in reversed(
+        (
+            data_option(
+                help="Observations: a CSV or Parquet file, or a store: its URL "
+                "(sqlite:///kpisheet.db) or SQLite file (kpisheet.db). Default: the demo sheet."
+            ),
+            definitions_option(),
+            entities_option(
+                help="Entity hierarchy YAML. Default: a store release's own hierarchy, else the "
+                "demo hierarchy."
+            ),
+            release_option(help="Store release id to read. Default: the newest."),
+        )
+    ):
+        function = option(function)
+    return function
 
 
 def open_sheet(
@@ -132,24 +254,17 @@ def open_sheet(
     )
 
 
-@click.group(cls=KpisheetGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=KpisheetCommands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="kpisheet")
 def main() -> None:
     """kpisheet: monthly KPI sheets with KPIs declared in YAML."""
 
 
 @main.command()
-@definitions_option
-@click.option(
-    "--entities",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Entity hierarchy YAML to check.",
-)
-@click.option(
-    "--data",
-    default=None,
-    help="Observations (CSV, Parquet, or a store: URL or SQLite file) to check against both.",
+@definitions_option()
+@entities_option(help="Entity hierarchy YAML to check.")
+@data_option(
+    help="Observations (CSV, Parquet, or a store: URL or SQLite file) to check against both."
 )
 def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | None) -> None:
     """Check KPI definitions (and an entity hierarchy and data, if given).
@@ -195,54 +310,24 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
 
 @main.command()
 @sheet_options
-@click.option(
-    "--as-of",
-    "as_of",
-    default=None,
-    help="Last month of the window, YYYY-MM. Default: the newest month.",
-)
-@click.option(
-    "--window",
-    type=click.Choice([w.value for w in Window], case_sensitive=False),
-    default=Window.M1.value,
-    show_default=True,
-    help="Time window ending at the as-of month.",
-)
-@click.option("--kpi", "kpi_ids", multiple=True, help="KPI id (repeatable). Default: all KPIs.")
-@click.option(
-    "--entity", "entity_names", multiple=True, help="Entity name, product or group (repeatable)."
-)
+@as_of_option()
+@window_option()
+@kpis_option(help="KPI id (repeatable). Default: all KPIs.")
+@entity_names_option()
 @click.option(
     "--level",
     "level_names",
     multiple=True,
     help="Level: product, a hierarchy level, total or a view (repeatable).",
 )
-@click.option(
-    "--per-account",
-    is_flag=True,
-    help="Divide by the mean number of active accounts of the window.",
-)
+@per_account_option(help="Divide by the mean number of active accounts of the window.")
 @click.option(
     "--flagged",
     is_flag=True,
     help="Only rows whose change passes their KPI's highlight threshold (complete comparisons only).",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["csv", "json", "xlsx"]),
-    default="csv",
-    show_default=True,
-    help="Output format; xlsx needs --output.",
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    callback=output_path,
-    help="Write to this file instead of stdout.",
-)
+@table_format_option()
+@output_option()
 def query(
     data: str | None,
     definitions: tuple[Path, ...],
@@ -309,38 +394,15 @@ def query(
 @sheet_options
 @click.option("--kpi", "kpi_id", required=True, help="KPI id to explain.")
 @click.option("--entity", "entity_name", required=True, help="The group whose change is explained.")
-@click.option(
-    "--as-of",
-    "as_of",
-    default=None,
-    help="Last month of the window, YYYY-MM. Default: the newest month.",
-)
-@click.option(
-    "--window",
-    type=click.Choice([w.value for w in Window], case_sensitive=False),
-    default=Window.M1.value,
-    show_default=True,
-    help="Time window ending at the as-of month.",
-)
+@as_of_option()
+@window_option()
 @click.option(
     "--by",
     default=None,
     help="Members: product, a level or a view (e.g. cardprofile). Default: the next finer level.",
 )
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["csv", "json", "xlsx"]),
-    default="csv",
-    show_default=True,
-    help="Output format; xlsx needs --output.",
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write to this file instead of stdout.",
-)
+@table_format_option()
+@output_option()
 def explain_command(
     data: str | None,
     definitions: tuple[Path, ...],
@@ -388,30 +450,12 @@ def explain_command(
 
 @main.command()
 @sheet_options
-@click.option("--kpi", "kpi_ids", multiple=True, required=True, help="KPI id (repeatable).")
-@click.option(
-    "--entity",
-    "entity_names",
-    multiple=True,
+@kpis_option(required=True)
+@entity_names_option(required=True)
+@as_of_option(help="Last month of the chart, YYYY-MM. Default: the newest month.")
+@per_account_option(help="Divide by the mean number of active accounts of each month.")
+@output_option(
     required=True,
-    help="Entity name, product or group (repeatable).",
-)
-@click.option(
-    "--as-of",
-    "as_of",
-    default=None,
-    help="Last month of the chart, YYYY-MM. Default: the newest month.",
-)
-@click.option(
-    "--per-account",
-    is_flag=True,
-    help="Divide by the mean number of active accounts of each month.",
-)
-@click.option(
-    "--output",
-    type=click.Path(path_type=Path),
-    required=True,
-    callback=output_path,
     help="File to write: .png (for slides) or .html (interactive, works offline).",
 )
 def chart(
@@ -449,7 +493,7 @@ def chart(
 
 
 @main.command()
-@definitions_option
+@definitions_option()
 def kpis(definitions: tuple[Path, ...]) -> None:
     """List every KPI with its group, aggregation and the plugin or file it came from."""
     registry = load_kpis(definitions_arg(definitions))
@@ -499,9 +543,7 @@ def parse_params(
     help="A CSV or Parquet file or glob ('history/*.csv'), a database URL to run --query on, or "
     "a store (repeatable; with overlap: later the source listed later wins).",
 )
-@click.option(
-    "--store",
-    "store_url",
+@store_option(
     required=True,
     help="Store to write the release to: a URL (sqlite:///kpisheet.db) or a SQLite file.",
 )
@@ -520,13 +562,10 @@ def parse_params(
     callback=parse_params,
     help="Value of a query parameter :NAME (repeatable).",
 )
-@definitions_option
-@click.option(
-    "--entities",
-    type=click.Path(path_type=Path),
-    default=None,
+@definitions_option()
+@entities_option(
     help="Entity hierarchy YAML. Default: --entities-source, else the previous release's "
-    "hierarchy, else the demo hierarchy.",
+    "hierarchy, else the demo hierarchy."
 )
 @click.option(
     "--entities-source",
@@ -546,11 +585,8 @@ def parse_params(
     default=None,
     help="Ingest configuration (YAML or TOML): column names, exclusions, overlap, checks.",
 )
-@click.option(
-    "--release",
-    type=int,
-    default=None,
-    help="With a store URL as the source: the release to copy (roll back). Default: its newest.",
+@release_option(
+    help="With a store URL as the source: the release to copy (roll back). Default: its newest."
 )
 @click.option("--note", default="", help="A note recorded with the release.")
 @click.option(
@@ -604,11 +640,8 @@ def ingest_command(
     )
 
 
-STORE_HELP = "Store: a URL (sqlite:///kpisheet.db) or a SQLite file. Default: the demo store."
-
-
 @main.group(cls=KpisheetGroup, invoke_without_command=True)
-@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@store_option()
 @click.pass_context
 def releases(ctx: click.Context, store_url: str | None) -> None:
     """List the releases of a store, oldest first; queries read the newest unless told otherwise.
@@ -652,7 +685,7 @@ def _store_of(ctx: click.Context, store_url: str | None) -> str:
 
 @releases.command("show")
 @click.argument("release_id", type=int, required=False)
-@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@store_option()
 @click.pass_context
 def releases_show(ctx: click.Context, release_id: int | None, store_url: str | None) -> None:
     """Show one release (default the newest): its record, hierarchy and plausibility warnings."""
@@ -695,7 +728,7 @@ def releases_show(ctx: click.Context, release_id: int | None, store_url: str | N
 @releases.command("diff")
 @click.argument("old", type=int, required=False)
 @click.argument("new", type=int, required=False)
-@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@store_option()
 @click.option(
     "--format",
     "output_format",
@@ -756,11 +789,9 @@ def store() -> None:
 
 
 @store.command("upgrade")
-@click.option("--store", "store_url", required=True, help="Store: a URL or a SQLite file.")
-@click.option(
-    "--entities",
+@store_option(required=True, help="Store: a URL or a SQLite file.")
+@entities_option(
     type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
     help="Entity hierarchy YAML to record for releases that have none (the one they were "
     "loaded with).",
 )
@@ -780,7 +811,7 @@ def store_upgrade(store_url: str, entities: Path | None) -> None:
 
 @releases.command("verify")
 @click.argument("release_id", metavar="[ID]", type=int, required=False)
-@click.option("--store", "store_url", default=None, help=STORE_HELP)
+@store_option()
 @click.pass_obj
 def releases_verify(group_store: str | None, release_id: int | None, store_url: str | None) -> None:
     """Recompute the checksum of release ID (default: every release) from the stored values.
@@ -856,270 +887,6 @@ def demo(output: Path) -> None:
         "  kpisheet ingest --source NEW.csv --store sqlite:///kpisheet.db "
         "--definitions kpi_definitions --entities entities.yaml"
     )
-
-
-@main.command()
-@click.option("--port", type=int, default=5006, show_default=True, help="Port to listen on.")
-@click.option(
-    "--address", default=None, help="Address to listen on, e.g. 0.0.0.0. Default: localhost."
-)
-@click.option(
-    "--store",
-    "store_url",
-    default=None,
-    help="Store URL to serve; new releases appear without a restart. Default: the demo store.",
-)
-@definitions_option
-@click.option(
-    "--entities",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Entity hierarchy YAML. Default: each release's own hierarchy (the demo's for --demo).",
-)
-@click.option(
-    "--auth",
-    "auth_file",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Users file (see `kpisheet users add`); with it a login guards every page.",
-)
-@click.option("--demo", is_flag=True, help="Serve the bundled demo sheet (ignores --store).")
-@click.option(
-    "--poll-seconds",
-    type=click.FloatRange(min=0.2),
-    default=30.0,
-    show_default=True,
-    help="How often open pages look for a new release in the store.",
-)
-@click.option(
-    "--usage-log",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Append the usage log (one JSON line per interaction) here. Default: stderr.",
-)
-@click.option(
-    "--allow-origin",
-    "allow_origins",
-    multiple=True,
-    help="Extra HOST[:PORT] the app may be opened from (behind a proxy); repeatable.",
-)
-@click.option(
-    "--secure-cookies",
-    is_flag=True,
-    help="Mark the login cookies Secure (behind a TLS proxy); over HTTPS they always are.",
-)
-@click.option(
-    "--session-idle-minutes",
-    type=click.FloatRange(min=1),
-    default=30.0,
-    show_default=True,
-    help="A login session ends after this long without activity.",
-)
-@click.option(
-    "--session-hours",
-    type=click.FloatRange(min=0.1),
-    default=12.0,
-    show_default=True,
-    help="A login session ends this long after the login, however active.",
-)
-@click.option(
-    "--login-backoff-seconds",
-    type=click.FloatRange(min=0),
-    default=1.0,
-    show_default=True,
-    help="Wait after a failed login (per user name and per address); doubles per failure.",
-)
-@click.option(
-    "--login-lock-after",
-    type=click.IntRange(min=1),
-    default=10,
-    show_default=True,
-    help="Failed logins in a row (per user name and per address) that lock further attempts.",
-)
-@click.option(
-    "--login-lock-minutes",
-    type=click.FloatRange(min=0),
-    default=15.0,
-    show_default=True,
-    help="How long such a lock lasts.",
-)
-@click.option("--show", is_flag=True, help="Open the app in the web browser.")
-def serve(
-    port: int,
-    address: str | None,
-    store_url: str | None,
-    definitions: tuple[Path, ...],
-    entities: Path | None,
-    auth_file: Path | None,
-    demo: bool,
-    poll_seconds: float,
-    usage_log: Path | None,
-    allow_origins: tuple[str, ...],
-    secure_cookies: bool,
-    session_idle_minutes: float,
-    session_hours: float,
-    login_backoff_seconds: float,
-    login_lock_after: int,
-    login_lock_minutes: float,
-    show: bool,
-) -> None:
-    """Serve the web app (default: the demo sheet at http://localhost:5006)."""
-    from kpisheet_ui.serve import serve as serve_app
-    from kpisheet_ui.serve import sheet_config
-    from kpisheet_ui.sessions import SessionSettings
-    from kpisheet_ui.throttle import ThrottleSettings
-
-    if not demo:
-        refuse_memory_store(store_url, "--store")
-    check_port(address, port)  # before the sheet is opened: a taken port fails at once
-    config = sheet_config(
-        None if demo else store_url, definitions, entities, poll_seconds=poll_seconds
-    )
-    try:
-        serve_app(
-            config,
-            port=port,
-            address=address,
-            auth=auth_file,
-            allow_origins=allow_origins,
-            usage_log=usage_log,
-            show=show,
-            sessions=SessionSettings(
-                idle_seconds=session_idle_minutes * 60,
-                absolute_seconds=session_hours * 3600,
-                secure_cookies=secure_cookies,
-            ),
-            throttle=ThrottleSettings(
-                base_seconds=login_backoff_seconds,
-                lock_after=login_lock_after,
-                lock_seconds=login_lock_minutes * 60,
-            ),
-        )
-    except OSError as exc:
-        if exc.errno not in _PORT_PROBLEMS:
-            raise
-        raise port_error(address, port, exc.errno) from exc
-
-
-#: Why a server cannot listen, by ``errno``.
-_PORT_PROBLEMS = {
-    errno.EADDRINUSE: "the port is in use (another server?)",
-    errno.EADDRNOTAVAIL: "the address is not one of this machine's",
-    errno.EACCES: "the port needs administrator rights",
-}
-
-
-def port_error(address: str | None, port: int, number: int) -> UserError:
-    """The one-line message for a server that cannot listen on ``address:port``."""
-    return UserError(
-        f"cannot serve on {address or 'localhost'}:{port}: {_PORT_PROBLEMS[number]}; "
-        "choose another with --port/--address"
-    )
-
-
-def check_port(address: str | None, port: int) -> None:
-    """Refuse a port another program listens on (or one that needs privileges), by trying it.
-
-    The probe binds as the server will (``SO_REUSEADDR``), so a port left in TIME_WAIT by a
-    server just stopped is not refused; other failures are left to the server to report.
-    """
-    import socket
-
-    try:
-        addresses = socket.getaddrinfo(
-            address or "localhost", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except OSError:
-        return
-    for family, kind, protocol, _, where in addresses:
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(where)
-            except OSError as exc:
-                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
-                    raise port_error(address, port, exc.errno) from exc
-
-
-@main.group(cls=KpisheetGroup)
-def users() -> None:
-    """Manage the users of the web app's login (`kpisheet serve --auth FILE`)."""
-
-
-def _auth_file_option(help_text: str) -> Any:
-    return click.option(
-        "--auth",
-        "auth_file",
-        type=click.Path(path_type=Path, dir_okay=False),
-        required=True,
-        envvar="KPISHEET_AUTH",
-        help=f"{help_text} Env: KPISHEET_AUTH.",
-    )
-
-
-_password_stdin_option = click.option(
-    "--password-stdin",
-    is_flag=True,
-    help="Read the password from the first line of stdin instead of prompting.",
-)
-
-
-def _read_password(password_stdin: bool) -> str:
-    if password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return click.prompt("Password", hide_input=True, confirmation_prompt=True)
-
-
-@users.command("add")
-@click.argument("name")
-@_auth_file_option("Users file to write (created owner-only if missing).")
-@_password_stdin_option
-@click.option(
-    "--scope",
-    "scopes",
-    multiple=True,
-    metavar="LEVEL=NAME",
-    help="Show this user only the entities inside LEVEL=NAME (e.g. mandant=Alpine); "
-    "repeatable, several scopes add up. Without --scope an existing user keeps theirs.",
-)
-def users_add(name: str, auth_file: Path, password_stdin: bool, scopes: tuple[str, ...]) -> None:
-    """Add user NAME to the users file, or give NAME a new password.
-
-    Only a salted scrypt hash of the password is stored.
-    """
-    from kpisheet_ui.scopes import parse_scope
-    from kpisheet_ui.users import add_user
-
-    for scope in scopes:
-        parse_scope(scope)  # a malformed scope fails before the password prompt
-    password = _read_password(password_stdin)
-    new = add_user(auth_file, name, password, scopes=list(scopes) if scopes else None)
-    scoped = f" (scopes: {', '.join(scopes)})" if scopes else ""
-    click.echo(f"{'added user' if new else 'new password for'} {name} in {auth_file}{scoped}")
-
-
-@users.command("passwd")
-@click.argument("name")
-@_auth_file_option("Users file to change.")
-@_password_stdin_option
-def users_passwd(name: str, auth_file: Path, password_stdin: bool) -> None:
-    """Give user NAME a new password; their open sessions end."""
-    from kpisheet_ui.users import require_user, set_password
-
-    require_user(auth_file, name)  # an unknown user fails before the password prompt
-    set_password(auth_file, name, _read_password(password_stdin))
-    click.echo(f"new password for {name} in {auth_file}; their open sessions end")
-
-
-@users.command("remove")
-@click.argument("name")
-@_auth_file_option("Users file to change.")
-def users_remove(name: str, auth_file: Path) -> None:
-    """Remove user NAME; their open sessions end."""
-    from kpisheet_ui.users import remove_user
-
-    remove_user(auth_file, name)
-    click.echo(f"removed user {name} from {auth_file}; their open sessions end")
 
 
 if __name__ == "__main__":  # pragma: no cover

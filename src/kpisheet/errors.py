@@ -177,7 +177,3 @@ class ChecksumError(StoreError):
             f"{stored[:12]}…, now {actual[:12]}…): its values were changed outside kpisheet; "
             "do not use it — ingest the data again or read another release"
         )
-
-
-class AuthError(KpisheetError, ValueError):
-    """Raised when a users file, a user name, a password or the cookie secret cannot be used."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import importlib.metadata
+import importlib.util
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pluggy
@@ -17,13 +19,29 @@ EXPLICIT_ORIGIN = "definitions"
 
 
 def get_plugin_manager(*, entry_points: bool = True) -> pluggy.PluginManager:
-    """A fresh plugin manager with the built-in plugin and, by default, installed plugins."""
+    """A fresh plugin manager with the built-in plugin and, by default, installed plugins.
+
+    kpisheet's own plugins whose package is missing (the web app ``kpisheet_ui``, when it is not
+    installed) are left out, so the core works without its app; any other plugin that cannot
+    be imported fails here, with Python's error.
+    """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
     manager.register(builtin, name=BUILTIN_PLUGIN)
     if entry_points:
+        for name in missing_own_plugins():
+            manager.set_blocked(name)
         manager.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
     return manager
+
+
+def missing_own_plugins() -> Iterator[str]:
+    """Names of the entry points of kpisheet's own distribution whose package is not importable."""
+    for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        own = entry_point.dist is not None and entry_point.dist.name == hookspecs.PROJECT_NAME
+        package = entry_point.module.partition(".")[0]
+        if own and importlib.util.find_spec(package) is None:
+            yield entry_point.name
 
 
 def definition_sources(manager: pluggy.PluginManager) -> list[tuple[Path, str]]:

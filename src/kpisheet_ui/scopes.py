@@ -22,9 +22,9 @@ import pandas as pd
 import param
 
 from kpisheet.constants import PRODUCT_LEVEL, TOTAL_LEVEL
-from kpisheet.errors import AuthError
 from kpisheet.hierarchy import Hierarchy
 from kpisheet_ui.state import SheetState
+from kpisheet_ui.users import AuthError
 
 log = logging.getLogger(__name__)
 

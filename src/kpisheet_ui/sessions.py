@@ -27,9 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kpisheet.errors import AuthError
 from kpisheet_ui.usage import log_event
-from kpisheet_ui.users import User, load_user_records
+from kpisheet_ui.users import AuthError, User, load_user_records
 
 log = logging.getLogger(__name__)
 

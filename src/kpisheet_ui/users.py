@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kpisheet.errors import AuthError
+from kpisheet.errors import KpisheetError
 
 USERS_FILE_VERSION = 2
 #: Versions of the users file that can be read.
@@ -41,10 +41,16 @@ HASH_BYTES = 32
 SCHEME = "scrypt"
 MIN_PASSWORD_LENGTH = 8
 USER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}"
+#: Environment variable naming the users file (``--auth`` of ``kpisheet serve`` and ``kpisheet users``).
+AUTH_ENV = "KPISHEET_AUTH"
 #: Environment variable holding the cookie secret (else a generated file is used).
 COOKIE_SECRET_ENV = "KPISHEET_COOKIE_SECRET"
 COOKIE_SECRET_SUFFIX = ".cookie-secret"
 OWNER_ONLY = 0o600
+
+
+class AuthError(KpisheetError, ValueError):
+    """Raised when a users file, a user name, a password, a scope or the cookie secret cannot be used."""
 
 
 def _b64(data: bytes) -> str:
