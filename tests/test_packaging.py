@@ -58,6 +58,10 @@ def test_wheel_carries_the_builtin_definitions(tmp_path: Path) -> None:
     assert len(expected) >= 4
     assert expected <= names
     assert {"kpisheet/__init__.py", "kpisheet/builtin.py", "kpisheet_ui/__init__.py"} <= names
+    # The web app's commands reach the command line through the wheel's plugin entry point.
+    [entry_points] = [name for name in names if name.endswith(".dist-info/entry_points.txt")]
+    declared = zipfile.ZipFile(wheel).read(entry_points).decode("utf-8")
+    assert "[kpisheet]\nkpisheet_ui = kpisheet_ui.plugin\n" in declared
 
     # Installed from the wheel (outside the checkout), the built-in plugin finds its copy.
     site = tmp_path / "site"
