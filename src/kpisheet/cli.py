@@ -64,7 +64,7 @@ class KpisheetCommands(KpisheetGroup):
     """The ``kpisheet`` group: kpisheet's own commands and those plugins add.
 
     Plugins add theirs (hook ``kpisheet_cli_commands``) when a command that is not kpisheet's
-    own is asked for, or all are listed: ``kpisheet query`` does not load the web app.
+    own is asked for, or all are listed: ``kpisheet query`` does not import the app's commands.
     """
 
     plugin_commands_added = False
@@ -96,21 +96,21 @@ def add_plugin_commands(group: click.Group, manager: pluggy.PluginManager) -> No
 
     :raises UserError: when a plugin adds a command under a name taken already.
     """
-    owners: dict[str, str] = dict.fromkeys(group.commands, "kpisheet")
+    owners = dict.fromkeys(group.commands, "kpisheet")
     for impl in manager.hook.kpisheet_cli_commands.get_hookimpls():
         before = dict(group.commands)
         arguments = {"cli": group}
         impl.function(*(arguments[name] for name in impl.argnames))
         taken = sorted(name for name in before if group.commands.get(name) is not before[name])
         if taken:
+            group.commands.clear()
             group.commands.update(before)
-            owner = owners[taken[0]]
             raise UserError(
                 f"plugin {impl.plugin_name!r} adds a command {taken[0]!r}, which "
-                f"{owner if owner == 'kpisheet' else f'plugin {owner!r}'} has already; "
-                "give the plugin's command another name"
+                f"{owners[taken[0]]} has already; give the plugin's command another name"
             )
-        owners.update(dict.fromkeys(group.commands.keys() - before.keys(), impl.plugin_name))
+        added = group.commands.keys() - before.keys()
+        owners.update(dict.fromkeys(added, f"plugin {impl.plugin_name!r}"))
 
 
 def output_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -197,8 +197,6 @@ table_format_option = shared_option(
     show_default=True,
     help="Output format; xlsx needs --output.",
 )
-
-
 #: ``--output``: a file to write, checked before any work is done.
 output_option = shared_option(
     "--output",
