@@ -354,6 +354,13 @@ def test_command_example_of_the_docs_runs(tmp_path: Path, monkeypatch: pytest.Mo
         [str(KPISHEET), "kpi-groups"], cwd=tmp_path, env=env, capture_output=True, text=True
     )
     assert (ran.returncode, ran.stdout, ran.stderr) == (0, console.split("\n", 1)[1], "")
+    # The package is imported from this test's site: not from another test's, and not after it.
+    for name in [name for name in sys.modules if name.partition(".")[0] == "card_risk_kpis"]:
+        monkeypatch.delitem(sys.modules, name)
     monkeypatch.syspath_prepend(str(site))
     example = next(body for first, body in blocks.items() if first.startswith("from click.testing"))
-    exec(compile(example, str(PLUGINS_DOC), "exec"), {})
+    try:
+        exec(compile(example, str(PLUGINS_DOC), "exec"), {})
+    finally:
+        for name in [name for name in sys.modules if name.partition(".")[0] == "card_risk_kpis"]:
+            del sys.modules[name]
