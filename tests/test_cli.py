@@ -239,6 +239,7 @@ def assert_one_line_failure(result: Result, message: str) -> None:
         ("query",),
         ("query", "--format", "xlsx"),
         ("chart", "--kpi", "turnover", "--entity", "Kartenwelt AG"),
+        ("explain", "--kpi", "turnover", "--entity", "B2C"),
     ],
 )
 def test_output_in_a_missing_directory_is_refused_before_any_work(
