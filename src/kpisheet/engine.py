@@ -52,13 +52,8 @@ from kpisheet.constants import (
     Window,
 )
 from kpisheet.hierarchy import Hierarchy
+from kpisheet.months import window_bounds
 from kpisheet.registry import Registry
-
-
-def window_bounds(as_of: pd.Period, window: Window) -> tuple[pd.Period, pd.Period]:
-    """First and last month of a window ending at ``as_of`` (calendar months, inclusive)."""
-    length = window.length if window.length is not None else as_of.month
-    return as_of - (length - 1), as_of
 
 
 @dataclass(frozen=True)

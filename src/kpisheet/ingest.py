@@ -66,6 +66,7 @@ from kpisheet.errors import (
 )
 from kpisheet.files import display_path, read_text, read_yaml
 from kpisheet.hierarchy import Hierarchy, hierarchy_from_table, load_hierarchy
+from kpisheet.months import month_text, parse_month
 from kpisheet.observations import (
     WHERE,
     RawTable,
@@ -880,7 +881,7 @@ def combine(
         firsts = overlapping.sort_values([*keys, "_part"]).groupby(keys, sort=True)["_part"]
         pairs = pd.DataFrame({"first": firsts.first(), "second": firsts.nth(1).to_numpy()})
         shown = [
-            f"{month.strftime('%Y-%m')} / {kpi} / {entity} in {labels[row.first]} and "
+            f"{month_text(month)} / {kpi} / {entity} in {labels[row.first]} and "
             f"{labels[row.second]}"
             for (month, kpi, entity), row in pairs.head(5).iterrows()
         ]
@@ -897,7 +898,7 @@ def combine(
     restated = (stats["min"] != stats["max"]) & stats["count"].eq(stats["size"])
     restated |= (stats["count"] > 0) & (stats["count"] < stats["size"])
     per_month = restated[restated].groupby(level=MONTH).size()
-    detail = ", ".join(f"{m.strftime('%Y-%m')}: {n:,}" for m, n in per_month.items())
+    detail = ", ".join(f"{month_text(m)}: {n:,}" for m, n in per_month.items())
     echo(
         f"overlap: {count:,} (month, kpi, entity) values are in more than one source; the later "
         f"source's value is taken; {int(restated.sum()):,} of them restated"
@@ -988,7 +989,7 @@ def ingest(
     label = " + ".join(label for label, _ in parts)
     observations = combine(parts, settings.overlap, echo=echo)
     del parts
-    previous_newest = pd.Period(previous.newest_month, freq="M") if previous else None
+    previous_newest = parse_month(previous.newest_month) if previous else None
     refused = plausibility.month_errors(
         observations,
         settings.checks,

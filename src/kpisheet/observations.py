@@ -1,7 +1,7 @@
 """Canonical observations (SPEC §5): one row per month, KPI and leaf entity, validated with pandera.
 
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
-as ``YYYY-MM``, ``YYYYMM`` or any date inside the month. Values may carry Swiss thousands separators
+as ``YYYY-MM``, ``YYYYMM`` or a date inside the month (the forms :mod:`kpisheet.months` names). Values may carry Swiss thousands separators
 (``1'234'567.50``); in semicolon-separated files, as German-language Excel writes them, a decimal comma
 (``1234,50``) is read as a decimal point. What a reader learnt about a source — its name, where its
 rows start, whether it writes decimal commas — travels with the rows in a :class:`RawTable`, so
@@ -16,7 +16,6 @@ import copy
 import csv
 import functools
 import io
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import DataError, Problem, close_matches, quoted
 from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
+from kpisheet.months import EXPECTED_MONTHS, MONTH_DTYPE, ambiguous_dates, parse_months
 from kpisheet.registry import Registry
 
 #: Column of a failure-case table giving where the row is (``line 7`` of a file, ``row 5`` of a frame).
@@ -37,7 +37,7 @@ WHERE = "where"
 #: How many offending rows a message quotes before it says "and N more".
 QUOTED_ROWS = 5
 
-MonthDtype = pd.PeriodDtype("M")
+MonthDtype = MONTH_DTYPE
 
 
 class ObservationModel(pa.DataFrameModel):
@@ -232,112 +232,6 @@ def _where(index: pd.Index, offset: int | None) -> list[str]:
     return [f"line {i + offset}" for i in index]
 
 
-#: Dates with the day and the month in an order the text does not tell: 01/10/2026, 1-10-2026.
-_NUMERIC_DATE = re.compile(r"(\d{1,2})[/-](\d{1,2})[/-](\d{4})")
-
-
-def ambiguous_dates(raw: pd.Series) -> pd.Series:
-    """Which month texts are dates like ``01/10/2026`` whose order (day or month first) is unclear.
-
-    The column decides: a date such as ``31/10/2026`` shows that its column writes the day first
-    (``10/31/2026``: the month first), and then every date of the column is read that way. Without
-    such a date, or with both kinds, a date whose first two numbers differ and are both at most 12
-    is ambiguous. (Dates with dots are day first everywhere and never ambiguous.)
-    """
-    if isinstance(raw.dtype, pd.PeriodDtype) or pd.api.types.is_datetime64_any_dtype(raw):
-        return pd.Series(False, index=raw.index)
-    codes, uniques = pd.factorize(raw.astype("string").str.strip())
-    ambiguous = _ambiguous_texts(pd.Series(uniques, dtype="string"))
-    return pd.Series(np.append(ambiguous.to_numpy(dtype=bool), False)[codes], index=raw.index)
-
-
-def _date_order(text: pd.Series) -> tuple[bool | None, pd.Series]:
-    """Whether the column's numeric dates are day first (``None``: it does not say), and which
-    texts are numeric dates."""
-    parts = text.str.extract(_NUMERIC_DATE.pattern.join("^$"))
-    numeric = parts[0].notna()
-    first = pd.to_numeric(parts[0], errors="coerce")
-    second = pd.to_numeric(parts[1], errors="coerce")
-    day_first = bool((numeric & (first > 12) & (second <= 12)).any())
-    month_first = bool((numeric & (second > 12) & (first <= 12)).any())
-    order = day_first if day_first != month_first else None
-    return order, numeric
-
-
-def _ambiguous_texts(text: pd.Series) -> pd.Series:
-    order, numeric = _date_order(text)
-    if order is not None:
-        return pd.Series(False, index=text.index)
-    parts = text.str.extract(_NUMERIC_DATE.pattern.join("^$"))
-    first = pd.to_numeric(parts[0], errors="coerce")
-    second = pd.to_numeric(parts[1], errors="coerce")
-    return (numeric & (first <= 12) & (second <= 12) & (first != second)).fillna(False)
-
-
-def parse_months(raw: pd.Series, date_format: str | None = None) -> pd.Series:
-    """Months as ``Period[M]``; text that is no month becomes NaT (reported by validation).
-
-    :param date_format: a ``strptime`` format for dates that are not ``YYYY-MM``, ``YYYYMM``
-        or ``DD.MM.YYYY`` (e.g. ``%d/%m/%Y``); without it, dates whose order of day and month
-        is unclear (:func:`ambiguous_dates`) become NaT rather than a guess.
-    """
-    if isinstance(raw.dtype, pd.PeriodDtype):
-        return raw.dt.asfreq("M")
-    if pd.api.types.is_datetime64_dtype(raw):  # tz-naive: convert each distinct date once
-        codes, dates = pd.factorize(raw.to_numpy())
-        months = np.asarray(dates).astype("datetime64[M]").astype("int64")  # months since 1970-01
-        ordinals = np.append(months, pd.NaT.value)[codes]  # code -1 (NaT) takes the last
-        return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
-    if pd.api.types.is_datetime64_any_dtype(raw):
-        return raw.dt.to_period("M")
-    # Each distinct text is parsed once: a file has millions of rows but only dozens of months.
-    codes, uniques = pd.factorize(raw.astype("string").str.strip())
-    parsed = _parse_month_texts(pd.Series(uniques, dtype="string"), date_format)
-    ordinals = np.append(parsed.array.asi8, pd.NaT.value)[codes]  # code -1 (missing) takes NaT
-    return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MonthDtype), index=raw.index)
-
-
-def _parse_month_texts(text: pd.Series, date_format: str | None = None) -> pd.Series:
-    """Months of distinct month texts; NaT where a text is no month or an ambiguous date."""
-    result = pd.Series(pd.NaT, index=text.index, dtype=MonthDtype)
-    compact = text.str.fullmatch(r"\d{6}").fillna(False)
-    year_month = text.str.fullmatch(r"\d{4}-\d{1,2}").fillna(False)
-    # Dotted dates are day first wherever they are written (01.02.2023 is 1 February).
-    dotted = text.str.fullmatch(r"\d{1,2}\.\d{1,2}\.\d{4}").fillna(False)
-    if compact.any():
-        digits = text[compact]
-        result[compact] = _periods(digits.str[:4], digits.str[4:])
-    if year_month.any():
-        parts = text[year_month].str.split("-", expand=True)
-        result[year_month] = _periods(parts[0], parts[1])
-    if dotted.any():
-        parsed = pd.to_datetime(text[dotted], errors="coerce", format="%d.%m.%Y")
-        result[dotted] = parsed.dt.to_period("M")
-    other = ~(compact | year_month | dotted) & text.notna() & (text != "")
-    if other.any() and date_format is not None:
-        parsed = pd.to_datetime(text[other], errors="coerce", format=date_format)
-        result[other] = parsed.dt.to_period("M")
-    elif other.any():
-        order, _ = _date_order(text)
-        ambiguous = _ambiguous_texts(text)
-        parsed = pd.to_datetime(
-            text[other & ~ambiguous], errors="coerce", format="mixed", dayfirst=bool(order)
-        )
-        result[other & ~ambiguous] = parsed.dt.to_period("M")
-    return result
-
-
-def _periods(years: pd.Series, months: pd.Series) -> pd.Series:
-    year = pd.to_numeric(years, errors="coerce")
-    month = pd.to_numeric(months, errors="coerce")
-    valid = month.between(1, 12) & year.between(1900, 2999)
-    ordinal = (year - 1970) * 12 + (month - 1)
-    periods = pd.arrays.PeriodArray(
-        np.where(valid, ordinal, pd.NaT.value).astype("int64"), dtype=MonthDtype
-    )
-    return pd.Series(periods, index=years.index)
-
-
 def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Codes and distinct texts (stripped, in order of appearance) of a KPI or entity column.
 
@@ -440,7 +334,7 @@ def validate_observations(
             bad_month & ~ambiguous,
             MONTH,
             data[MONTH],
-            "month is not a month (expected YYYY-MM, YYYYMM or a date)"
+            f"month is not a month (expected {EXPECTED_MONTHS})"
             + (f" in the format {date_format!r}" if date_format else ""),
         )
     if ambiguous.any():

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -14,14 +12,13 @@ from kpisheet import engine
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
 from kpisheet.errors import QueryError, StoreError, close_matches, quoted
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
+from kpisheet.months import MonthLike, parse_month
 from kpisheet.observations import load_observations, validate_observations
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
 
 if TYPE_CHECKING:
     from kpisheet.explain import Explanation
-
-MonthLike = str | int | pd.Period | date | datetime
 
 #: Months a chart series covers by default: the as-of month and the twelve before it.
 SERIES_MONTHS = 13
@@ -46,25 +43,6 @@ def _unknown(kind: str, names: Sequence[str], known: Sequence[str]) -> QueryErro
         else f"{len(known)} known, e.g. {', '.join(known[:10])}"
     )
     return QueryError(f"unknown {kind} {', '.join(parts)}; known: {listing}")
-
-
-def parse_month(value: MonthLike) -> pd.Period:
-    """A month from ``YYYY-MM``, ``YYYYMM``, a date or a Period; raises QueryError otherwise."""
-    if isinstance(value, pd.Period):
-        return value.asfreq("M")
-    if isinstance(value, date | datetime | pd.Timestamp):
-        return pd.Period(value, freq="M")
-    text = str(value).strip()
-    match = re.fullmatch(r"(\d{4})-?(\d{2})", text)
-    if match and 1 <= int(match.group(2)) <= 12:
-        return pd.Period(year=int(match.group(1)), month=int(match.group(2)), freq="M")
-    try:
-        timestamp = pd.Timestamp(text) if text else pd.NaT
-    except (ValueError, TypeError):
-        timestamp = pd.NaT
-    if pd.isna(timestamp):
-        raise QueryError(f"as_of {quoted(value)} is not a month; expected YYYY-MM, e.g. 2021-06")
-    return pd.Period(timestamp, freq="M")
 
 
 def parse_window(value: str | Window) -> Window:
@@ -165,7 +143,7 @@ class KPISheet:
             raise QueryError("the sheet has no data")
         if as_of is None:
             return self.newest_month
-        month = parse_month(as_of)
+        month = parse_month(as_of, name="as_of", error=QueryError)
         first, last = self.months[0], self.months[-1]
         if not first <= month <= last:
             raise QueryError(

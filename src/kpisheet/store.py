@@ -78,6 +78,7 @@ from tqdm import tqdm
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import ChecksumError, HierarchyError, StoreError
 from kpisheet.hierarchy import Hierarchy, parse_hierarchy
+from kpisheet.months import month_numbers, month_periods, month_text
 
 #: Version of the table layout; a store of another version is refused, not misread.
 #: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row;
@@ -380,24 +381,6 @@ def store_url_of(data: object, *, new: bool = False) -> str | None:
     if new and not path.exists() and path.suffix.lower() in SQLITE_SUFFIXES:
         return sqlite_url(path)
     return None
-
-
-def month_numbers(months: pd.Series) -> np.ndarray:
-    """``Period[M]`` months as ``YYYYMM`` integers."""
-    ordinals = months.array.asi8  # months since 1970-01
-    return (ordinals // 12 + 1970) * 100 + ordinals % 12 + 1
-
-
-def month_periods(numbers: pd.Series | np.ndarray) -> pd.arrays.PeriodArray:
-    """``YYYYMM`` integers as ``Period[M]`` months."""
-    numbers = np.asarray(numbers, dtype="int64")
-    ordinals = (numbers // 100 - 1970) * 12 + numbers % 100 - 1
-    return pd.arrays.PeriodArray(ordinals, dtype=pd.PeriodDtype("M"))
-
-
-def month_text(number: int) -> str:
-    """``202406`` as ``2024-06``."""
-    return f"{number // 100:04d}-{number % 100:02d}"
 
 
 @dataclass(frozen=True)

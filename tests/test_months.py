@@ -1,0 +1,186 @@
+"""Tests of the month parser, the ``YYYYMM`` codec and window bounds (docs/data-engineers.md)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kpisheet.constants import Window
+from kpisheet.months import (
+    FIRST_YEAR,
+    LAST_YEAR,
+    ambiguous_dates,
+    month_numbers,
+    month_periods,
+    month_text,
+    parse_month,
+    parse_months,
+    window_bounds,
+)
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def months_of(texts: list[object], date_format: str | None = None) -> list[str]:
+    """The parsed months of ``texts`` as ``YYYY-MM`` text (``NaT`` for no month)."""
+    return [str(month) for month in parse_months(pd.Series(texts, dtype=object), date_format)]
+
+
+@pytest.mark.parametrize(
+    ("text", "month"),
+    [
+        ("2026-10", "2026-10"),
+        ("2026-9", "2026-09"),
+        ("202610", "2026-10"),
+        (202610, "2026-10"),
+        ("2026-10-31", "2026-10"),
+        ("2026-10-01 00:00:00", "2026-10"),
+        ("2026-10-15T13:45", "2026-10"),
+        ("31.10.2026", "2026-10"),
+        ("01.10.2026", "2026-10"),
+        ("  2026-10 ", "2026-10"),
+    ],
+)
+def test_the_accepted_forms_name_their_month(text: object, month: str) -> None:
+    """Every documented form of a month text becomes that calendar month."""
+    assert months_of([text]) == [month]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Oct 2026",
+        "2026",
+        "2026/10/31",
+        "2026-13",
+        "202613",
+        "2026-02-30",
+        "32.10.2026",
+        "1850-01",
+        "3026-01",
+        "2026-10x",
+        "",
+        None,
+    ],
+)
+def test_other_texts_are_no_month(text: object) -> None:
+    """Texts outside the documented forms, impossible dates and implausible years are NaT."""
+    assert months_of([text]) == ["NaT"]
+
+
+def test_numeric_dates_follow_the_order_their_column_shows() -> None:
+    """31/10/2026 shows a day-first column, so 01/09/2026 is September; 10/31/2026 shows a
+    month-first one; without either, 01/09/2026 is ambiguous and no month."""
+    assert months_of(["31/10/2026", "01/09/2026"]) == ["2026-10", "2026-09"]
+    assert months_of(["10/31/2026", "01/09/2026"]) == ["2026-10", "2026-01"]
+    assert months_of(["01/09/2026", "05/05/2026", "1-10-2026"]) == ["NaT", "2026-05", "NaT"]
+    assert list(ambiguous_dates(pd.Series(["01/09/2026", "05/05/2026", "31.01.2026"]))) == [
+        True,
+        False,
+        False,
+    ]
+
+
+def test_a_named_format_reads_the_dates_the_fixed_forms_do_not() -> None:
+    """With date_format '%m/%d/%Y', 01/09/2026 is January; YYYY-MM still reads as itself."""
+    assert months_of(["01/09/2026", "2026-03", "31/01/2026"], "%m/%d/%Y") == [
+        "2026-01",
+        "2026-03",
+        "NaT",
+    ]
+
+
+def test_each_distinct_text_is_parsed_once() -> None:
+    """A million rows of two months parse like the two texts (and keep the column's index)."""
+    column = pd.Series(np.tile(np.array(["2026-09", "202610"], dtype=object), 500_000))
+    column.index += 7
+    months = parse_months(column)
+    assert months.dtype == pd.PeriodDtype("M")
+    assert months.index.equals(column.index)
+    assert months.iloc[:2].astype(str).tolist() == ["2026-09", "2026-10"]
+    assert months.value_counts().to_dict() == {
+        pd.Period("2026-09", "M"): 500_000,
+        pd.Period("2026-10", "M"): 500_000,
+    }
+
+
+def test_dates_and_periods_are_taken_as_their_month() -> None:
+    """Datetime columns (with or without time zone) and Period columns keep their month."""
+    dates = pd.Series(pd.to_datetime(["2026-10-31", None, "2026-01-01"]))
+    assert [str(m) for m in parse_months(dates)] == ["2026-10", "NaT", "2026-01"]
+    zoned = dates.dt.tz_localize("Europe/Zurich")
+    assert [str(m) for m in parse_months(zoned)] == ["2026-10", "NaT", "2026-01"]
+    periods = pd.Series(pd.period_range("2026-10-01", periods=2, freq="D"))
+    assert [str(m) for m in parse_months(periods)] == ["2026-10", "2026-10"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["2026-10", "202610", 202610, "2026-10-31", pd.Period("2026-10", "M"), date(2026, 10, 5)],
+)
+def test_a_single_month_parses_by_the_same_rule(value: object) -> None:
+    """parse_month accepts what a column accepts, plus dates and Periods."""
+    assert parse_month(value) == pd.Period("2026-10", "M")  # type: ignore[arg-type]
+    assert parse_month(datetime(2026, 10, 5, 12)) == pd.Period("2026-10", "M")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("Oktober", "as_of 'Oktober' is not a month; expected YYYY-MM, e.g. 2021-06"),
+        (
+            "01/10/2026",
+            "as_of '01/10/2026' is a date that may be day first or month first; "
+            "expected YYYY-MM, e.g. 2021-06",
+        ),
+    ],
+)
+def test_a_bad_single_month_names_the_value_and_the_form(value: str, message: str) -> None:
+    """The error names what was given and the form expected, as the error class asked for."""
+    with pytest.raises(KeyError, match=re.escape(message)):
+        parse_month(value, name="as_of", error=KeyError)
+
+
+@given(st.integers((FIRST_YEAR - 1970) * 12, (LAST_YEAR - 1970) * 12 + 11))
+def test_the_yyyymm_codec_round_trips(ordinal: int) -> None:
+    """A month becomes year * 100 + month and back, and its text is YYYY-MM."""
+    period = pd.Period(ordinal=ordinal, freq="M")
+    number = period.year * 100 + period.month
+    assert month_numbers(pd.Series([period], dtype="period[M]")).tolist() == [number]
+    assert list(month_periods(np.array([number]))) == [period]
+    assert month_text(number) == month_text(period) == f"{period.year:04d}-{period.month:02d}"
+    assert months_of([str(number)]) == [month_text(number)]
+
+
+@pytest.mark.parametrize(
+    ("window", "first"),
+    [
+        (Window.M1, "2026-10"),
+        (Window.M3, "2026-08"),
+        (Window.M6, "2026-05"),
+        (Window.M12, "2025-11"),
+        (Window.YTD, "2026-01"),
+    ],
+)
+def test_window_bounds_count_calendar_months_back(window: Window, first: str) -> None:
+    """A window ending in October 2026 starts its length back; YTD starts in January."""
+    as_of = pd.Period("2026-10", "M")
+    assert window_bounds(as_of, window) == (pd.Period(first, "M"), as_of)
+
+
+def test_months_are_parsed_only_in_the_months_module() -> None:
+    """No other module of kpisheet reads dates or month texts itself."""
+    pattern = re.compile(r"to_datetime|strptime|pd\.Timestamp\(|\\d\{4\}")
+    offenders = [
+        str(path.relative_to(SRC))
+        for path in sorted(SRC.rglob("*.py"))
+        if path.name != "months.py" and pattern.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
