@@ -181,11 +181,13 @@ def test_a_mandant_under_two_sectors(tmp_path: Path) -> None:
 
 
 def test_unknown_key(tmp_path: Path) -> None:
-    """Only total, levels and entities are allowed at the top."""
+    """Only total, levels and entities are allowed at the top; a near miss gets a suggestion."""
     path = write(
         tmp_path, "total: T\nlevel: [mandant]\nentities:\n  P1: {mandant: M}\n", "typo.yaml"
     )
-    assert problems_of(path) == [(2, "unknown key 'level'; allowed keys: total, levels, entities")]
+    assert problems_of(path) == [
+        (2, "unknown key 'level' (did you mean 'levels'?); allowed keys: total, levels, entities")
+    ]
 
 
 def test_yaml_syntax_error_with_line(tmp_path: Path) -> None:

@@ -10,18 +10,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from enum import Enum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kpisheet.constants import EntityAggregation, TimeAggregation, Unit
-from kpisheet.errors import FormulaError, Problem, close_matches, quoted
-from kpisheet.files import display_path, read_yaml
+from kpisheet.errors import (
+    FormulaError,
+    Location,
+    Problem,
+    Problems,
+    quoted,
+    validation_problems,
+)
+from kpisheet.files import display_path, key_lines, read_yaml, repeated_keys
 from kpisheet.formula import Formula, parse_formula
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 KPI_ID_PATTERN = r"^[a-z][a-z0-9_]*$"
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -153,11 +162,6 @@ def combination_problems(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 SOURCE_FIELDS: tuple[str, ...] = tuple(Source.model_fields)
 HIGHLIGHT_FIELDS: tuple[str, ...] = tuple(Highlight.model_fields)
-#: Fields of the nested mappings, for "unknown key" messages.
-_NESTED_FIELDS: dict[str, tuple[str, ...]] = {
-    "source": SOURCE_FIELDS,
-    "highlight": HIGHLIGHT_FIELDS,
-}
 
 
 @dataclass(frozen=True)
@@ -204,68 +208,27 @@ def iter_definition_files(paths: Iterable[Path | str]) -> Iterator[Path]:
             yield path
 
 
-_ENUM_FIELDS: dict[str, type[Enum]] = {
-    "unit": Unit,
-    "time_aggregation": TimeAggregation,
-    "entity_aggregation": EntityAggregation,
-}
-
-
-def _problem_from_error(
-    error: dict[str, Any], kpi: str | None, file: str, lines: dict[str, int], default_line: int
-) -> Problem:
-    """Turn one pydantic error into a message that names the field and says what was expected."""
-    loc = [str(part) for part in error["loc"]]
-    field = ".".join(loc) if loc else None
-    top = loc[0] if loc else None
-    line = lines.get(top, default_line) if top else default_line
-    kind = error["type"]
-    value = error.get("input")
-    if kind == "missing":
-        message = f"missing required field '{field}'"
-    elif kind == "extra_forbidden":
-        allowed = _NESTED_FIELDS.get(loc[0], FIELDS) if len(loc) > 1 else FIELDS
-        close = close_matches(loc[-1], allowed)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        message = f"unknown key '{field}'{hint}; allowed keys: {', '.join(allowed)}"
-    elif kind == "enum" and top in _ENUM_FIELDS:
-        allowed = ", ".join(member.value for member in _ENUM_FIELDS[top])
-        message = f"{field} {quoted(value)} is not one of: {allowed}"
-    elif kind == "string_pattern_mismatch" and top == "id":
-        message = f"id {quoted(value)} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
-    elif kind == "model_type" and top == "source":
-        message = (
+def _message_of(error: ErrorDetails, field: str) -> str | None:
+    """The wording of the errors a KPI declaration words better than in general (id, source,
+    highlight); ``None`` for the rest."""
+    kind, top, value = error["type"], field.split(".")[0], error.get("input")
+    if kind == "string_pattern_mismatch" and top == "id":
+        return f"id {quoted(value)} is not snake_case (lower-case letters, digits and '_', starting with a letter)"
+    if kind == "model_type" and top == "source":
+        return (
             f"source {quoted(value)} is not a mapping; expected keys from: {', '.join(SOURCE_FIELDS)}, "
             'e.g. source: {kpi_name: "Umsatz Total"}'
         )
-    elif kind == "model_type" and top == "highlight":
-        message = (
+    if kind == "model_type" and top == "highlight":
+        return (
             f"highlight {quoted(value)} is not a mapping; expected keys from: "
             f"{', '.join(HIGHLIGHT_FIELDS)}, e.g. highlight: {{min_abs_change: 100000}}"
         )
-    elif kind == "greater_than_equal" and top == "highlight":
-        message = f"{field} {quoted(value)} is negative; expected a number >= 0"
-    elif kind == "finite_number" and top == "highlight":
-        message = f"{field} {quoted(value)} is not a finite number; expected a number >= 0"
-    elif kind == "value_error" and isinstance(error.get("ctx", {}).get("error"), FormulaError):
-        message = str(error["ctx"]["error"])
-    elif kind == "value_error":
-        message = f"{field}: {error.get('ctx', {}).get('error', error['msg'])}"
-    else:
-        message = f"{field}: {error['msg'].lower()}, got {quoted(value)}"
-    return Problem(message=message, file=file, line=line, kpi=kpi, field=field)
-
-
-def _mapping_lines(node: yaml.Node) -> tuple[dict[str, int], list[str]]:
-    """Line (1-based) of each key of a mapping node, and the keys that appear twice."""
-    lines: dict[str, int] = {}
-    duplicates = []
-    for key_node, _ in node.value:
-        key = str(key_node.value)
-        if key in lines:
-            duplicates.append(key)
-        lines[key] = key_node.start_mark.line + 1
-    return lines, duplicates
+    if kind == "greater_than_equal" and top == "highlight":
+        return f"{field} {quoted(value)} is negative; expected a number >= 0"
+    if kind == "finite_number" and top == "highlight":
+        return f"{field} {quoted(value)} is not a finite number; expected a number >= 0"
+    return None
 
 
 def _read_yaml(path: Path, file: str) -> tuple[list[tuple[Any, yaml.Node]], list[Problem]]:
@@ -314,41 +277,40 @@ def load_file(
     """
     path = Path(path)
     file = display_path(path)
-    items, problems = _read_yaml(path, file)
+    items, read_problems = _read_yaml(path, file)
     loaded: list[LoadedKPI] = []
+    problems = Problems(file)
+    problems.extend(read_problems)
     for index, (data, node) in enumerate(items, start=1):
         line = node.start_mark.line + 1
         if not isinstance(data, dict):
-            problems.append(
-                Problem(
-                    f"item {index} is {type(data).__name__}; expected a KPI mapping (id, label, ...)",
-                    file=file,
-                    line=line,
-                )
+            problems.add(
+                f"item {index} is {type(data).__name__}; expected a KPI mapping (id, label, ...)",
+                line=line,
             )
             continue
-        lines, duplicate_keys = _mapping_lines(node)
+        lines = key_lines(node)
         raw_id = data.get("id")
         kpi = str(raw_id) if raw_id is not None else None
-        for key in duplicate_keys:
-            problems.append(
-                Problem(
-                    f"key '{key}' appears twice", file=file, line=lines[key], kpi=kpi, field=key
-                )
-            )
-        combined = [
-            Problem(message, file=file, line=lines.get(field, line), kpi=kpi, field=field)
-            for field, message in combination_problems(data)
-        ]
-        problems += combined
+        for key, _, repeated in repeated_keys(node):
+            problems.add(f"key '{key}' appears twice", line=repeated, kpi=kpi, field=key)
+        combined = combination_problems(data)
+        for field, message in combined:
+            problems.add(message, line=lines.get(field, line), kpi=kpi, field=field)
         try:
             definition = KPIDefinition.model_validate(data)
         except ValidationError as exc:
-            problems += [
-                _problem_from_error(error, kpi, file, lines, line)
-                for error in exc.errors()
-                if error["loc"] or not combined  # model-level errors are the combined ones
-            ]
+
+            def line_of(loc: Location, lines: dict[str, int] = lines, line: int = line) -> int:
+                return lines.get(str(loc[0]), line) if loc else line
+
+            problems.extend(
+                problem
+                for problem in validation_problems(
+                    exc, KPIDefinition, file=file, line_of=line_of, kpi=kpi, message_of=_message_of
+                )
+                if problem.field or not combined  # model-level errors are the combined ones
+            )
             partial = _partial_definition(data) if keep_invalid else None
             if partial is not None:
                 origin = Origin(file=file, line=line, plugin=plugin, field_lines=lines)
@@ -356,4 +318,4 @@ def load_file(
             continue
         origin = Origin(file=file, line=line, plugin=plugin, field_lines=lines)
         loaded.append(LoadedKPI(definition, origin))
-    return loaded, problems
+    return loaded, problems.problems

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import enum
 import re
 import reprlib
-from collections.abc import Iterable
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pydantic import BaseModel, ValidationError
+    from pydantic_core import ErrorDetails
 
 #: Characters of a value that a message quotes; a longer value is cut and its length given.
 QUOTED_CHARS = 200
@@ -65,6 +70,19 @@ def close_matches(value: str, known: Iterable[str]) -> list[str]:
     return difflib.get_close_matches(value, list(known), n=1)
 
 
+def did_you_mean(value: str, known: Iterable[str]) -> str:
+    """``did you mean 'turnover'?`` for the known name closest to a misspelt one; empty when none
+    is close. The one wording of a suggestion, whichever message carries it."""
+    close = close_matches(value, known)
+    return f"did you mean '{close[0]}'?" if close else ""
+
+
+def with_suggestion(text: str, value: str, known: Iterable[str]) -> str:
+    """``text`` followed by `` (did you mean '...'?)`` when a known name is close to ``value``."""
+    hint = did_you_mean(value, known)
+    return f"{text} ({hint})" if hint else text
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem found while validating input: where it is, which KPI and field, and what is wrong."""
@@ -83,6 +101,203 @@ class Problem:
             parts.append(f"KPI '{self.kpi}'")
         parts.append(self.message)
         return ": ".join(parts)
+
+
+class Problems:
+    """Problems found while checking one input, collected so that they are raised together once.
+
+    A data engineer fixes every problem in one round: checks add to the collector and carry on,
+    and the caller raises once at the end (:meth:`raise_if_any`). ``file`` is the default file
+    of the problems added.
+    """
+
+    def __init__(self, file: str | None = None) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        kpi: str | None = None,
+        field: str | None = None,
+    ) -> None:
+        """Add one problem (in the collector's file unless ``file`` is given)."""
+        self.problems.append(Problem(message, file or self.file, line, kpi, field))
+
+    def extend(self, problems: Iterable[Problem]) -> None:
+        """Add problems found elsewhere, e.g. by a helper or a nested check."""
+        self.problems.extend(problems)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.problems)
+
+    def __len__(self) -> int:
+        return len(self.problems)
+
+    def raise_if_any(self, error: Callable[[list[Problem]], Exception]) -> None:
+        """Raise ``error`` (e.g. :class:`HierarchyError`) with every problem, if there are any."""
+        if self.problems:
+            raise error(self.problems)
+
+
+#: Columns of :attr:`DataError.failure_cases`: where the row is, the column, its value, the problem.
+WHERE = "where"
+FAILURE_COLUMNS = [WHERE, "column", "value", "problem"]
+#: How many offending rows a message quotes before it says "and N more".
+QUOTED_ROWS = 5
+
+
+def quoted_rows(values: Iterable[object], where: Iterable[str]) -> str:
+    """``line 7 ('2023-13'), line 9 ('x')`` for the first :data:`QUOTED_ROWS` offending rows."""
+    pairs = [f"{w} ({quoted(v)})" for v, w in zip(values, where, strict=True)]
+    shown = ", ".join(pairs[:QUOTED_ROWS])
+    more = len(pairs) - QUOTED_ROWS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+class RowProblems(Problems):
+    """Problems of a table's rows, each kept with its offending rows for :class:`DataError`.
+
+    :param where: how messages name rows by their index (``line 7`` of a file, ``row 5`` of a
+        frame), e.g. :meth:`kpisheet.observations.RawTable.where`.
+    """
+
+    def __init__(self, source: str, where: Callable[[Any], list[str]]) -> None:
+        super().__init__(source)
+        self.source = source
+        self.where = where
+        self.failures: list[pd.DataFrame] = []
+
+    def add_rows(
+        self, message: str, rows: pd.Series, column: str, *, quote: bool = True, detail: str = ""
+    ) -> None:
+        """A problem of ``rows`` (the offending values, indexed by row) of ``column``.
+
+        The report quotes the first rows (``quote``) and adds ``detail``; the failure cases
+        carry every row with ``message`` alone.
+        """
+        import pandas as pd
+
+        where = self.where(rows.index)
+        shown = f": {quoted_rows(rows, where)}" if quote else ""
+        self.add(f"{message}{shown}{detail}", field=column)
+        values = rows.astype(str).to_numpy()
+        frame = {WHERE: where, "column": column, "value": values, "problem": message}
+        self.failures.append(pd.DataFrame(frame, columns=FAILURE_COLUMNS))
+
+    def absorb(self, error: DataError) -> None:
+        """Take over the problems and failure cases of another check's DataError."""
+        self.extend(error.problems)
+        self.failures.append(error.failure_cases)
+
+    def failure_cases(self) -> pd.DataFrame:
+        """Every offending row, one row per row and problem (columns :data:`FAILURE_COLUMNS`)."""
+        import pandas as pd
+
+        failures = [f for f in self.failures if not f.empty]
+        return pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
+
+    def raise_if_any(self, error: Callable[[list[Problem]], Exception] | None = None) -> None:
+        """Raise one DataError with every problem and offending row (or ``error``), if any."""
+        if self.problems and error is not None:
+            raise error(self.problems)
+        if self.problems:
+            raise DataError(self.source, self.problems, self.failure_cases())
+
+
+# -- pydantic's errors as problems --------------------------------------------------------------
+
+#: Where in a pydantic model an error is: field names, list positions, mapping keys.
+Location = tuple[str | int, ...]
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The type inside ``X | None``, ``Optional[X]`` and ``Annotated[X, ...]``."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _field_type(model: type[BaseModel], loc: Location) -> Any:
+    """The declared type at ``loc`` of a model (through nested models), or ``None``."""
+    from pydantic import BaseModel
+
+    annotation: Any = model
+    for part in loc:
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        field = annotation.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = _unwrap(field.annotation)
+    return annotation
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    """The keys a model's mapping may have, as the file writes them (aliases where given)."""
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def validation_problems(
+    error: ValidationError,
+    model: type[BaseModel],
+    *,
+    file: str | None,
+    line_of: Callable[[Location], int | None],
+    kpi: str | None = None,
+    message_of: Callable[[ErrorDetails, str], str | None] | None = None,
+) -> list[Problem]:
+    """Each error of a pydantic model as a :class:`Problem`: file, line, field, value, expected.
+
+    The wording is kpisheet's, not pydantic's: a missing field, an unknown key with "did you
+    mean" and the allowed keys, a word that is not one of the allowed words, a validator's own
+    message. ``message_of(error, field)`` words the errors a model knows better (``None`` for
+    the rest); ``line_of(loc)`` gives the line of a location (``None`` when unknown). Problems
+    that say the same at the same line are given once.
+    """
+    problems: dict[tuple[str, int | None], Problem] = {}
+    for details in error.errors():
+        loc: Location = tuple(details["loc"])
+        field = ".".join(map(str, loc)) or None
+        message = (message_of(details, field or "") if message_of else None) or _message(
+            details, model, loc, field or ""
+        )
+        line = line_of(loc)
+        problems.setdefault((message, line), Problem(message, file, line, kpi, field))
+    return list(problems.values())
+
+
+def _message(details: ErrorDetails, model: type[BaseModel], loc: Location, field: str) -> str:
+    """The general wording of a pydantic error."""
+    kind, value = details["type"], details.get("input")
+    reason = (details.get("ctx") or {}).get("error")
+    if kind == "missing":
+        return f"missing required field '{field}'"
+    if kind == "extra_forbidden":
+        parent = _field_type(model, loc[:-1])
+        allowed = _keys(parent) if parent is not None else []
+        unknown = with_suggestion(f"unknown key '{field}'", str(loc[-1]), allowed)
+        return f"{unknown}; allowed keys: {', '.join(allowed)}"
+    choices = _field_type(model, loc)
+    if kind == "enum" and isinstance(choices, type) and issubclass(choices, enum.Enum):
+        words = ", ".join(str(member.value) for member in choices)
+        return f"{field} {quoted(value)} is not one of: {words}"
+    if kind == "value_error" and isinstance(reason, KpisheetError):
+        return str(reason)  # a message of kpisheet's own, e.g. a formula's
+    if kind == "value_error":
+        return f"{field}: {reason if reason is not None else details['msg']}"
+    return f"{field}: {details['msg'].lower()}, got {quoted(value)}"
 
 
 class KpisheetError(Exception):

@@ -156,3 +156,34 @@ def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | N
         detail = f"{context}, {problem_text}" if context else problem_text
         return None, None, Problem(f"YAML syntax error: {detail}", file=file, line=line)
     return data, node, None
+
+
+def node_line(node: yaml.Node | None) -> int | None:
+    """Line (1-based) where a YAML node starts; ``None`` without a node (e.g. data not from YAML)."""
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def mapping_nodes(node: yaml.Node | None) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """Key and value node of each key of a YAML mapping (its last occurrence, as the data holds)."""
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {str(key.value): (key, value) for key, value in node.value}
+
+
+def key_lines(node: yaml.Node | None) -> dict[str, int]:
+    """Line of each key of a YAML mapping (its last occurrence, whose value the data holds)."""
+    return {key: key_node.start_mark.line + 1 for key, (key_node, _) in mapping_nodes(node).items()}
+
+
+def repeated_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
+    """Keys a YAML mapping repeats (YAML keeps only the last): ``(key, first line, line)`` each time."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    first: dict[str, int] = {}
+    repeated = []
+    for key_node, _ in node.value:
+        key, line = str(key_node.value).strip(), key_node.start_mark.line + 1
+        if key in first:
+            repeated.append((key, first[key], line))
+        first.setdefault(key, line)
+    return repeated

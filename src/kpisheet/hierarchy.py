@@ -17,18 +17,35 @@ store keeps the hierarchy it was validated against (:meth:`Hierarchy.to_data`).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import pandas as pd
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from kpisheet.constants import PRODUCT_LEVEL, TOTAL_LEVEL
-from kpisheet.errors import HierarchyError, Problem, quoted
-from kpisheet.files import display_path, read_yaml
+from kpisheet.errors import (
+    HierarchyError,
+    Location,
+    Problem,
+    Problems,
+    quoted,
+    validation_problems,
+)
+from kpisheet.files import display_path, mapping_nodes, node_line, read_yaml, repeated_keys
 
-_KEYS = ("total", "levels", "entities")
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 
 class Hierarchy:
@@ -150,113 +167,172 @@ class Hierarchy:
         )
 
 
-def _line(node: yaml.Node | None) -> int | None:
-    return node.start_mark.line + 1 if node is not None else None
+def _attribute(value: Any) -> str | None:
+    """An attribute as text (``2024`` as ``'2024'``); a mapping or a list is no attribute."""
+    if isinstance(value, Mapping | list):
+        raise ValueError(f"must be a single value, found {quoted(value)}")
+    return None if value is None else str(value).strip()
 
 
-def _key_nodes(node: yaml.Node) -> dict[str, tuple[yaml.Node, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {str(k.value): (k, v) for k, v in node.value}
+def _name(value: Any) -> Any:
+    """An entity name as text without surrounding blanks (YAML may give numbers)."""
+    return str(value).strip() if isinstance(value, str | int | float) else value
+
+
+#: A name: text, blanks around it removed, not empty.
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+#: Attributes of a product: level and view names to groups (``None``: no group).
+Attributes = dict[
+    Annotated[str, BeforeValidator(_name)], Annotated[str | None, BeforeValidator(_attribute)]
+]
+
+
+class HierarchyFile(BaseModel):
+    """The entity hierarchy file as declared: the total, the group levels and the products.
+
+    Checks the shape of each part; what needs the whole tree (every level attribute given,
+    names unique across levels, one parent per group) is checked by :func:`parse_hierarchy`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total: Name
+    levels: list[Name] = []
+    entities: Annotated[
+        dict[Annotated[str, BeforeValidator(_name)], Attributes], Field(min_length=1)
+    ]
+
+    @field_validator("levels")
+    @classmethod
+    def _not_reserved(cls, levels: list[str]) -> list[str]:
+        for reserved in (PRODUCT_LEVEL, TOTAL_LEVEL):
+            if reserved in levels:
+                raise ValueError(f"levels must not contain '{reserved}' (a reserved level name)")
+        return levels
+
+
+_KEYS = tuple(HierarchyFile.model_fields)
+
+
+def _message_of(data: Any) -> Callable[[ErrorDetails, str], str | None]:
+    """The hierarchy's wording of pydantic errors: what each key must be and what was found."""
+
+    def message_of(error: ErrorDetails, field: str) -> str | None:
+        loc, kind = error["loc"], error["type"]
+        reason = (error.get("ctx") or {}).get("error")
+        if not loc:
+            return f"expected a mapping with keys: {', '.join(_KEYS)}"
+        if loc[0] == "total":
+            found = data.get("total")
+            return f"total must be the name of the grand-total entity, found {quoted(found)}"
+        if loc[0] == "levels" and kind == "value_error" and len(loc) == 1:
+            return str(reason)
+        if loc[0] == "levels":
+            return (
+                "levels must be a list of attribute names, coarse to fine, "
+                f"found {quoted(data.get('levels'))}"
+            )
+        if loc[0] == "entities" and len(loc) == 1:
+            return "entities must be a non-empty mapping of product name to attributes"
+        if loc[0] == "entities" and len(loc) == 2:
+            return f"entity '{loc[1]}': expected a mapping of attributes, found {quoted(error['input'])}"
+        if loc[0] == "entities" and kind == "value_error":
+            return f"entity '{loc[1]}': attribute '{loc[2]}' {reason}"
+        return None
+
+    return message_of
+
+
+def _valid_part(data: Any, errors: list[ErrorDetails]) -> HierarchyFile | None:
+    """The file without the parts that have errors, for the checks of the whole tree; ``None``
+    when no product is left to check."""
+    if not isinstance(data, Mapping):
+        return None
+    bad = {error["loc"][0] for error in errors if len(error["loc"]) == 1}
+    bad |= {"levels"} & {error["loc"][0] for error in errors if error["loc"]}
+    bad_entities = {
+        e["loc"][1] for e in errors if e["loc"][:1] == ("entities",) and len(e["loc"]) > 1
+    }
+    entities = data.get("entities")
+    if "entities" in bad or not isinstance(entities, Mapping):
+        return None
+    part = {key: data[key] for key in _KEYS if key in data and key not in bad}
+    part["entities"] = {k: v for k, v in entities.items() if _name(k) not in bad_entities}
+    if not part["entities"]:
+        return None
+    part.setdefault("total", "total")  # a stand-in, cleared below
+    model = HierarchyFile.model_validate(part)
+    return model.model_copy(update={"total": ""}) if "total" in bad else model
 
 
 def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hierarchy:
     """Validate hierarchy data (as loaded from YAML) and build the :class:`Hierarchy`.
 
+    :param node: the YAML node of ``data``, for line numbers in messages.
     :raises HierarchyError: listing every problem.
     """
-    problems: list[Problem] = []
-    top = _key_nodes(node) if node is not None else {}
+    problems = Problems(file)
+    top = mapping_nodes(node)
+    entity_nodes = mapping_nodes(top["entities"][1]) if "entities" in top else {}
 
-    def add(message: str, key: str | None = None, line: int | None = None) -> None:
-        where = line if line is not None else _line(top[key][0]) if key in top else None
-        problems.append(Problem(message, file=file, line=where, field=key))
+    def line_of(loc: Location) -> int | None:
+        if not loc:
+            return node_line(node)
+        if loc[0] == "entities" and len(loc) > 1 and str(loc[1]) in entity_nodes:
+            return node_line(entity_nodes[str(loc[1])][0])
+        return node_line(top[str(loc[0])][0]) if str(loc[0]) in top else None
 
-    if not isinstance(data, Mapping):
-        raise HierarchyError(
-            [
-                Problem(
-                    "expected a mapping with keys: total, levels, entities",
-                    file=file,
-                    line=_line(node),
-                )
-            ]
-        )
-    for key in data:
-        if key not in _KEYS:
-            add(f"unknown key '{key}'; allowed keys: {', '.join(_KEYS)}", str(key))
-    total = data.get("total")
-    if not isinstance(total, str) or not total.strip():
-        add(f"total must be the name of the grand-total entity, found {quoted(total)}", "total")
-        total = ""
-    levels = data.get("levels", [])
-    if not isinstance(levels, list) or not all(
-        isinstance(level, str) and level for level in levels
-    ):
-        add(
-            f"levels must be a list of attribute names, coarse to fine, found {quoted(levels)}",
-            "levels",
-        )
-        levels = []
-    for reserved in (PRODUCT_LEVEL, TOTAL_LEVEL):
-        if reserved in levels:
-            add(f"levels must not contain '{reserved}' (a reserved level name)", "levels")
-    entities = data.get("entities")
-    entity_nodes = _key_nodes(top["entities"][1]) if "entities" in top else {}
-    if not isinstance(entities, Mapping) or not entities:
-        add("entities must be a non-empty mapping of product name to attributes", "entities")
-        entities = {}
-    entities_node = top["entities"][1] if "entities" in top else None
-    if isinstance(entities_node, yaml.MappingNode):  # YAML keeps only the last of repeated keys
-        declared: dict[str, int | None] = {}
-        for key_node, _ in entities_node.value:
-            name, line = str(key_node.value).strip(), _line(key_node)
-            if name in declared:
-                add(
-                    f"entity '{name}' is declared twice (first on line {declared[name]})",
-                    "entities",
-                    line,
-                )
-            declared.setdefault(name, line)
-    rows: dict[str, dict[str, str]] = {}
-    for name, attributes in entities.items():
-        line = _line(entity_nodes[str(name)][0]) if str(name) in entity_nodes else None
-        if not isinstance(attributes, Mapping):
-            add(
-                f"entity '{name}': expected a mapping of attributes, found {quoted(attributes)}",
-                "entities",
-                line,
+    try:
+        declared: HierarchyFile | None = HierarchyFile.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(
+            validation_problems(
+                exc, HierarchyFile, file=file, line_of=line_of, message_of=_message_of(data)
             )
-            continue
-        for level in levels:
-            value = attributes.get(level)
-            if value is None or str(value).strip() == "":
-                add(f"entity '{name}': missing level attribute '{level}'", "entities", line)
-        for key, value in attributes.items():
-            if isinstance(value, Mapping | list):
-                add(
-                    f"entity '{name}': attribute '{key}' must be a single value, found {quoted(value)}",
-                    "entities",
-                    line,
+        )
+        declared = _valid_part(data, exc.errors())
+    for name, first, line in repeated_keys(top["entities"][1] if "entities" in top else None):
+        problems.add(
+            f"entity '{name}' is declared twice (first on line {first})",
+            line=line,
+            field="entities",
+        )
+    if declared is None:
+        problems.raise_if_any(HierarchyError)
+        raise AssertionError("a hierarchy without products has problems")  # pragma: no cover
+    lines = {str(key).strip(): node_line(key_node) for key, (key_node, _) in entity_nodes.items()}
+    for name, attributes in declared.entities.items():
+        for level in declared.levels:
+            if not attributes.get(level):
+                problems.add(
+                    f"entity '{name}': missing level attribute '{level}'",
+                    line=lines.get(name),
+                    field="entities",
                 )
-        rows[str(name).strip()] = {
-            str(k): str(v).strip() for k, v in attributes.items() if v is not None
-        }
+    rows = {
+        name: {key: value for key, value in attributes.items() if value is not None}
+        for name, attributes in declared.entities.items()
+    }
+    levels = list(declared.levels)
     frame = pd.DataFrame.from_dict(rows, orient="index").fillna("")
-    if not frame.empty:
-        for column in levels:
-            if column not in frame:
-                frame[column] = ""
-        frame = frame[[*levels, *[c for c in frame.columns if c not in levels]]]
-    _check_tree(frame, total, levels, entity_nodes, add)
-    if problems:
-        raise HierarchyError(problems)
+    for column in levels:
+        if column not in frame:
+            frame[column] = ""
+    frame = frame[[*levels, *[c for c in frame.columns if c not in levels]]]
+    total_line = line_of(("total",))
+    _check_tree(frame, declared.total, levels, lines, problems, total_line)
+    problems.raise_if_any(HierarchyError)
     frame.index.name = "entity"
-    return Hierarchy(total, levels, frame)
+    return Hierarchy(declared.total, levels, frame)
 
 
 def _check_tree(
-    frame: pd.DataFrame, total: str, levels: list[str], entity_nodes: dict, add: Any
+    frame: pd.DataFrame,
+    total: str,
+    levels: list[str],
+    lines: Mapping[str, int | None],
+    problems: Problems,
+    total_line: int | None = None,
 ) -> None:
     """Names are unique across levels and every group sits under exactly one parent.
 
@@ -265,13 +341,13 @@ def _check_tree(
     if frame.empty:
         return
 
-    def line_of(leaves: pd.Index) -> int | None:
-        node = next((entity_nodes[leaf][0] for leaf in leaves if leaf in entity_nodes), None)
-        return _line(node)
+    def add(message: str, where: Iterable[str]) -> None:
+        line = next((lines[leaf] for leaf in where if leaf in lines), None)
+        problems.add(message, line=line, field="entities")
 
     owner: dict[str, str] = dict.fromkeys(frame.index, PRODUCT_LEVEL)
     if total in owner:
-        add(f"'{total}' is both the total and a product", "total")
+        problems.add(f"'{total}' is both the total and a product", line=total_line, field="total")
     owner.setdefault(total, TOTAL_LEVEL)
     for level in levels:
         for group in pd.unique(frame[level]):
@@ -283,8 +359,7 @@ def _check_tree(
                 where = [group] if other == PRODUCT_LEVEL else frame.index[frame[level] == group]
                 add(
                     f"'{group}' is a group of level '{level}' and also {what}; names must be unique",
-                    "entities",
-                    line_of(where),
+                    where,
                 )
             else:
                 owner[group] = level
@@ -296,26 +371,20 @@ def _check_tree(
             if len(values) > 1:
                 shown = ", ".join(f"'{v}'" for v in values)
                 differs = known.index[(known[fine] == group) & (known[coarse] != values[0])]
-                add(
-                    f"{fine} '{group}' belongs to more than one {coarse}: {shown}",
-                    "entities",
-                    line_of(differs),
-                )
+                add(f"{fine} '{group}' belongs to more than one {coarse}: {shown}", differs)
     view_of: dict[str, str] = {}  # a view group is selected by its name, so names are unique
     for view in (c for c in frame.columns if c not in levels):
         for group in pd.unique(frame[view]):
             if group in owner:
                 add(
                     f"value '{group}' of attribute '{view}' is also the name of an entity; names must be unique",
-                    "entities",
-                    line_of(frame.index[frame[view] == group]),
+                    frame.index[frame[view] == group],
                 )
             elif group != "" and view_of.setdefault(group, view) != view:
                 add(
                     f"value '{group}' of attribute '{view}' is also a value of attribute "
                     f"'{view_of[group]}'; names must be unique",
-                    "entities",
-                    line_of(frame.index[frame[view] == group]),
+                    frame.index[frame[view] == group],
                 )
 
 
@@ -372,24 +441,18 @@ def hierarchy_from_table(
     )
     frame.columns = names
     frame = frame.astype("string").apply(lambda column: column.str.strip()).fillna("")
-    problems: list[Problem] = []
+    problems = Problems(file)
     empty = frame["leaf"] == ""
     if empty.any():
-        problems.append(
-            Problem(f"{leaf} is empty in {', '.join(name_rows(frame.index[empty])[:5])}", file=file)
-        )
+        problems.add(f"{leaf} is empty in {', '.join(name_rows(frame.index[empty])[:5])}")
     frame = frame[~empty].drop_duplicates()
     twice = frame["leaf"].duplicated(keep=False)
     for product, rows in frame[twice].groupby("leaf", sort=True):
-        problems.append(
-            Problem(
-                f"product '{product}' is listed {len(rows)} times with different groups "
-                f"({', '.join(name_rows(rows.index)[:5])})",
-                file=file,
-            )
+        problems.add(
+            f"product '{product}' is listed {len(rows)} times with different groups "
+            f"({', '.join(name_rows(rows.index)[:5])})"
         )
-    if problems:
-        raise HierarchyError(problems)
+    problems.raise_if_any(HierarchyError)
     entities = {
         row["leaf"]: {key: row[key] for key in names[1:] if row[key] != ""}
         for row in frame.to_dict(orient="records")
