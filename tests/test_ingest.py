@@ -310,7 +310,8 @@ def test_missing_columns_name_the_configuration(
 def test_invalid_config_lists_every_problem(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Unknown keys, unknown words and rules with two tests are all reported, naming the file."""
+    """Unknown keys (with a suggestion and the allowed keys), unknown words and rules with two
+    tests are all reported, naming the file and the line."""
     monkeypatch.chdir(tmp_path)
     config = write(
         tmp_path / "ingest.yaml",
@@ -321,10 +322,11 @@ def test_invalid_config_lists_every_problem(
     with pytest.raises(IngestConfigError) as caught:
         load_ingest_config(config)
     assert [str(p) for p in caught.value.problems] == [
-        "ingest.yaml: columns.monat: Extra inputs are not permitted",
-        "ingest.yaml: exclude.0: Value error, needs exactly one of: equals, in, startswith, "
-        "endswith, contains",
-        "ingest.yaml: unmapped_kpis: Input should be 'error' or 'drop'",
+        "ingest.yaml:1: unknown key 'columns.monat' (did you mean 'month'?); allowed keys: "
+        "month, entity, value, kpi, kpi_name, kpi_id, period_id",
+        "ingest.yaml:3: exclude.0: needs exactly one of: equals, in, startswith, endswith, "
+        "contains",
+        "ingest.yaml:4: unmapped_kpis 'ignore' is not one of: error, drop",
     ]
 
 

@@ -244,6 +244,15 @@ def _field_type(model: type[BaseModel], loc: Location) -> Any:
     return annotation
 
 
+def _words(annotation: Any) -> list[str]:
+    """The words a field allows: an Enum's values or a Literal's (empty for other types)."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return [str(member.value) for member in annotation]
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(word) for word in typing.get_args(annotation)]
+    return []
+
+
 def _keys(model: type[BaseModel]) -> list[str]:
     """The keys a model's mapping may have, as the file writes them (aliases where given)."""
     return [field.alias or name for name, field in model.model_fields.items()]
@@ -289,10 +298,9 @@ def _message(details: ErrorDetails, model: type[BaseModel], loc: Location, field
         allowed = _keys(parent) if parent is not None else []
         unknown = with_suggestion(f"unknown key '{field}'", str(loc[-1]), allowed)
         return f"{unknown}; allowed keys: {', '.join(allowed)}"
-    choices = _field_type(model, loc)
-    if kind == "enum" and isinstance(choices, type) and issubclass(choices, enum.Enum):
-        words = ", ".join(str(member.value) for member in choices)
-        return f"{field} {quoted(value)} is not one of: {words}"
+    words = _words(_field_type(model, loc))
+    if kind in ("enum", "literal_error") and words:
+        return f"{field} {quoted(value)} is not one of: {', '.join(words)}"
     if kind == "value_error" and isinstance(reason, KpisheetError):
         return str(reason)  # a message of kpisheet's own, e.g. a formula's
     if kind == "value_error":

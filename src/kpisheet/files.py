@@ -8,6 +8,7 @@ expand to 387 million values).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +188,26 @@ def repeated_keys(node: yaml.Node | None) -> list[tuple[str, int, int]]:
             repeated.append((key, first[key], line))
         first.setdefault(key, line)
     return repeated
+
+
+def node_at(node: yaml.Node | None, loc: Sequence[str | int]) -> yaml.Node | None:
+    """The YAML node at a location (mapping keys, list positions), or the deepest one on the way.
+
+    For a mapping key the key's node is given, so a message points at the line naming it.
+    """
+    for depth, part in enumerate(loc, start=1):
+        if isinstance(node, yaml.MappingNode):
+            pair = mapping_nodes(node).get(str(part))
+            if pair is None:
+                return node
+            key_node, value = pair
+            if depth == len(loc):
+                return key_node
+            node = value
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            node = node.value[part]
+        else:
+            return node
+    return node

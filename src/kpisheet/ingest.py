@@ -61,14 +61,16 @@ from kpisheet.errors import (
     HierarchyError,
     IngestConfigError,
     Problem,
+    Problems,
+    RowProblems,
     StoreError,
-    close_matches,
+    did_you_mean,
+    validation_problems,
 )
-from kpisheet.files import display_path, read_text, read_yaml
+from kpisheet.files import display_path, node_at, node_line, read_text, read_yaml
 from kpisheet.hierarchy import Hierarchy, hierarchy_from_table, load_hierarchy
 from kpisheet.months import month_text, parse_month
 from kpisheet.observations import (
-    WHERE,
     RawTable,
     missing_value_text,
     read_observations,
@@ -273,6 +275,7 @@ def load_ingest_config(path: Path | str | None) -> IngestConfig:
         return IngestConfig()
     path = Path(path)
     name = display_path(path)
+    node = None  # TOML gives no line numbers
     if path.suffix.lower() == ".toml":
         raw, problem = read_text(path, name)
         try:
@@ -281,19 +284,15 @@ def load_ingest_config(path: Path | str | None) -> IngestConfig:
             reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
             problem = Problem(f"cannot read: {reason}", file=name)
     else:
-        data, _, problem = read_yaml(path, name)
+        data, node, problem = read_yaml(path, name)
     if problem is not None:
         raise IngestConfigError([problem])
     try:
         return IngestConfig.model_validate(data or {})
     except ValidationError as exc:
-        problems = [
-            Problem(
-                f"{'.'.join(str(part) for part in error['loc']) or 'file'}: {error['msg']}",
-                file=name,
-            )
-            for error in exc.errors()
-        ]
+        problems = validation_problems(
+            exc, IngestConfig, file=name, line_of=lambda loc: node_line(node_at(node, loc))
+        )
         raise IngestConfigError(problems) from exc
 
 
@@ -489,41 +488,6 @@ def _key_of(value: object) -> str:
     return _key_text(pd.Series([value], dtype=object)).iloc[0]
 
 
-class _Report:
-    """Problems and offending rows collected while mapping, raised with validation's own."""
-
-    def __init__(self, source: str, offset: int | None) -> None:
-        self.source = source
-        self.offset = offset
-        self.problems: list[Problem] = []
-        self.failures: list[pd.DataFrame] = []
-
-    def add(self, message: str, rows: pd.Series | None = None, column: str | None = None) -> None:
-        self.problems.append(Problem(message, file=self.source, field=column))
-        if rows is not None and len(rows):
-            where = [
-                f"row {i}" if self.offset is None else f"line {i + self.offset}" for i in rows.index
-            ]
-            self.failures.append(
-                pd.DataFrame(
-                    {
-                        WHERE: where,
-                        "column": column,
-                        "value": rows.astype(str).to_numpy(),
-                        "problem": message,
-                    }
-                )
-            )
-
-    def raise_with(self, error: DataError | None = None) -> None:
-        """Raise one DataError with the mapping's problems and those of ``error``."""
-        problems = self.problems + list(error.problems if error else [])
-        failures = self.failures + ([error.failure_cases] if error is not None else [])
-        failures = [f for f in failures if not f.empty]
-        cases = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
-        raise DataError(self.source, problems, cases)
-
-
 def _rows(count: int) -> str:
     return f"{count} row" if count == 1 else f"{count} rows"
 
@@ -533,9 +497,8 @@ def _counted(values: pd.Series, known: Sequence[str] = ()) -> str:
     counts = values.astype("string").value_counts(dropna=False)
     shown = []
     for name, count in counts.head(10).items():
-        close = close_matches(str(name), list(known)) if known else []
-        hint = f", did you mean '{close[0]}'?" if close else ""
-        shown.append(f"'{name}' ({_rows(int(count))}{hint})")
+        hint = did_you_mean(str(name), known) if known else ""
+        shown.append(f"'{name}' ({_rows(int(count))}{', ' + hint if hint else ''})")
     more = len(counts) - 10
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
@@ -546,7 +509,7 @@ def to_observations(
     config: IngestConfig | None = None,
     *,
     echo: Echo = _no_echo,
-) -> tuple[RawTable, _Report]:
+) -> tuple[RawTable, RowProblems]:
     """Raw rows as observation columns (``month``, ``kpi``, ``entity``, ``value``), unvalidated.
 
     Strings are trimmed, exclusion rules applied, and upstream KPI names or ids mapped to KPI
@@ -557,7 +520,7 @@ def to_observations(
     config = config or IngestConfig()
     table = raw if isinstance(raw, RawTable) else RawTable(raw)
     frame = table.frame
-    report = _Report(table.source, table.line_offset)
+    report = RowProblems(table.source, table.where)
     by_lower = {str(column).strip().lower(): column for column in frame.columns}
     roles = config.columns.model_dump()
     found = {role: by_lower.get(name.strip().lower()) for role, name in roles.items()}
@@ -615,13 +578,14 @@ def to_observations(
         if unmapped.any():
             shown = frame.loc[unmapped, [found[k] for k in _SOURCE_KEYS if found[k] is not None]]
             described = shown.astype("string").fillna("").agg(" / ".join, axis=1)
-            report.add(
+            report.add_rows(
                 f"{_rows(int(unmapped.sum()))} with upstream KPIs that no definition's source: "
                 f"claims: {_counted(described, _upstream_names(registry))} — add them to a "
                 "definition's source:, exclude "
                 "them, or set unmapped_kpis: drop",
                 described,
                 KPI,
+                quote=False,
             )
             observations = observations[~unmapped]
     if config.checks.empty_values == "error":
@@ -629,7 +593,7 @@ def to_observations(
             observations[VALUE], missing_value_text(observations[VALUE]), str(found[VALUE])
         )
         if empty is not None:
-            report.add(empty.message, column=VALUE)
+            report.add(empty.message, field=VALUE)
     return table.with_frame(observations), report
 
 
@@ -643,7 +607,7 @@ _SOURCE_KEYS = (KPI_NAME, KPI_ID, PERIOD_ID)
 
 
 def _map_upstream(
-    frame: pd.DataFrame, found: dict[str, Any], registry: Registry, report: _Report
+    frame: pd.DataFrame, found: dict[str, Any], registry: Registry, report: RowProblems
 ) -> pd.Series:
     """KPI ids for upstream rows, through each definition's ``source:``; missing when unmatched.
 
@@ -708,11 +672,12 @@ def _map_upstream(
         clash = kpi.notna() & candidate.notna() & (kpi != candidate)
         if clash.any():
             described = kpi[clash] + " / " + candidate[clash]
-            report.add(
+            report.add_rows(
                 f"{_rows(int(clash.sum()))} match two KPIs by name and by id: "
                 f"{_counted(described)}",
                 described,
                 KPI,
+                quote=False,
             )
         kpi = kpi.fillna(candidate)
     return kpi
@@ -740,7 +705,7 @@ def expand_sources(
 
     :raises DataError: for a glob matching no file, or queries without exactly one database.
     """
-    problems: list[Problem] = []
+    problems = Problems()
     specs: list[SourceSpec] = []
     databases: list[str] = []
     query_list = _many(queries)
@@ -755,31 +720,25 @@ def expand_sources(
         if isinstance(source, str) and glob.has_magic(text) and not Path(text).exists():
             matches = sorted(glob.glob(text))
             if not matches:
-                problems.append(Problem("no file matches this pattern", file=text))
+                problems.add("no file matches this pattern", file=text)
             specs += [SourceSpec(Path(match)) for match in matches]
         else:
             specs.append(SourceSpec(source))
     if query_list and not databases:
-        problems.append(
-            Problem(
-                "--query needs a database URL as the source, e.g. postgresql+psycopg://host/db",
-                file=", ".join(map(str, query_list)),
-            )
+        problems.add(
+            "--query needs a database URL as the source, e.g. postgresql+psycopg://host/db",
+            file=", ".join(map(str, query_list)),
         )
     elif query_list and len(databases) > 1:
-        problems.append(
-            Problem(
-                f"--query runs on one database; found {len(databases)} database URLs among "
-                "the sources",
-                file=", ".join(map(str, query_list)),
-            )
+        problems.add(
+            f"--query runs on one database; found {len(databases)} database URLs among the sources",
+            file=", ".join(map(str, query_list)),
         )
     elif query_list:
         specs += [SourceSpec(databases[0], query) for query in query_list]
     if not specs and not problems:
-        problems.append(Problem("no source given"))
-    if problems:
-        raise DataError("the sources", problems, pd.DataFrame())
+        problems.add("no source given")
+    problems.raise_if_any(lambda found: DataError("the sources", found, pd.DataFrame()))
     return specs
 
 
@@ -824,26 +783,22 @@ def read_entities(
     frame = table.frame
     by_lower = {str(column).strip().lower(): column for column in frame.columns}
     leaf = by_lower.get(columns.leaf.lower())
-    problems: list[Problem] = []
+    problems = Problems(table.source)
     for rule in columns.exclude:
         name = (
             leaf if rule.column.lower() in (ENTITY, "leaf") else by_lower.get(rule.column.lower())
         )
         if name is None:
-            problems.append(
-                Problem(
-                    f"exclusion rule '{rule}' names column '{rule.column}', which the product "
-                    f"table does not have; columns: {', '.join(map(str, frame.columns))}",
-                    file=table.source,
-                )
+            problems.add(
+                f"exclusion rule '{rule}' names column '{rule.column}', which the product "
+                f"table does not have; columns: {', '.join(map(str, frame.columns))}"
             )
             continue
         dropped = rule.matches(_trim(frame[name]))
         if dropped.any():
             echo(f"excluded {_rows(int(dropped.sum()))} of the product table by rule: {rule}")
             frame = frame[~dropped]
-    if problems:
-        raise HierarchyError(problems)
+    problems.raise_if_any(HierarchyError)
     return hierarchy_from_table(
         frame,
         leaf=columns.leaf,
@@ -1127,15 +1082,16 @@ def prepare(
     if observations.frame.empty and not report.problems:
         report.add("no rows left after the exclusion rules")
     if report.problems and observations.frame.empty:
-        report.raise_with()
+        report.raise_if_any()
     try:
         valid = validate_observations(
             observations, registry, hierarchy, source=shown, date_format=config.date_format
         )
     except DataError as error:
-        report.raise_with(error)
-    if report.problems:
-        report.raise_with()
+        report.absorb(error)
+        report.raise_if_any()
+        raise  # pragma: no cover (absorbing a DataError leaves problems to raise)
+    report.raise_if_any()
     return valid
 
 
