@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kpisheet.errors import HierarchyError
-from kpisheet.hierarchy import load_hierarchy
+from kpisheet.hierarchy import load_hierarchy, parse_hierarchy
 
 VALID = """\
 total: Kartenwelt AG
@@ -276,3 +276,39 @@ def test_unreadable_file(tmp_path: Path) -> None:
     path = tmp_path / "missing.yaml"
     with pytest.raises(HierarchyError, match=re.escape(f"{path}: cannot read file:")):
         load_hierarchy(path)
+
+
+def test_numbers_in_the_file_are_names() -> None:
+    """YAML numbers as product names or attribute values are read as their text."""
+    hierarchy = parse_hierarchy(
+        {"total": "T", "levels": ["year"], "entities": {4711: {"year": 2024, "code": 1.5}}},
+        "entities.yaml",
+    )
+    assert hierarchy.leaves == ("4711",)
+    assert hierarchy.groups("year") == ("2024",)
+    assert hierarchy.groups("code") == ("1.5",)
+
+
+def test_shape_problems_and_tree_problems_come_together(tmp_path: Path) -> None:
+    """A blank total, an entity that is no mapping and a product missing a level are reported
+    in one round: the tree is checked on the products whose shape is valid."""
+    path = write(
+        tmp_path,
+        "total: ' '\nlevels: [mandant, '']\nentities:\n"
+        "  P1: {mandant: M1}\n  P2: [M1]\n  P3: {sector: S}\n",
+    )
+    assert problems_of(path) == [
+        (1, "total must be the name of the grand-total entity, found ' '"),
+        (2, "levels must be a list of attribute names, coarse to fine, found ['mandant', '']"),
+        (5, "entity 'P2': expected a mapping of attributes, found ['M1']"),
+    ]
+    path = write(tmp_path, "total: ' '\nentities:\n  P1: {mandant: M1}\n  P2: [M1]\n")
+    assert problems_of(path) == [
+        (1, "total must be the name of the grand-total entity, found ' '"),
+        (4, "entity 'P2': expected a mapping of attributes, found ['M1']"),
+    ]
+    path = write(tmp_path, "total: T\nlevels: [mandant]\nentities:\n  P1: {}\n  P2: 7\n")
+    assert problems_of(path) == [
+        (5, "entity 'P2': expected a mapping of attributes, found 7"),
+        (4, "entity 'P1': missing level attribute 'mandant'"),
+    ]

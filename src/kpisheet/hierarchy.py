@@ -375,12 +375,14 @@ def _check_tree(
     view_of: dict[str, str] = {}  # a view group is selected by its name, so names are unique
     for view in (c for c in frame.columns if c not in levels):
         for group in pd.unique(frame[view]):
+            if group == "":  # a product without this attribute
+                continue
             if group in owner:
                 add(
                     f"value '{group}' of attribute '{view}' is also the name of an entity; names must be unique",
                     frame.index[frame[view] == group],
                 )
-            elif group != "" and view_of.setdefault(group, view) != view:
+            elif view_of.setdefault(group, view) != view:
                 add(
                     f"value '{group}' of attribute '{view}' is also a value of attribute "
                     f"'{view_of[group]}'; names must be unique",

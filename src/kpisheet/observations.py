@@ -26,16 +26,11 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
-from kpisheet.errors import DataError, Problem, close_matches, quoted
+from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
 from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.months import EXPECTED_MONTHS, MONTH_DTYPE, ambiguous_dates, parse_months
 from kpisheet.registry import Registry
-
-#: Column of a failure-case table giving where the row is (``line 7`` of a file, ``row 5`` of a frame).
-WHERE = "where"
-#: How many offending rows a message quotes before it says "and N more".
-QUOTED_ROWS = 5
 
 MonthDtype = MONTH_DTYPE
 
@@ -263,18 +258,6 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     return np.bincount(key)[key] > 1
 
 
-def _quote(values: Iterable[object], where: Iterable[str]) -> str:
-    pairs = [f"{w} ({quoted(v)})" for v, w in zip(values, where, strict=True)]
-    shown = ", ".join(pairs[:QUOTED_ROWS])
-    more = len(pairs) - QUOTED_ROWS
-    return shown + (f" and {more} more" if more > 0 else "")
-
-
-def _suggest(value: str, known: Iterable[str]) -> str:
-    close = close_matches(value, list(known))
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def validate_observations(
     raw: RawTable | pd.DataFrame,
     registry: Registry,
@@ -303,26 +286,17 @@ def validate_observations(
             file=source,
         )
         raise DataError(source, [problem], pd.DataFrame())
-    problems: list[Problem] = []
-    failures: list[pd.DataFrame] = []
+    report = RowProblems(source, table.where)
 
     def fail(
-        mask: pd.Series, column: str, raw: pd.Series, message: str, quoted: bool = True
+        mask: pd.Series,
+        column: str,
+        raw: pd.Series,
+        message: str,
+        quoted: bool = True,
+        detail: str = "",
     ) -> None:
-        rows = raw[mask]
-        where = _where(rows.index, offset)
-        detail = f": {_quote(rows, where)}" if quoted else ""
-        problems.append(Problem(f"{message}{detail}", file=source, field=column))
-        failures.append(
-            pd.DataFrame(
-                {
-                    WHERE: where,
-                    "column": column,
-                    "value": rows.astype(str).to_numpy(),
-                    "problem": message,
-                }
-            )
-        )
+        report.add_rows(message, raw[mask], column, quote=quoted, detail=detail)
 
     extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
     data = frame[list(OBSERVATION_COLUMNS)].copy()
@@ -371,11 +345,9 @@ def validate_observations(
                 mask,
                 column,
                 data[column],
-                f"unknown {what} {quoted(name)}{_suggest(name, known)}",
+                with_suggestion(f"unknown {what} {quoted(name)}", name, known),
                 quoted=False,
-            )
-            problems[-1] = Problem(
-                f"{problems[-1].message} in {_count_rows(mask, offset)}", file=source, field=column
+                detail=f" in {_count_rows(mask, offset)}",
             )
     for label in np.flatnonzero(np.isin(kpi_labels, [k.id for k in registry.derived_kpis])):
         mask = pd.Series(kpi_codes == label, index=data.index)
@@ -401,20 +373,14 @@ def validate_observations(
         described = keys[duplicated].astype(str).agg(" / ".join, axis=1)
         fail(duplicated, f"{MONTH}, {KPI}, {ENTITY}", described, "duplicate (month, kpi, entity)")
     if extra:
-        problems.append(
-            Problem(
-                f"unexpected column(s) {', '.join(map(str, extra))}; expected {', '.join(OBSERVATION_COLUMNS)}",
-                file=source,
-            )
+        report.add(
+            f"unexpected column(s) {', '.join(map(str, extra))}; expected {', '.join(OBSERVATION_COLUMNS)}"
         )
-    if not problems:
-        problems += _overflow_problems(
-            value, kpi_codes, kpi_labels, entity_codes, entity_labels, source
+    if not report.problems:
+        report.extend(
+            _overflow_problems(value, kpi_codes, kpi_labels, entity_codes, entity_labels, source)
         )
-    if problems:
-        raise DataError(
-            source, problems, pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
-        )
+    report.raise_if_any()
     canonical = pd.DataFrame(
         {MONTH: month, KPI: kpi.astype(str), ENTITY: entity.astype(str), VALUE: value}
     )

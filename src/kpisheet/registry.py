@@ -19,7 +19,7 @@ from kpisheet.definitions import (
     iter_definition_files,
     load_file,
 )
-from kpisheet.errors import DefinitionError, Problem, close_matches, quoted
+from kpisheet.errors import DefinitionError, Problem, Problems, did_you_mean, quoted
 
 #: Derived KPIs that may build on each other in a chain (a formula of a formula of ...).
 MAX_DERIVED_DEPTH = 50
@@ -114,28 +114,25 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
     ``loaded`` may include KPIs that failed validation (``valid=False``): they count as declared,
     and their references are checked too, so one run reports every problem.
     """
-    problems: list[Problem] = []
+    problems = Problems()
     first: dict[str, LoadedKPI] = {}
     for item in loaded:
         kpi_id = item.definition.id
         if kpi_id in first:
             earlier = first[kpi_id].origin
             where = f"{earlier.file}:{earlier.line_of('id')}" if earlier.line else earlier.file
-            problems.append(
-                Problem(
-                    f"duplicate id; already declared in {where}",
-                    file=item.origin.file,
-                    line=item.origin.line_of("id"),
-                    kpi=kpi_id,
-                    field="id",
-                )
+            problems.add(
+                f"duplicate id; already declared in {where}",
+                file=item.origin.file,
+                line=item.origin.line_of("id"),
+                kpi=kpi_id,
+                field="id",
             )
         else:
             first[kpi_id] = item
 
     def unknown(ref: str) -> str:
-        close = close_matches(ref, first)
-        hint = f"did you mean '{close[0]}'?" if close else "known KPIs: " + ", ".join(first)
+        hint = did_you_mean(ref, first) or "known KPIs: " + ", ".join(first)
         return f"unknown KPI '{ref}'; {hint}"
 
     for item in first.values():
@@ -144,24 +141,20 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
         if kpi.is_derived:
             for ref in kpi.parsed_formula.references:
                 if ref not in first:
-                    problems.append(
-                        Problem(
-                            f"formula {quoted(kpi.formula)} references {unknown(ref)}",
-                            file=origin.file,
-                            line=origin.line_of("formula"),
-                            kpi=kpi.id,
-                            field="formula",
-                        )
+                    problems.add(
+                        f"formula {quoted(kpi.formula)} references {unknown(ref)}",
+                        file=origin.file,
+                        line=origin.line_of("formula"),
+                        kpi=kpi.id,
+                        field="formula",
                     )
         if kpi.average_per is not None and kpi.average_per not in first:
-            problems.append(
-                Problem(
-                    f"average_per references {unknown(kpi.average_per)}",
-                    file=origin.file,
-                    line=origin.line_of("average_per"),
-                    kpi=kpi.id,
-                    field="average_per",
-                )
+            problems.add(
+                f"average_per references {unknown(kpi.average_per)}",
+                file=origin.file,
+                line=origin.line_of("average_per"),
+                kpi=kpi.id,
+                field="average_per",
             )
     graph = {
         kpi_id: [r for r in item.definition.parsed_formula.references if r in first]
@@ -175,19 +168,18 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
             cycle = exc.args[1]
             start = cycle[-1]
             origin = first[start].origin
-            problems.append(
-                Problem(
-                    f"formula cycle: {' -> '.join(reversed(cycle))}",
-                    file=origin.file,
-                    line=origin.line_of("formula"),
-                    kpi=start,
-                    field="formula",
-                )
+            problems.add(
+                f"formula cycle: {' -> '.join(reversed(cycle))}",
+                file=origin.file,
+                line=origin.line_of("formula"),
+                kpi=start,
+                field="formula",
             )
             for kpi_id in cycle:
                 graph.pop(kpi_id, None)
         else:
-            return problems + _chain_problems(graph, first)
+            problems.extend(_chain_problems(graph, first))
+            return problems.problems
 
 
 def _chain_problems(graph: dict[str, list[str]], first: dict[str, LoadedKPI]) -> list[Problem]:
@@ -198,7 +190,7 @@ def _chain_problems(graph: dict[str, list[str]], first: dict[str, LoadedKPI]) ->
     """
     depth: dict[str, int] = {}
     longest: dict[str, str | None] = {}
-    problems = []
+    problems = Problems()
     for kpi_id in graphlib.TopologicalSorter(graph).static_order():
         below = [ref for ref in graph.get(kpi_id, ()) if ref in graph]
         deepest = max(below, key=depth.__getitem__, default=None)
@@ -209,18 +201,16 @@ def _chain_problems(graph: dict[str, list[str]], first: dict[str, LoadedKPI]) ->
             while (step := longest[chain[-1]]) is not None and len(chain) < 4:
                 chain.append(step)
             origin = first[kpi_id].origin
-            problems.append(
-                Problem(
-                    f"formula rests on a chain of more than {MAX_DERIVED_DEPTH} derived KPIs "
-                    f"({' -> '.join(chain)} -> ...); at most {MAX_DERIVED_DEPTH} may build on "
-                    "each other",
-                    file=origin.file,
-                    line=origin.line_of("formula"),
-                    kpi=kpi_id,
-                    field="formula",
-                )
+            problems.add(
+                f"formula rests on a chain of more than {MAX_DERIVED_DEPTH} derived KPIs "
+                f"({' -> '.join(chain)} -> ...); at most {MAX_DERIVED_DEPTH} may build on "
+                "each other",
+                file=origin.file,
+                line=origin.line_of("formula"),
+                kpi=kpi_id,
+                field="formula",
             )
-    return problems
+    return problems.problems
 
 
 def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
@@ -229,7 +219,7 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
     :raises DefinitionError: listing every problem of every file.
     """
     loaded: list[LoadedKPI] = []
-    problems: list[Problem] = []
+    problems = Problems()
     seen_files: set[Path] = set()
     file_order: dict[str | None, int] = {}  # problems are reported in the order files were read
     searched: list[str] = []
@@ -237,8 +227,8 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
         searched.append(str(path))
         if not Path(path).exists():
             file_order.setdefault(str(path), len(file_order))
-            problems.append(
-                Problem(f"no such file or directory (from {plugin or 'arguments'})", file=str(path))
+            problems.add(
+                f"no such file or directory (from {plugin or 'arguments'})", file=str(path)
             )
             continue
         for file in iter_definition_files([path]):
@@ -248,11 +238,10 @@ def load_registry(sources: Iterable[tuple[Path | str, str]]) -> Registry:
             file_order.setdefault(display_path(file), len(file_order))
             items, file_problems = load_file(file, plugin, keep_invalid=True)
             loaded += items
-            problems += file_problems
-    problems += check_references(loaded)
-    if problems:
-        problems.sort(key=lambda p: (file_order.get(p.file, len(file_order)), p.line or 0))
-        raise DefinitionError(problems)
+            problems.extend(file_problems)
+    problems.extend(check_references(loaded))
+    problems.problems.sort(key=lambda p: (file_order.get(p.file, len(file_order)), p.line or 0))
+    problems.raise_if_any(DefinitionError)
     if not loaded:
         where = f" in {', '.join(searched)}" if searched else " (no files or directories given)"
         raise DefinitionError([Problem(f"no KPI definitions found{where}")])

@@ -10,7 +10,7 @@ import pandas as pd
 
 from kpisheet import engine
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
-from kpisheet.errors import QueryError, StoreError, close_matches, quoted
+from kpisheet.errors import QueryError, StoreError, quoted, with_suggestion
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.months import MonthLike, parse_month
 from kpisheet.observations import load_observations, validate_observations
@@ -33,10 +33,7 @@ def _one_or_many(value: str | Iterable[str] | None) -> list[str] | None:
 
 
 def _unknown(kind: str, names: Sequence[str], known: Sequence[str]) -> QueryError:
-    parts = []
-    for name in names:
-        close = close_matches(name, list(known))
-        parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+    parts = [with_suggestion(f"'{name}'", name, known) for name in names]
     listing = (
         ", ".join(known)
         if len(known) <= 30
