@@ -40,6 +40,7 @@ import pandas as pd
 
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
 from kpisheet.hierarchy import load_hierarchy
+from kpisheet.months import parse_month
 
 #: The demo sheet's entity hierarchy (SPEC §5), shipped inside the package.
 DEMO_ENTITIES: Path = Path(__file__).resolve().parent / "data" / "demo_entities.yaml"
@@ -131,7 +132,7 @@ _NCA_SEASON = np.array([1.10, 1.00, 1.15, 1.05, 1.00, 0.95, 0.80, 0.85, 1.15, 1.
 _ACTIVE_DECEMBER_BUMP = 0.02
 
 #: Month from which growth is counted, so that levels do not depend on ``start``.
-_ANCHOR = pd.Period(DEFAULT_START, freq="M")
+_ANCHOR = parse_month(DEFAULT_START)
 # Launch and retirement age (months from the anchor) of products that are neither.
 _FOREVER = 100_000
 
@@ -272,8 +273,7 @@ def write_demo_csv(
 def _ages(names: np.ndarray, months_by_name: dict[str, str], default: int) -> np.ndarray:
     """Months since the anchor of each product's month in ``months_by_name``, else ``default``."""
     ages = {
-        name: pd.Period(month, freq="M").ordinal - _ANCHOR.ordinal
-        for name, month in months_by_name.items()
+        name: parse_month(month).ordinal - _ANCHOR.ordinal for name, month in months_by_name.items()
     }
     return pd.Series(names).map(ages).fillna(default).to_numpy(np.int64)
 

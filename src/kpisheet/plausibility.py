@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from kpisheet.constants import ENTITY, KPI, MONTH, MONTH_TEXT_FORMAT, VALUE
+from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
+from kpisheet.months import month_text, parse_month
 
 #: Rule names, as recorded with a release's warnings and used in the configuration.
 FUTURE_MONTHS = "future_months"
@@ -74,10 +75,6 @@ def number(value: float) -> str:
     return f"{value:,.10g}"
 
 
-def _month(month: pd.Period) -> str:
-    return month.strftime(MONTH_TEXT_FORMAT)
-
-
 def _example(rows: pd.DataFrame) -> str:
     first = rows.iloc[0]
     return f"KPI '{first[KPI]}', entity '{first[ENTITY]}', value {number(first[VALUE])}"
@@ -109,7 +106,7 @@ def month_errors(
     """Months after the current month, or too far after the previous release's newest month."""
     findings: list[Finding] = []
     months = observations[MONTH]
-    current = pd.Period(today, freq="M")
+    current = parse_month(today)
     future = pd.Series(False, index=observations.index)
     if checks.future_months == "error":
         future = months > current
@@ -118,7 +115,7 @@ def month_errors(
                 Finding(
                     FUTURE_MONTHS,
                     f"{_months(observations[future])} after the current month "
-                    f"{_month(current)}; refused (checks: future_months)",
+                    f"{month_text(current)}; refused (checks: future_months)",
                 )
             )
     if checks.months_after_previous is not None and previous_newest is not None:
@@ -129,7 +126,7 @@ def month_errors(
                 Finding(
                     MONTHS_AFTER_PREVIOUS,
                     f"{_months(observations[ahead])} more than {allowed} month"
-                    f"{'s' if allowed != 1 else ''} after {_month(previous_newest)}, the newest "
+                    f"{'s' if allowed != 1 else ''} after {month_text(previous_newest)}, the newest "
                     f"month of release {previous_id}; refused (checks: months_after_previous)",
                 )
             )
@@ -141,11 +138,11 @@ def _months(rows: pd.DataFrame) -> str:
     and the first row (month, KPI, entity, value)."""
     distinct = sorted(pd.unique(rows[MONTH]))
     first = rows.sort_values([MONTH, KPI, ENTITY]).iloc[[0]]
-    example = f"first: month {_month(first[MONTH].iloc[0])}, {_example(first)}"
+    example = f"first: month {month_text(first[MONTH].iloc[0])}, {_example(first)}"
     if len(distinct) == 1:
-        return f"month {_month(distinct[0])} ({_rows(len(rows))}, {example}) is"
+        return f"month {month_text(distinct[0])} ({_rows(len(rows))}, {example}) is"
     return (
-        f"months {_month(distinct[0])} to {_month(distinct[-1])} ({len(distinct)} months, "
+        f"months {month_text(distinct[0])} to {month_text(distinct[-1])} ({len(distinct)} months, "
         f"{_rows(len(rows))}, {example}) are"
     )
 
@@ -175,7 +172,7 @@ def _late_data(observations: pd.DataFrame, checks: Checks) -> list[Finding]:
         Finding(
             LATE_DATA,
             f"late data: entity '{row[ENTITY]}' has no value of KPI '{row[KPI]}' for "
-            f"{_month(newest)}, the newest month (value {number(row[VALUE])} for {_month(before)})",
+            f"{month_text(newest)}, the newest month (value {number(row[VALUE])} for {month_text(before)})",
         )
         for row in late.to_dict(orient="records")
     ]
@@ -206,7 +203,7 @@ def _jumps(
         Finding(
             JUMPS,
             f"jump: KPI '{row[KPI]}' of entity '{row[ENTITY]}' went from {number(row['before'])} "
-            f"in {_month(row[MONTH] - 1)} to {number(row[VALUE])} in {_month(row[MONTH])} "
+            f"in {month_text(row[MONTH] - 1)} to {number(row[VALUE])} in {month_text(row[MONTH])} "
             f"({row['change']:+.0%}), beyond ±{row['limit']:.0%} (checks: jumps)",
         )
         for row in jumped.to_dict(orient="records")
