@@ -27,7 +27,7 @@ import kpisheet
 from kpisheet.cli import main
 from kpisheet.demo import generate_observations, write_demo_csv
 from kpisheet.errors import DataError, HierarchyError, IngestConfigError
-from kpisheet.ingest import bind_query, ingest, load_ingest_config
+from kpisheet.ingest import bind_query, ingest, load_ingest_config, read_file, to_observations
 from kpisheet.plugins import load_kpis
 from kpisheet.store import Store, display_url, observations_checksum, sqlite_url
 from tests.small_sheet import (
@@ -1119,6 +1119,27 @@ def test_decimal_commas_read_alike_by_open_validate_and_ingest(tmp_path: Path) -
         )
         assert result.exit_code == 0, result.stderr
         assert sorted(Store(url).read()[1]["value"]) == [-0.25, 1234.5]
+
+
+def test_the_decimal_comma_flag_travels_in_the_raw_table_through_the_mapping(
+    tmp_path: Path,
+) -> None:
+    """Reading a semicolon CSV records its decimal commas on the RawTable (not in
+    DataFrame.attrs), and mapping upstream names keeps the flag for validation."""
+    sheet = small_sheet(tmp_path)
+    source = sheet.write(
+        "excel.csv",
+        "period_value;kpi_name;product_name;value\n202609;Umsatz Total;Alpha Gold;1234,5\n",
+    )
+    table = read_file(source)
+    assert table.decimal_comma is True
+    assert table.frame.attrs == {}
+    registry = load_kpis(definitions=[sheet.definitions])
+    mapped, report = to_observations(table, registry, load_ingest_config(sheet.config))
+    assert list(report) == []
+    assert mapped.decimal_comma is True
+    assert mapped.frame.attrs == {}
+    assert list(mapped.frame["value"]) == ["1234,5"]
 
 
 def test_store_given_as_a_sqlite_file_path(tmp_path: Path) -> None:
