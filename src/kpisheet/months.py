@@ -203,7 +203,8 @@ def month_text(month: int | pd.Period) -> str:
 def window_bounds(as_of: pd.Period, window: Window) -> tuple[pd.Period, pd.Period]:
     """First and last month of a window ending at ``as_of`` (calendar months, inclusive).
 
-    ``YTD`` starts in January of the as-of year; the others count back their length.
+    ``YTD`` starts in January of the as-of year; the others count back their length
+    (docs/semantics.md, "Windows").
     """
     length = window.length if window.length is not None else as_of.month
     return as_of - (length - 1), as_of
