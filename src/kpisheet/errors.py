@@ -205,7 +205,11 @@ class RowProblems(Problems):
         if self.problems and error is not None:
             raise error(self.problems)
         if self.problems:
-            raise DataError(self.source, self.problems, self.failure_cases())
+            raise self.error()
+
+    def error(self) -> DataError:
+        """One DataError with every problem and offending row collected so far."""
+        return DataError(self.source, self.problems, self.failure_cases())
 
 
 # -- pydantic's errors as problems --------------------------------------------------------------

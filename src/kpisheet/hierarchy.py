@@ -297,9 +297,8 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
             line=line,
             field="entities",
         )
-    if declared is None:
-        problems.raise_if_any(HierarchyError)
-        raise AssertionError("a hierarchy without products has problems")  # pragma: no cover
+    if declared is None:  # no product left whose tree could be checked
+        raise HierarchyError(problems.problems)
     lines = {str(key).strip(): node_line(key_node) for key, (key_node, _) in entity_nodes.items()}
     for name, attributes in declared.entities.items():
         for level in declared.levels:

@@ -1089,8 +1089,7 @@ def prepare(
         )
     except DataError as error:
         report.absorb(error)
-        report.raise_if_any()
-        raise  # pragma: no cover (absorbing a DataError leaves problems to raise)
+        raise report.error() from error
     report.raise_if_any()
     return valid
 

@@ -1,9 +1,9 @@
 """Canonical observations (SPEC §5): one row per month, KPI and leaf entity, validated with pandera.
 
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
-as ``YYYY-MM``, ``YYYYMM`` or a date inside the month (the forms :mod:`kpisheet.months` names). Values may carry Swiss thousands separators
-(``1'234'567.50``); in semicolon-separated files, as German-language Excel writes them, a decimal comma
-(``1234,50``) is read as a decimal point. What a reader learnt about a source — its name, where its
+as ``YYYY-MM``, ``YYYYMM`` or a date inside the month (the forms :mod:`kpisheet.months` reads).
+Values may carry Swiss thousands separators (``1'234'567.50``); in semicolon-separated files, as
+German-language Excel writes them, a decimal comma (``1234,50``) is read as a decimal point. What a reader learnt about a source — its name, where its
 rows start, whether it writes decimal commas — travels with the rows in a :class:`RawTable`, so
 ``kpisheet.open``, ``kpisheet validate --data`` and ``kpisheet ingest`` read values alike. Validation collects every problem — months that
 do not parse, values that are not numbers, unknown KPIs and entities, duplicate rows — and raises one
