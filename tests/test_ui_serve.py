@@ -1,18 +1,33 @@
-"""Tests of `kpisheet serve` before the server starts: bad input fails at once, with a message."""
+"""Tests of `kpisheet serve`: bad input fails at once, with a message, before the server starts;
+a running server frees a closed page's session and answers one page while another's work waits."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import re
+import socket
+import threading
+import weakref
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+import kpisheet
 from kpisheet.cli import main
 from kpisheet.errors import StoreError
 from kpisheet.store import sqlite_url
-from kpisheet_ui.serve import serve, sheet_config
-from kpisheet_ui.source import SheetConfig
+from kpisheet_ui.app import PAGES
+from kpisheet_ui.serve import make_server, serve, sheet_config
+from kpisheet_ui.source import SheetConfig, get_source
+from tests.page_client import WINDOW, Page
+
+#: Index of the 12M window among the app's window buttons (1M, 3M, 6M, 12M, YTD).
+WINDOW_12M = 3
 
 
 def test_missing_store_fails_before_serving(tmp_path: Path) -> None:
@@ -64,3 +79,127 @@ def test_store_given_as_a_file_becomes_its_url(tmp_path: Path, monkeypatch) -> N
     store.write_bytes(Path(demo.store.removeprefix("sqlite:///")).read_bytes())
     monkeypatch.chdir(tmp_path)
     assert sheet_config("kpisheet.db").store == sqlite_url(store)
+
+
+# -- the running server: many sessions -----------------------------------------------------------
+#: Seconds a client waits for the server before the test fails (a blocked server never answers).
+ANSWER_SECONDS = 120
+
+
+@dataclass
+class RunningServer:
+    """``make_server`` on a free port in a thread of this process (so its pages can be counted)."""
+
+    url: str
+    sheet: kpisheet.KPISheet
+    server: Any
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def running_server(tmp_path: Path, monkeypatch) -> Iterator[RunningServer]:
+    """The demo store served with four threads; a closed page's session is destroyed after 0.3 s."""
+    import panel as pn
+
+    monkeypatch.setenv("KPISHEET_CACHE_DIR", str(tmp_path / "cache"))
+    config = sheet_config(None)
+    port = _free_port()
+    started: dict[str, Any] = {}
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            started["server"] = make_server(
+                config,
+                port=port,
+                address="127.0.0.1",
+                usage_log=tmp_path / "usage.log",
+                threads=4,
+                unused_session_milliseconds=300,
+            )
+            started["server"].start()
+        finally:
+            ready.set()
+        started["server"].io_loop.start()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(ANSWER_SECONDS) and "server" in started
+    server = started["server"]
+    yield RunningServer(f"http://127.0.0.1:{port}", get_source(config).current(), server)
+    server.io_loop.add_callback(server.stop)
+    server.io_loop.add_callback(server.io_loop.stop)
+    thread.join(ANSWER_SECONDS)
+    pn.config.nthreads = None  # the thread pool is the process's: other tests run without it
+
+
+def _answered(step: Awaitable[Any]) -> Any:
+    """Run a client step, failing the test when the server does not answer within
+    :data:`ANSWER_SECONDS` (a client waiting for a blocked server would wait for ever)."""
+    return asyncio.run(asyncio.wait_for(step, ANSWER_SECONDS))
+
+
+def test_closed_page_frees_its_session(running_server: RunningServer) -> None:
+    """A page that closes leaves the server's pages once its session is destroyed, and nothing
+    else holds its objects (the registry holds pages weakly)."""
+
+    async def open_and_close() -> None:
+        page = Page(running_server.url)
+        await page.open()
+        assert len(PAGES) == 1
+        page.close()
+
+    _answered(open_and_close())
+    state = weakref.ref(next(iter(PAGES.values())).state) if PAGES else None
+
+    async def freed() -> None:
+        while PAGES or (state is not None and state() is not None):
+            gc.collect()
+            await asyncio.sleep(0.1)
+
+    _answered(freed())
+    assert len(PAGES) == 0 and (state is None or state() is None)
+
+
+def test_a_slow_session_does_not_block_another(running_server: RunningServer, monkeypatch) -> None:
+    """While one page's query is held up, another page's change is answered with its new table;
+    the held-up page gets its table when its query goes on."""
+    sheet = running_server.sheet
+    query = sheet.query
+    entered, release = threading.Event(), threading.Event()
+    armed = {"once": False}
+
+    def held_query(*args: Any, **kwargs: Any) -> Any:
+        if armed["once"]:
+            armed["once"] = False
+            entered.set()
+            release.wait(ANSWER_SECONDS)
+        return query(*args, **kwargs)
+
+    monkeypatch.setattr(sheet, "query", held_query)
+
+    async def scenario() -> None:
+        slow, quick = Page(running_server.url), Page(running_server.url)
+        await slow.open()
+        await quick.open()
+        armed["once"] = True
+        await slow.change(WINDOW, WINDOW_12M)
+        while not entered.is_set():  # the slow page's query has started and waits
+            await asyncio.sleep(0.05)
+        await quick.change(WINDOW, WINDOW_12M)
+        quick_table = await quick.table_update()
+        assert not release.is_set()  # answered while the other page's query was held up
+        release.set()
+        slow_table = await slow.table_update()
+        values = slow.column(slow_table, "Wert")
+        assert values and values == quick.column(quick_table, "Wert")
+        slow.close()
+        quick.close()
+
+    _answered(scenario())

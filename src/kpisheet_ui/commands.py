@@ -24,7 +24,7 @@ from kpisheet.cli import (
     shared_option,
     store_option,
 )
-from kpisheet_ui.serve import DEFAULT_PORT
+from kpisheet_ui.serve import DEFAULT_PORT, DEFAULT_THREADS
 from kpisheet_ui.sessions import DEFAULT_ABSOLUTE_HOURS, DEFAULT_IDLE_MINUTES
 from kpisheet_ui.source import (
     DEFAULT_POLL_SECONDS,
@@ -171,6 +171,22 @@ auth_option = shared_option(
     show_default=True,
     help="How long such a lock lasts.",
 )
+@click.option(
+    "--num-procs",
+    "processes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Server processes sharing the port (not with --auth); see docs/operations.md.",
+)
+@click.option(
+    "--num-threads",
+    "threads",
+    type=click.IntRange(min=0),
+    default=DEFAULT_THREADS,
+    show_default=True,
+    help="Threads per process for the pages' work (0: on the event loop).",
+)
 @click.option("--show", is_flag=True, help="Open the app in the web browser.")
 def serve(
     port: int,
@@ -189,6 +205,8 @@ def serve(
     login_backoff_seconds: float,
     login_lock_after: int,
     login_lock_minutes: float,
+    processes: int,
+    threads: int,
     show: bool,
 ) -> None:
     """Serve the web app (default: the demo sheet at http://localhost:5006)."""
@@ -221,6 +239,8 @@ def serve(
                 lock_after=login_lock_after,
                 lock_seconds=login_lock_minutes * 60,
             ),
+            processes=processes,
+            threads=threads,
         )
     except OSError as exc:
         if exc.errno not in PORT_PROBLEMS:

@@ -88,6 +88,7 @@ class ExplainState(param.Parameterized):
     def __init__(self, state: SheetState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
+        self._explainable: tuple[object, frozenset[str]] | None = None
         self._sync()
         state.param.watch(self._result_changed, ["result"])
 
@@ -108,17 +109,27 @@ class ExplainState(param.Parameterized):
         """The KPIs of the table that can be explained (summed over products, or a ratio of
         such KPIs), label → id."""
         result = self.state.result
-        shown = set(result[KPI]) if result is not None else set()
-        options = {}
-        for kpi in self.state.selected_kpis:
-            if kpi not in shown:
-                continue
-            try:
-                split_of(kpi, self.state.registry)
-            except QueryError:
-                continue
-            options[self.state.registry[kpi].label] = kpi
-        return options
+        shown = set(result[KPI].unique()) if result is not None else set()
+        explainable = self._explainable_kpis()
+        return {
+            self.state.registry[kpi].label: kpi
+            for kpi in self.state.selected_kpis
+            if kpi in shown and kpi in explainable
+        }
+
+    def _explainable_kpis(self) -> frozenset[str]:
+        """The registry's KPIs with an exact split, worked out once per registry (not per click)."""
+        registry = self.state.registry
+        if self._explainable is None or self._explainable[0] is not registry:
+            ids = []
+            for kpi in registry.ids:
+                try:
+                    split_of(kpi, registry)
+                except QueryError:
+                    continue
+                ids.append(kpi)
+            self._explainable = (registry, frozenset(ids))
+        return self._explainable[1]
 
     def by_options(self) -> dict[str, str]:
         """How members are chosen: the next finer level, every product, or a view."""

@@ -15,14 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kpisheet.errors import KpisheetError
 from kpisheet_ui.sessions import SWEEP_SECONDS, SessionSettings
-from kpisheet_ui.source import DEFAULT_POLL_SECONDS, SheetConfig, get_source
+from kpisheet_ui.source import DEFAULT_POLL_SECONDS, SheetConfig, SheetSource, get_source
 from kpisheet_ui.throttle import ThrottleSettings
 from kpisheet_ui.usage import configure_usage_log
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 5006
+#: Threads per server process that run the sessions' callbacks (queries, tables, charts), so a
+#: session's work does not hold up the event loop and the other sessions' messages; the engine
+#: and pandas release the interpreter lock in their array work, the rest takes turns.
+DEFAULT_THREADS = 4
+#: Milliseconds a session whose page closed is kept (for a reload or a lost connection that
+#: comes back) before it is destroyed and its memory freed; Bokeh's default.
+UNUSED_SESSION_MILLISECONDS = 15_000
 #: Request headers never copied into the Bokeh session token (which page scripts can read).
 TOKEN_EXCLUDED_HEADERS = ["Cookie", "Authorization", "Proxy-Authorization", "X-Xsrftoken"]
 
@@ -48,7 +56,18 @@ def sheet_config(
     )
 
 
-def serve(
+def serve(config: SheetConfig, **options: Any) -> None:
+    """Serve the app until interrupted; the options are those of :func:`make_server`.
+
+    :raises KpisheetError: when the sheet cannot be opened or the users file is unusable.
+    :raises ServeError: for several processes with a login.
+    """
+    server = make_server(config, **options)
+    server.start()
+    server.io_loop.start()
+
+
+def make_server(
     config: SheetConfig,
     *,
     port: int = DEFAULT_PORT,
@@ -59,18 +78,26 @@ def serve(
     show: bool = False,
     sessions: SessionSettings | None = None,
     throttle: ThrottleSettings | None = None,
-) -> None:
-    """Serve the app until interrupted.
+    processes: int = 1,
+    threads: int | None = DEFAULT_THREADS,
+    unused_session_milliseconds: int = UNUSED_SESSION_MILLISECONDS,
+) -> Any:
+    """The app's Bokeh server, not started yet (``server.start()``, then its ``io_loop``).
 
-    The sheet is opened before the server starts, so bad input fails here, with kpisheet's
-    message, and the first visitor does not wait.
+    The sheet is opened before the server is made, so bad input fails here, with kpisheet's
+    message, and the first visitor does not wait. ``processes``, ``threads`` and
+    ``unused_session_milliseconds``: see :func:`concurrency_options`.
 
     :raises KpisheetError: when the sheet cannot be opened or the users file is unusable.
+    :raises ServeError: for several processes with a login.
     """
     from kpisheet.store import display_url
     from kpisheet_ui.users import cookie_secret
 
-    sheet = get_source(config).current()
+    if processes > 1 and auth is not None:
+        raise ServeError(MANY_PROCESSES_WITH_LOGIN)
+    source = get_source(config)
+    sheet = source.current()
     secret = None
     if auth is not None:
         from kpisheet_ui.scopes import unknown_scopes
@@ -129,6 +156,7 @@ def serve(
     def app() -> object:
         return create_app(config)
 
+    options.update(concurrency_options(source, processes, threads, unused_session_milliseconds))
     server = pn.serve(
         {"/": app},
         port=port,
@@ -145,8 +173,51 @@ def serve(
 
         # Expired and revoked sessions end (closing their pages) even when nobody asks for them.
         PeriodicCallback(provider.sessions.sweep, SWEEP_SECONDS * 1000).start()
-    server.start()
-    server.io_loop.start()
+    return server
+
+
+class ServeError(KpisheetError, ValueError):
+    """Raised when options of the web server do not go together (several processes, a login)."""
+
+
+#: Why ``--num-procs`` is refused with ``--auth``.
+MANY_PROCESSES_WITH_LOGIN = (
+    "--num-procs with --auth: login sessions live in the process that made them, and the "
+    "processes of one server share no memory; run one process per server and several servers "
+    "behind a proxy that sends each visitor to the same server (see docs/operations.md)"
+)
+
+
+def concurrency_options(
+    source: SheetSource,
+    processes: int,
+    threads: int | None,
+    unused_session_milliseconds: int = UNUSED_SESSION_MILLISECONDS,
+) -> dict[str, Any]:
+    """Options of the Bokeh server for serving many sessions at once.
+
+    - ``threads``: the sessions' callbacks run on a pool of this many threads per process instead
+      of the event loop (Panel's ``nthreads``), so one session's query does not stop the others'
+      pages from being answered; ``None`` or 0 runs them on the event loop.
+    - ``processes``: this many server processes share the port (Bokeh's ``num_procs``); each
+      session lives in one of them. They are forked after the sheet was opened, so they share its
+      memory until they open a new release. The store's connections are closed before the fork,
+      so that no two processes use one connection.
+
+    A session whose page closed is destroyed (and its memory freed, see
+    :func:`kpisheet_ui.app.create_app`) after ``unused_session_milliseconds``, looked for three
+    times as often.
+    """
+    import panel as pn
+
+    pn.config.nthreads = threads or None
+    if processes > 1:
+        source.close_connections()
+    return {
+        "num_procs": processes,
+        "unused_session_lifetime_milliseconds": unused_session_milliseconds,
+        "check_unused_sessions_milliseconds": max(unused_session_milliseconds // 3, 50),
+    }
 
 
 def guard_autoload(server: Any) -> None:

@@ -177,6 +177,12 @@ class SheetSource:
         )
         return changes_text(changes)
 
+    def close_connections(self) -> None:
+        """Close the store's connections (they are opened again on the next look at the store):
+        before the server forks, so that no two processes share a database connection."""
+        if self._store is not None:
+            self._store.close()
+
     def current(self, *, max_age: float | None = None) -> kpisheet.KPISheet:
         """The sheet of the newest release (polling the store at most every ``max_age`` seconds)."""
         if self._store is None:
