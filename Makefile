@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test lint format bench bench-large bench-peers clean
+.PHONY: run test lint format bench bench-large bench-peers bench-app clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ bench-large: $(VENV)/.installed
 bench-peers: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/peers.py --size S --size M
+
+# 50 simulated pages against `kpisheet serve` at size M on loopback (about 5 minutes, at most 20).
+bench-app: $(VENV)/.installed
+	timeout 1500 $(BIN)/python benchmarks/app_load.py --size M --sessions 50
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix src tests

@@ -448,7 +448,8 @@ def test_chart_shown_for_eight_entities_and_downloads(
 
     _choose(page, "entitaeten", "Talwind (Mandant)")
     expect(page.locator(".kein-diagramm")).to_contain_text("höchstens 8 Entitäten")
-    expect(page.locator(".download-png")).to_have_count(0)
+    expect(page.locator(".diagramm .download-png")).to_be_hidden()
+    expect(page.locator(".diagramm canvas").first).to_be_hidden()
 
 
 def test_login_required_and_working(page, auth_app: Server, screenshots: Path) -> None:

@@ -206,9 +206,6 @@ class AppView(param.Parameterized):
             css_classes=["blaettern"],
         )
         self.legend = pn.pane.Markdown(LEGEND, styles={"font-size": "12px", "color": "#555"})
-        self.chart_pane = pn.Column(
-            sizing_mode="stretch_width", name="Diagramm", css_classes=["diagramm"]
-        )
         self.chart_message = pn.pane.Markdown(
             "", styles={"color": "#555"}, css_classes=["kein-diagramm"]
         )
@@ -240,7 +237,22 @@ class AppView(param.Parameterized):
             label="Diagramm als HTML",
             css_classes=["download-html"],
         )
-        self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
+        self.chart_downloads = pn.Row(
+            self.series_download, self.png_download, self.html_download, visible=False
+        )
+        # The chart's place holds the message, the chart and its downloads for good; a change
+        # only shows or hides them. Replacing the children of a laid-out column made the browser
+        # lay out views that were already gone ("Cannot read properties of null (reading
+        # 'offsetWidth')"), and that patch's updates were lost.
+        self.chart_view.visible = False
+        self.chart_pane = pn.Column(
+            self.chart_message,
+            self.chart_view,
+            self.chart_downloads,
+            sizing_mode="stretch_width",
+            name="Diagramm",
+            css_classes=["diagramm"],
+        )
         state.param.watch(self._refresh, ["result", "page"])
         state.param.watch(self._show_notice, ["notice"])
         self._refresh()
@@ -310,10 +322,11 @@ class AppView(param.Parameterized):
         self.first_page.disabled = self.previous_page.disabled = state.page <= 1
         self.next_page.disabled = self.last_page.disabled = state.page >= state.pages
 
-    def _show_in_chart_pane(self, *objects: Any) -> None:
-        """Put the chart or the message in place, leaving the pane alone when they already are."""
-        if list(self.chart_pane.objects) != list(objects):
-            self.chart_pane.objects = list(objects)
+    def _show_chart(self, shown: bool) -> None:
+        """Show the chart and its downloads, or else the message; nothing is replaced."""
+        self.chart_message.visible = not shown
+        self.chart_view.visible = shown
+        self.chart_downloads.visible = shown
 
     def _refresh_chart(self) -> None:
         state = self.state
@@ -322,19 +335,19 @@ class AppView(param.Parameterized):
                 chart = state.chart()
             except KpisheetError as exc:
                 self.chart_message.object = markdown_text(f"Kein Diagramm: {exc}")
-                self._show_in_chart_pane(self.chart_message)
+                self._show_chart(False)
                 return
             self.series_download.filename = state.series_filename()
             self.png_download.filename = state.chart_filename("png")
             self.html_download.filename = state.chart_filename("html")
             self.chart_view.object = chart
-            self._show_in_chart_pane(self.chart_view, self.chart_downloads)
+            self._show_chart(True)
         else:
             self.chart_message.object = markdown_text(
                 f"Kein Diagramm: {state.chart_message()} "
                 "Entitäten und KPIs links unter «auswählen» eingrenzen."
             )
-            self._show_in_chart_pane(self.chart_message)
+            self._show_chart(False)
 
     def sidebar(self) -> list[Any]:
         """The selection widgets."""
