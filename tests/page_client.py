@@ -21,6 +21,8 @@ GROUPING = "entitaeten-gruppe"
 ENTITIES = "entitaeten"
 KPIS = "kpis"
 WIDGETS = (WINDOW, AS_OF, GROUPING, ENTITIES, KPIS)
+#: Seconds a new page may wait for the server to take its websocket (a busy server is slow).
+OPEN_TIMEOUT = 300
 
 
 def _objects(node: Any, found: dict[str, dict[str, Any]]) -> None:
@@ -70,7 +72,12 @@ class Page:
         self.receiver = Receiver(self.protocol)
         token = generate_jwt_token(generate_session_id())
         host = self.url.removeprefix("http://")
-        request = HTTPRequest(f"ws://{host}/ws", headers={"Origin": self.url})
+        request = HTTPRequest(
+            f"ws://{host}/ws",
+            headers={"Origin": self.url},
+            connect_timeout=OPEN_TIMEOUT,
+            request_timeout=OPEN_TIMEOUT,
+        )
         self.socket = await websocket_connect(
             request, subprotocols=["bokeh", token], max_message_size=1024**3
         )

@@ -237,18 +237,19 @@ class AppView(param.Parameterized):
             label="Diagramm als HTML",
             css_classes=["download-html"],
         )
-        self.chart_downloads = pn.Row(
-            self.series_download, self.png_download, self.html_download, visible=False
-        )
+        self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
         # The chart's place holds the message, the chart and its downloads for good; a change
         # only shows or hides them. Replacing the children of a laid-out column made the browser
         # lay out views that were already gone ("Cannot read properties of null (reading
         # 'offsetWidth')"), and that patch's updates were lost.
-        self.chart_view.visible = False
+        # (The chart pane's own ``visible`` cannot be set: Panel then fails to copy stylesheets
+        # to its Bokeh pane; the column around it is shown or hidden instead.)
+        self.chart_box = pn.Column(
+            self.chart_view, self.chart_downloads, visible=False, sizing_mode="stretch_width"
+        )
         self.chart_pane = pn.Column(
             self.chart_message,
-            self.chart_view,
-            self.chart_downloads,
+            self.chart_box,
             sizing_mode="stretch_width",
             name="Diagramm",
             css_classes=["diagramm"],
@@ -325,8 +326,7 @@ class AppView(param.Parameterized):
     def _show_chart(self, shown: bool) -> None:
         """Show the chart and its downloads, or else the message; nothing is replaced."""
         self.chart_message.visible = not shown
-        self.chart_view.visible = shown
-        self.chart_downloads.visible = shown
+        self.chart_box.visible = shown
 
     def _refresh_chart(self) -> None:
         state = self.state
