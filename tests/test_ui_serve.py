@@ -22,8 +22,9 @@ from kpisheet.cli import main
 from kpisheet.errors import StoreError
 from kpisheet.store import sqlite_url
 from kpisheet_ui.app import PAGES
-from kpisheet_ui.serve import make_server, serve, sheet_config
+from kpisheet_ui.serve import MANY_PROCESSES_WITH_LOGIN, make_server, serve, sheet_config
 from kpisheet_ui.source import SheetConfig, get_source
+from kpisheet_ui.users import add_user
 from tests.page_client import WINDOW, Page
 
 #: Index of the 12M window among the app's window buttons (1M, 3M, 6M, 12M, YTD).
@@ -49,6 +50,18 @@ def test_missing_users_file_fails_before_serving(tmp_path: Path) -> None:
         f"users file {users} does not exist; create it with "
         f"`kpisheet users add NAME --auth {users}`"
     )
+
+
+def test_several_processes_with_login_are_refused(tmp_path: Path) -> None:
+    """--num-procs with --auth is refused with the reason and the way out (logins live in one
+    process), before anything is served."""
+    users = tmp_path / "users.json"
+    add_user(users, "anna", "richtig-123")
+    result = CliRunner().invoke(
+        main, ["serve", "--demo", "--auth", str(users), "--num-procs", "2", "--port", "0"]
+    )
+    assert result.exit_code == 1
+    assert result.output.strip() == MANY_PROCESSES_WITH_LOGIN
 
 
 def test_serve_function_raises_store_error(tmp_path: Path) -> None:
