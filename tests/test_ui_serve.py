@@ -22,7 +22,13 @@ from kpisheet.cli import main
 from kpisheet.errors import StoreError
 from kpisheet.store import sqlite_url
 from kpisheet_ui.app import PAGES
-from kpisheet_ui.serve import MANY_PROCESSES_WITH_LOGIN, make_server, serve, sheet_config
+from kpisheet_ui.serve import (
+    MANY_PROCESSES_WITH_LOGIN,
+    SessionOrderedExecutor,
+    make_server,
+    serve,
+    sheet_config,
+)
 from kpisheet_ui.source import SheetConfig, get_source
 from kpisheet_ui.users import add_user
 from tests.page_client import WINDOW, Page
@@ -216,3 +222,38 @@ def test_a_slow_session_does_not_block_another(running_server: RunningServer, mo
         quick.close()
 
     _answered(scenario())
+
+
+def test_one_pages_tasks_run_in_order_others_beside_them() -> None:
+    """The server's pool runs a page's tasks one at a time in the order given (a later change of
+    the page waits for the earlier one), and another page's tasks meanwhile."""
+    from bokeh.document import Document
+
+    page, other = Document(), Document()
+    executor = SessionOrderedExecutor(4)
+    started, release = threading.Event(), threading.Event()
+    done: list[str] = []
+
+    def first(document: Document) -> None:
+        started.set()
+        release.wait(ANSWER_SECONDS)
+        done.append("first")
+
+    def record(document: Document, name: str) -> str:
+        done.append(name)
+        return name
+
+    try:
+        held = executor.submit(first, page)
+        assert started.wait(ANSWER_SECONDS)
+        later = executor.submit(record, page, "later")
+        beside = executor.submit(record, other, "other page")
+        assert beside.result(ANSWER_SECONDS) == "other page"
+        assert not later.done()  # waits for the held task of its page
+        release.set()
+        assert later.result(ANSWER_SECONDS) == "later"
+        held.result(ANSWER_SECONDS)
+        assert done == ["other page", "first", "later"]
+    finally:
+        release.set()
+        executor.shutdown(wait=True)

@@ -8,10 +8,14 @@ of :mod:`kpisheet_ui.auth`. docs/operations.md describes running it for others.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +192,65 @@ MANY_PROCESSES_WITH_LOGIN = (
 )
 
 
+class SessionOrderedExecutor(ThreadPoolExecutor):
+    """Panel's thread pool, with one rule added: the tasks of one page run one at a time, in the
+    order they came in; different pages' tasks run side by side.
+
+    Panel hands each message of a page to the pool as it arrives. With a plain pool, two quick
+    changes of one widget (three entities picked, then a fourth) could run at once and finish in
+    the wrong order, so the page kept the older table. Tasks are matched to their page by the
+    Bokeh document Panel passes along; a task without one runs on its own.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix="kpisheet-page")
+        self._queues: dict[int, deque[tuple[Callable[[], Any], Future[Any]]]] = {}
+        self._queues_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        document = _document_of(fn, args)
+        if document is None:
+            return super().submit(fn, *args, **kwargs)
+        future: Future[Any] = Future()
+        key = id(document)
+        with self._queues_lock:
+            queue = self._queues.setdefault(key, deque())
+            queue.append((functools.partial(fn, *args, **kwargs), future))
+            if len(queue) > 1:  # the page's runner is at work and will come to it
+                return future
+        super().submit(self._run_page, key)
+        return future
+
+    def _run_page(self, key: int) -> None:
+        """Run a page's tasks until its queue is empty."""
+        while True:
+            with self._queues_lock:
+                task, future = self._queues[key][0]
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(task())
+                except BaseException as exc:  # handed to whoever waits for the future
+                    future.set_exception(exc)
+            with self._queues_lock:
+                queue = self._queues[key]
+                queue.popleft()
+                if not queue:
+                    del self._queues[key]
+                    return
+
+
+def _document_of(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """The Bokeh document a task of Panel's belongs to (an argument, a bound argument of a
+    ``partial``, or the ``_doc`` of the object whose method it is), else ``None``."""
+    from bokeh.document import Document
+
+    candidates = [*args]
+    if isinstance(fn, functools.partial):
+        candidates += fn.args
+    candidates.append(getattr(getattr(fn, "__self__", None), "_doc", None))
+    return next((c for c in candidates if isinstance(c, Document)), None)
+
+
 def concurrency_options(
     source: SheetSource,
     processes: int,
@@ -209,8 +272,12 @@ def concurrency_options(
     times as often.
     """
     import panel as pn
+    from panel.io.state import state
 
     pn.config.nthreads = threads or None
+    if threads:  # Panel made a plain pool; its tasks go to one that keeps each page's order
+        state._thread_pool.shutdown(wait=False)
+        state._thread_pool = SessionOrderedExecutor(threads)
     if processes > 1:
         source.close_connections()
     return {
