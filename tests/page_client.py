@@ -9,6 +9,7 @@ options and values), so many of them cost one process little.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,6 +88,16 @@ class Page:
         models: dict[str, dict[str, Any]] = {}
         _objects(reply.content["doc"], models)
         self._find_widgets(models)
+        # From now on one task reads the websocket (a wait for a patch may be given up without
+        # leaving a message half read).
+        self._patches: asyncio.Queue[Any] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read_patches())
+
+    async def _read_patches(self) -> None:
+        while True:
+            message = await self._receive()
+            if message.msgtype == "PATCH-DOC":
+                self._patches.put_nowait(message)
 
     def _find_widgets(self, models: dict[str, dict[str, Any]]) -> None:
         for model in models.values():
@@ -158,8 +169,8 @@ class Page:
     async def table_update(self) -> dict[str, Any]:
         """The next patch from the server that changes the table (its content)."""
         while True:
-            reply = await self._receive()
-            if reply.msgtype == "PATCH-DOC" and self.table_source in json.dumps(reply.content):
+            reply = await self._patches.get()
+            if self.table_source in json.dumps(reply.content):
                 return reply.content
 
     def column(self, update: dict[str, Any], name: str) -> list[Any]:
@@ -176,6 +187,7 @@ class Page:
         return []
 
     def close(self) -> None:
+        self._reader.cancel()
         self.socket.close()
 
 
