@@ -260,7 +260,13 @@ def usage_ms(usage_log: Path, since: int) -> list[float]:
 
 
 def settle(server: Server, seconds: float) -> dict[str, int]:
-    """Wait ``seconds``, then until the memory is steady (within 1 % over 3 s); the memory."""
+    """Wait until the server is idle (its queued work done), then ``seconds`` (for closed pages'
+    sessions to be destroyed), then until the memory is steady (within 1 % over 3 s)."""
+    for _ in range(200):
+        before = server.cpu_seconds()
+        time.sleep(2)
+        if server.cpu_seconds() - before < 0.2:
+            break
     time.sleep(seconds)
     last = server.memory()
     for _ in range(30):
