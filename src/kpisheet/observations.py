@@ -166,11 +166,7 @@ def read_observations(
         if content is None:
             content = path.read_bytes()
         if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(io.BytesIO(content))
-            del content
-            # Arrow keeps the buffers it decoded the file with for later reads; hand them back
-            # now, before validation needs memory (about twice the frame's size otherwise).
-            pyarrow.default_memory_pool().release_unused()
+            frame = _read_parquet(content)
             offset = separator = None
         else:
             separator = _sniff_separator(content)
@@ -193,6 +189,36 @@ def read_observations(
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     # Semicolon CSV is what German-language Excel writes, with decimal commas.
     return RawTable(frame, name, offset, decimal_comma=offset is not None and separator == ";")
+
+
+def _read_parquet(content: bytes) -> pd.DataFrame:
+    """A Parquet file as ``pandas.read_parquet`` reads it, one column at a time.
+
+    Arrow decodes a column into buffers of its own and keeps them for later reads; reading and
+    handing them back column by column keeps the peak near the frame's own size instead of about
+    three times it. A file that stores its index as columns is left to pandas.
+    """
+    import pyarrow.parquet
+
+    file = pyarrow.parquet.ParquetFile(io.BytesIO(content))
+    metadata = file.schema_arrow.pandas_metadata or {}
+    stored = metadata.get("index_columns", [])
+    if any(not isinstance(index, dict) or index.get("kind") != "range" for index in stored):
+        return pd.read_parquet(io.BytesIO(content))
+    columns = {}
+    for name in file.schema_arrow.names:
+        columns[name] = file.read(columns=[name], use_pandas_metadata=True).to_pandas()[name]
+        pyarrow.default_memory_pool().release_unused()
+    frame = pd.DataFrame(columns)
+    if stored:
+        index = stored[0]
+        frame.index = pd.RangeIndex(
+            index["start"],
+            index["start"] + index["step"] * len(frame),
+            index["step"],
+            name=index.get("name"),
+        )
+    return frame
 
 
 def parse_values(raw: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
@@ -246,8 +272,10 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one."""
     ordinals = month.array.asi8
     valid = ~month.isna().to_numpy()
-    first = ordinals[valid].min() if valid.any() else 0
-    month_codes = np.where(valid, ordinals - first + 1, 0)
+    first = ordinals.min(where=valid, initial=np.iinfo(np.int64).max) if valid.any() else 0
+    month_codes = ordinals - first  # one array of the rows' length, changed in place below
+    month_codes += 1
+    month_codes[~valid] = 0
     sizes = [
         int(month_codes.max(initial=0)) + 1,
         int(kpi.max(initial=0)) + 2,
@@ -481,7 +509,13 @@ def _overflow_problems(
     every group; otherwise the message names the product whose values overflow alone, or the
     grand total where only the products together do.
     """
-    magnitude = np.nan_to_num(value.to_numpy(dtype=float), nan=0.0)
+    values = value.to_numpy(dtype=float)
+    if not len(values) or np.isnan(values).all():
+        return []
+    largest = max(float(np.nanmax(values)), -float(np.nanmin(values)))
+    if largest * len(values) <= np.finfo(float).max:
+        return []  # no sum of these values can overflow
+    magnitude = np.nan_to_num(values, nan=0.0)
     np.abs(magnitude, out=magnitude)
     with np.errstate(over="ignore"):
         per_kpi = np.bincount(kpi_codes, weights=magnitude, minlength=len(kpi_labels))
