@@ -1,4 +1,4 @@
-"""Canonical observations (SPEC §5): one row per month, KPI and leaf entity, validated with pandera.
+"""Canonical observations (SPEC §5): one row per month, KPI and leaf entity, as declared in pandera.
 
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
 as ``YYYY-MM``, ``YYYYMM`` or a date inside the month (the forms :mod:`kpisheet.months` reads).
@@ -17,12 +17,11 @@ import io
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
 import pyarrow
-from pandera.typing import Series
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
@@ -31,44 +30,24 @@ from kpisheet.hierarchy import Hierarchy
 from kpisheet.months import EXPECTED_MONTHS, MONTH_DTYPE, ambiguous_dates, parse_months
 from kpisheet.registry import Registry
 
+if TYPE_CHECKING:
+    import pandera.pandas as pa
+
 MonthDtype = MONTH_DTYPE
 
 
-class ObservationModel(pa.DataFrameModel):
-    """The canonical long format; KPI and entity sets are added per sheet by :func:`observation_schema`."""
-
-    month: Series[MonthDtype] = pa.Field(nullable=False)
-    kpi: Series[str] = pa.Field(nullable=False)
-    entity: Series[str] = pa.Field(nullable=False)
-    value: Series[float] = pa.Field(nullable=True)
-
-    class Config:
-        strict = True
-        unique = [MONTH, KPI, ENTITY]  # noqa: RUF012 (pandera reads this list)
-
-    @pa.check(VALUE, name="finite or missing")
-    @classmethod
-    def _finite(cls, value: Series[float]) -> Series[bool]:
-        return value.isna() | np.isfinite(value)
-
-
 def observation_schema(registry: Registry, hierarchy: Hierarchy) -> pa.DataFrameSchema:
-    """The observation schema of one sheet: its source KPIs and its leaf entities.
+    """The pandera schema of one sheet's observations: its source KPIs and its leaf entities.
 
-    The declaration of what a validated observation is. :func:`validate_observations` enforces
-    every rule of it with vectorised checks on integer codes (faster than pandera on millions of
-    strings, without pandera's start-up on the first call, and with messages that quote rows);
-    the tests validate its result against this schema, so the two cannot drift apart.
+    The declaration of what a validated observation is (:mod:`kpisheet.observation_model`).
+    :func:`validate_observations` enforces every rule of it with vectorised checks on integer
+    codes (faster than pandera on millions of strings, without importing pandera or paying its
+    start-up on the first call, and with messages that quote rows); the tests validate its
+    result against this schema, so the two cannot drift apart.
     """
-    schema = ObservationModel.to_schema()
-    return schema.update_columns(
-        {
-            KPI: {
-                "checks": [pa.Check.isin([k.id for k in registry.source_kpis], name="known KPI")]
-            },
-            ENTITY: {"checks": [pa.Check.isin(list(hierarchy.leaves), name="known entity")]},
-        }
-    )
+    from kpisheet.observation_model import sheet_schema
+
+    return sheet_schema([k.id for k in registry.source_kpis], list(hierarchy.leaves))
 
 
 def _sniff_separator(content: bytes) -> str:
