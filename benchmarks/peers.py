@@ -9,7 +9,7 @@ its leaves that have one; derived ratios divide the aggregated components (zero 
 Measures, each in a fresh worker process (this file with ``--worker``), like ``run.py``:
 
 - ``cold``: read the Parquet file, prepare what the set-up keeps, then 12M and YTD at the newest
-  month; the median over several fresh processes;
+  month; the median over several fresh processes, run in rounds of one process per contender;
 - ``warm``: 12M and YTD at another as-of month (:data:`WARM_AS_OF`) with the data loaded; the
   median of repeated runs in the process;
 - ``peak``: the worker process's peak resident memory.
@@ -644,8 +644,14 @@ def worker(task: str, size: str, cache: Path, warm_runs: int) -> dict[str, Any]:
 def measure_size(size: str, cache: Path, cold_runs: int, warm_runs: int) -> dict[str, Any]:
     """Medians over fresh processes per contender, the equality check and the floor."""
     out: dict[str, Any] = {}
+    # Round by round, every contender once per round: a change of the machine's load during
+    # the run then falls on all of them alike instead of on whoever ran at that time.
+    rounds = [
+        {name: run_worker(name, size, cache, warm_runs) for name in CONTENDERS}
+        for _ in range(cold_runs)
+    ]
     for name in CONTENDERS:
-        runs = [run_worker(name, size, cache, warm_runs) for _ in range(cold_runs)]
+        runs = [found[name] for found in rounds]
         good = [run for run in runs if "error" not in run]
         if not good:
             out[name] = {"error": runs[0]["error"]}
