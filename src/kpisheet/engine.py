@@ -133,8 +133,10 @@ def _coded(observations: pd.DataFrame | ObservationCodes) -> ObservationCodes:
     )
 
 
-def _selector(positions: np.ndarray) -> slice | np.ndarray:
+def _selector(positions: np.ndarray | slice) -> slice | np.ndarray:
     """``positions`` as a slice when they are consecutive (a view instead of a gathered copy)."""
+    if isinstance(positions, slice):
+        return positions
     if (
         len(positions)
         and positions[-1] - positions[0] == len(positions) - 1
@@ -144,7 +146,7 @@ def _selector(positions: np.ndarray) -> slice | np.ndarray:
     return positions
 
 
-def _slab(array: np.ndarray, kpis: np.ndarray, entities: np.ndarray) -> np.ndarray:
+def _slab(array: np.ndarray, kpis: np.ndarray | slice, entities: np.ndarray | slice) -> np.ndarray:
     """``array[..., kpis, entities]`` of a month-major array (a slab of months or one month);
     consecutive positions are sliced, not gathered."""
     k, e = _selector(kpis), _selector(entities)
@@ -317,19 +319,26 @@ class Cube:
             value=value,
         )
 
-    def _window_sum(self, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    def _window_sum(
+        self, kpis: np.ndarray, entities: np.ndarray | slice, count: int, lo: int, hi: int
+    ) -> np.ndarray:
         """Sum over months ``lo..hi`` of the values (missing as 0), shaped (KPIs, entities).
 
         A large selection sums every row of the slab and picks afterwards: adding whole contiguous
         rows is cheaper than gathering a scattered block first.
         """
         slab = self._filled[lo : hi + 1]
-        if len(kpis) * len(entities) * 4 >= slab.shape[1] * slab.shape[2]:
+        if len(kpis) * count * 4 >= slab.shape[1] * slab.shape[2]:
             return _slab(slab.sum(axis=0), kpis, entities)
         return _slab(slab, kpis, entities).sum(axis=0)
 
     def _running(
-        self, array: np.ndarray, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int
+        self,
+        array: np.ndarray,
+        kpis: np.ndarray | slice,
+        entities: np.ndarray | slice,
+        lo: int,
+        hi: int,
     ) -> np.ndarray:
         """Months ``lo..hi`` counted by a running count (``_counts``, ``_covered``): (KPIs, entities)."""
         return (_slab(array[hi + 1], kpis, entities) - _slab(array[lo], kpis, entities)).astype(
@@ -398,8 +407,10 @@ class Cube:
         if lo > hi or len(value) == 0:
             none = np.zeros(shape, dtype=bool)
             return WindowValues(value, np.zeros(shape, dtype=np.int64), none, none, length)
-        months = self._running(self._counts, kpis, entities, lo, hi)
-        covered = self._running(self._covered, kpis, entities, lo, hi) == length
+        entities = _selector(entities)  # worked out once for every slab below
+        every = _selector(kpis)
+        months = self._running(self._counts, every, entities, lo, hi)
+        covered = self._running(self._covered, every, entities, lo, hi) == length
         complete = covered.copy()
         summed = [
             rows
@@ -409,9 +420,9 @@ class Cube:
         if summed:
             rows = np.concatenate(summed)
             sums = np.empty(shape)
-            sums[rows] = self._window_sum(kpis[rows], entities, lo, hi)
+            sums[rows] = self._window_sum(kpis[rows], entities, shape[1], lo, hi)
         for rule, rows in plan.rules.items():
-            part = kpis[rows]
+            part = _selector(kpis[rows])
             if rule in (TimeAggregation.LAST, TimeAggregation.FIRST):
                 # that month's value and coverage; missing when it lies outside the data
                 month = stop if rule is TimeAggregation.LAST else start

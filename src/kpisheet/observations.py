@@ -13,6 +13,7 @@ do not parse, values that are not numbers, unknown KPIs and entities, duplicate 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -291,7 +292,14 @@ def text_column(labels: Iterable[str], codes: np.ndarray) -> pd.api.extensions.E
             [None, pyarrow.py_buffer(starts), pyarrow.py_buffer(text * len(codes))],
         )
         return pd.arrays.ArrowStringArray(array, dtype=TEXT_DTYPE)
-    return pd.Series(np.asarray(labels, dtype=object), dtype=str).array.take(codes)
+    return _text_labels(tuple(labels)).take(codes)
+
+
+@functools.lru_cache(maxsize=64)
+def _text_labels(labels: tuple[str, ...]) -> pd.api.extensions.ExtensionArray:
+    """The distinct texts of a column as pandas' text array, built once per set of labels (a
+    query asks for the same entities and KPIs again and again)."""
+    return pd.Series(np.asarray(labels, dtype=object), dtype=str).array
 
 
 @dataclass(frozen=True)
