@@ -1,14 +1,17 @@
 """How numbers are computed (docs/analysts.md): group roll-ups, calendar windows, derived KPIs,
 per-account values, and how far each number can be trusted (coverage).
 
-The :class:`Cube` is built once per sheet: a dense array ``values[kpi, entity, month]`` of every source
-KPI for every entity of the tree, with group levels already rolled up month by month. A query then
-only slices the months of its two windows (current and previous year) for the KPIs and entities it
-needs and aggregates them along the month axis — numpy on whole blocks, no loop per row or series.
+The :class:`Cube` is built once per sheet, from the validated observations as integer codes: dense
+arrays over (month, KPI, entity) of every source KPI for every entity of the tree, with group levels
+already rolled up month by month. A query then only slices the months of its two windows (current
+and previous year) for the KPIs and entities it needs and aggregates them along the month axis —
+numpy on whole blocks, no loop per row or series.
 
-The array is stored month-major, so the months of a window are one contiguous slab; next to it the
-cube keeps the values with missing ones as zero and a running count of months with a value, so a
-window's sum is a sum of whole rows and its month count a difference of two rows.
+The arrays are month-major, so the months of a window are one contiguous slab: the values with
+missing ones as zero, and a running count of months with a value, so a window's sum is a sum of
+whole rows, its month count a difference of two rows, and whether a month has a value a difference
+of two neighbouring rows (the values with NaN for missing are not kept a second time). The cube is
+all an open sheet keeps: the observations are rebuilt from it when asked for.
 
 Coverage works the same way. A leaf's *lifetime* for a source KPI runs from its first to its last
 month with a value; inside it the leaf is expected every month. A month is *covered* for an entity
