@@ -21,14 +21,20 @@ test: $(VENV)/.installed
 	$(BIN)/ruff format --check src tests
 	$(BIN)/python -m pytest --durations=15
 
-# Benchmarks on synthetic sheets (see docs/performance.md); never part of `make test`.
+# Benchmarks on synthetic sheets (see docs/performance.md); never part of `make test`. Each
+# prints kpisheet's own table, then kpisheet against DuckDB and Polars (the `bench` extra, which
+# these targets install; never a dependency of kpisheet), results checked equal, with the targets.
 bench: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py --size S --size M
+	$(BIN)/python benchmarks/peers.py --size S --size M
 
 bench-large: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/run.py --size L
+	$(BIN)/python benchmarks/peers.py --size L
 
-# kpisheet against DuckDB and Polars (the `bench` extra), results checked equal.
+# Only the comparison with DuckDB and Polars, sizes S and M.
 bench-peers: $(VENV)/.installed
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python benchmarks/peers.py --size S --size M

@@ -9,7 +9,7 @@ its leaves that have one; derived ratios divide the aggregated components (zero 
 Measures, each in a fresh worker process (this file with ``--worker``), like ``run.py``:
 
 - ``cold``: read the Parquet file, prepare what the set-up keeps, then 12M and YTD at the newest
-  month; the median over several fresh processes;
+  month; the median over several fresh processes, run in rounds of one process per contender;
 - ``warm``: 12M and YTD at another as-of month (:data:`WARM_AS_OF`) with the data loaded; the
   median of repeated runs in the process;
 - ``peak``: the worker process's peak resident memory.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -502,22 +503,25 @@ def task_time(name: str, files: SheetFiles, warm_runs: int) -> dict[str, Any]:
     for module in IMPORTS[name]:
         importlib.import_module(module)
     imports = peak_memory()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     setup = make_setup(name, files)
     for window in WINDOWS:
         setup.query(newest, window)
-    cold = time.perf_counter() - started
-    walls = []
+    cold, cold_cpu = time.perf_counter() - started, time.process_time() - cpu
+    walls, cpus = [], []
     for _ in range(warm_runs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for window in WINDOWS:
             setup.query(warm, window)
         walls.append(time.perf_counter() - started)
+        cpus.append(time.process_time() - cpu)
     return {
         "cold": cold,
         "warm": statistics.median(walls),
         "peak": peak_memory(),
         "imports": imports,
+        "cold_cpu": cold_cpu,
+        "warm_cpu": statistics.median(cpus),
     }
 
 
@@ -640,20 +644,66 @@ def worker(task: str, size: str, cache: Path, warm_runs: int) -> dict[str, Any]:
 def measure_size(size: str, cache: Path, cold_runs: int, warm_runs: int) -> dict[str, Any]:
     """Medians over fresh processes per contender, the equality check and the floor."""
     out: dict[str, Any] = {}
+    # Round by round, every contender once per round: a change of the machine's load during
+    # the run then falls on all of them alike instead of on whoever ran at that time.
+    rounds = [
+        {name: run_worker(name, size, cache, warm_runs) for name in CONTENDERS}
+        for _ in range(cold_runs)
+    ]
     for name in CONTENDERS:
-        runs = [run_worker(name, size, cache, warm_runs) for _ in range(cold_runs)]
+        runs = [found[name] for found in rounds]
         good = [run for run in runs if "error" not in run]
         if not good:
             out[name] = {"error": runs[0]["error"]}
             continue
         out[name] = {
             key: statistics.median(run[key] for run in good)
-            for key in ("cold", "warm", "peak", "imports")
+            for key in ("cold", "warm", "peak", "imports", "cold_cpu", "warm_cpu")
         }
         print(f"  {size} {name}: {out[name]}", file=sys.stderr)
     out["check"] = run_worker("check", size, cache, warm_runs)
     out["floor"] = run_worker("floor", size, cache, warm_runs)
     return out
+
+
+#: Targets of kpisheet against the peers per size: the largest kpisheet ÷ best peer for cold
+#: and warm, the largest peak memory (bytes) and the largest multiple of the warm query's floor.
+TARGETS: dict[str, dict[str, float]] = {
+    "S": {"warm": 1.0},
+    "M": {"cold": 1.0, "warm": 1.0, "peak_bytes": 0.40 * GIB, "floor": 3.0},
+    "L": {"cold": 2.0, "warm": 1.0, "peak_bytes": 2.5 * GIB},
+}
+
+
+def best_peer(result: dict[str, Any], key: str) -> tuple[float, str] | None:
+    """The best (smallest) measure among the peers' set-ups, with its name."""
+    peers = [(result[n][key], n) for n in SETUPS if key in result.get(n, {})]
+    return min(peers) if peers else None
+
+
+def target_lines(size: str, result: dict[str, Any]) -> list[str]:
+    """Each target of this size: the figure measured, the target and whether it is met."""
+    ours = result.get(KPISHEET, {})
+    lines = []
+
+    def line(what: str, figure: float, target: float, unit: str) -> None:
+        verdict = "met" if figure <= target else f"MISSED by {figure / target:.2f}×"
+        lines.append(
+            f"- {size} {what}: {figure:.2f}{unit} (target ≤ {target:.2f}{unit}): {verdict}"
+        )
+
+    for key in ("cold", "warm"):
+        best = best_peer(result, key)
+        if key in TARGETS[size] and best and key in ours:
+            line(f"{key} ÷ best peer ({best[1]})", ours[key] / best[0], TARGETS[size][key], "×")
+    if "peak_bytes" in TARGETS[size] and "peak" in ours:
+        line("peak memory", ours["peak"] / GIB, TARGETS[size]["peak_bytes"] / GIB, " GiB")
+    floor = result.get("floor", {})
+    if "floor" in TARGETS[size] and "floor" in floor and "warm" in ours:
+        line(
+            "warm ÷ its bandwidth floor", ours["warm"] / floor["floor"], TARGETS[size]["floor"], "×"
+        )
+    return lines
 
 
 def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
@@ -672,11 +722,11 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
         cells = [size, triple(result[KPISHEET]), *(triple(result[name]) for name in SETUPS)]
         ratios = []
         for key in ("cold", "warm", "peak"):
-            peers = [(result[n][key], n) for n in SETUPS if key in result[n]]
-            if not peers or key not in result[KPISHEET]:
+            found = best_peer(result, key)
+            if found is None or key not in result[KPISHEET]:
                 ratios.append("–")
                 continue
-            best, name = min(peers)
+            best, name = found
             ratios.append(f"{result[KPISHEET][key] / best:.2f}× ({name})")
         cells.append(" / ".join(ratios))
         lines.append("| " + " | ".join(cells) + " |")
@@ -698,6 +748,12 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
             if "imports" in result[name]
         )
         notes.append(f"- {size} memory after the imports alone (part of peak): {imports}")
+        cpu = ", ".join(
+            f"{name} {seconds(result[name]['cold_cpu'])} / {seconds(result[name]['warm_cpu'])}"
+            for name in CONTENDERS
+            if "cold_cpu" in result[name]
+        )
+        notes.append(f"- {size} CPU time of cold / warm (all threads of the process): {cpu}")
         floor = result["floor"]
         if "error" not in floor:
             notes.append(
@@ -706,7 +762,9 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any]) -> str:
                 f"kpisheet's warm is {result[KPISHEET].get('warm', float('nan')) / floor['floor']:.1f}× "
                 "the floor"
             )
+    targets = [line for size, result in results.items() for line in target_lines(size, result)]
     lines += ["", "Cells: cold / warm / peak memory (medians of fresh processes).", "", *notes]
+    lines += ["", "Targets (kpisheet against the peers, measured in this run):", "", *targets]
     lines += [
         "",
         f"Run at {info['started']}; load average at start {info['load_start']}, at end "
@@ -728,6 +786,13 @@ def main() -> None:
     if args.worker:
         result = worker(args.worker, args.size[0], args.cache, args.warm_runs or 1)
         args.out.write_text(json.dumps(result))
+        return
+    missing = [name for name in ("duckdb", "polars") if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"peers not measured: {' and '.join(missing)} not installed "
+            "(pip install -e '.[bench]'; make bench does)"
+        )
         return
     # The parent never holds data (the sheets are generated by a child process).
     sizes = args.size or ["S", "M"]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 import pytest
 from click.testing import CliRunner
 
@@ -15,7 +16,12 @@ import kpisheet.sheet
 from kpisheet.cli import main
 from kpisheet.errors import DataError
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
-from kpisheet.observations import load_observations, read_observations, validate_observations
+from kpisheet.observations import (
+    load_observations,
+    observation_schema,
+    read_observations,
+    validate_observations,
+)
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
 
@@ -454,3 +460,39 @@ def test_no_query_result_holds_infinity_for_values_within_range(
     )
     result = sheet.query(window="3M", kpis=["flow"])
     assert np.isfinite(result["value"]).all()
+
+
+def test_validated_frame_passes_the_declared_schema(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """What validation returns satisfies the pandera declaration of an observation (types,
+    nullability, finiteness, uniqueness, known KPIs and entities), which it enforces on codes."""
+    validated = validate_observations(canonical(GOOD_ROWS), registry, hierarchy)
+    assert observation_schema(registry, hierarchy).validate(validated, lazy=True) is not None
+
+
+def test_declared_schema_refuses_what_validation_refuses(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """The pandera declaration and validation agree on a bad row: an unknown KPI fails both."""
+    rows = [*GOOD_ROWS, ("2023-04", "nope", "Alpine Gold", 1.0)]
+    with pytest.raises(pa.errors.SchemaErrors):
+        observation_schema(registry, hierarchy).validate(canonical(rows), lazy=True)
+    with pytest.raises(DataError, match=re.escape("unknown KPI id 'nope'")):
+        validate_observations(canonical(rows), registry, hierarchy)
+
+
+def test_sheet_observations_are_rebuilt_from_the_cube(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """An open sheet gives back its observations (rows given as missing included), ordered by
+    month, KPI and product, without keeping the frame it was opened with."""
+    sheet = kpisheet.sheet.KPISheet(
+        validate_observations(canonical(GOOD_ROWS), registry, hierarchy), registry, hierarchy
+    )
+    expected = sorted(
+        GOOD_ROWS,
+        key=lambda row: (row[0], registry.ids.index(row[1]), hierarchy.leaves.index(row[2])),
+    )
+    assert_canonical(sheet.observations, expected)
+    assert pd.api.types.is_string_dtype(sheet.observations["kpi"])

@@ -1,14 +1,17 @@
 """How numbers are computed (docs/analysts.md): group roll-ups, calendar windows, derived KPIs,
 per-account values, and how far each number can be trusted (coverage).
 
-The :class:`Cube` is built once per sheet: a dense array ``values[kpi, entity, month]`` of every source
-KPI for every entity of the tree, with group levels already rolled up month by month. A query then
-only slices the months of its two windows (current and previous year) for the KPIs and entities it
-needs and aggregates them along the month axis — numpy on whole blocks, no loop per row or series.
+The :class:`Cube` is built once per sheet, from the validated observations as integer codes: dense
+arrays over (month, KPI, entity) of every source KPI for every entity of the tree, with group levels
+already rolled up month by month. A query then only slices the months of its two windows (current
+and previous year) for the KPIs and entities it needs and aggregates them along the month axis —
+numpy on whole blocks, no loop per row or series.
 
-The array is stored month-major, so the months of a window are one contiguous slab; next to it the
-cube keeps the values with missing ones as zero and a running count of months with a value, so a
-window's sum is a sum of whole rows and its month count a difference of two rows.
+The arrays are month-major, so the months of a window are one contiguous slab: the values with
+missing ones as zero, and a running count of months with a value, so a window's sum is a sum of
+whole rows, its month count a difference of two rows, and whether a month has a value a difference
+of two neighbouring rows (the values with NaN for missing are not kept a second time). The cube is
+all an open sheet keeps: the observations are rebuilt from it when asked for.
 
 Coverage works the same way. A leaf's *lifetime* for a source KPI runs from its first to its last
 month with a value; inside it the leaf is expected every month. A month is *covered* for an entity
@@ -19,7 +22,7 @@ complete is again a difference of two rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -53,7 +56,11 @@ from kpisheet.constants import (
 )
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.months import window_bounds
+from kpisheet.observations import ObservationCodes, text_column
 from kpisheet.registry import Registry
+
+#: Month ordinal 0 (months are counted from it).
+_EPOCH = pd.Period("1970-01", "M")
 
 
 @dataclass(frozen=True)
@@ -113,24 +120,54 @@ def _lifetimes(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, last
 
 
-def _positions(column: pd.Series, names: Sequence[str]) -> np.ndarray:
-    """Position of each value of ``column`` in ``names`` (-1: absent); one lookup per distinct value."""
-    codes, uniques = pd.factorize(column)
-    return np.append(pd.Index(names).get_indexer(uniques), -1)[codes]
+def _coded(observations: pd.DataFrame | ObservationCodes) -> ObservationCodes:
+    """Validated observations as codes; a canonical frame is coded one distinct text at a time."""
+    if isinstance(observations, ObservationCodes):
+        return observations
+    kpi, kpi_labels = pd.factorize(observations[KPI])
+    entity, entity_labels = pd.factorize(observations[ENTITY])
+    return ObservationCodes(
+        month=observations[MONTH].array.asi8,
+        kpi=kpi,
+        kpi_labels=np.asarray(kpi_labels, dtype=object),
+        entity=entity,
+        entity_labels=np.asarray(entity_labels, dtype=object),
+        value=observations[VALUE].to_numpy(dtype=float),
+    )
 
 
-def _text(
-    labels: Sequence[str] | np.ndarray, codes: np.ndarray
-) -> pd.api.extensions.ExtensionArray:
-    """The text column ``labels[codes]`` (dtype ``str``), one take instead of an object per row."""
-    return pd.Series(np.asarray(labels, dtype=object), dtype=str).array.take(codes)
+def _selector(positions: np.ndarray | slice) -> slice | np.ndarray:
+    """``positions`` as a slice when they are consecutive (a view instead of a gathered copy)."""
+    if isinstance(positions, slice):
+        return positions
+    if (
+        len(positions)
+        and positions[-1] - positions[0] == len(positions) - 1
+        and np.array_equal(positions, np.arange(positions[0], positions[-1] + 1))
+    ):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
+
+
+def _slab(array: np.ndarray, kpis: np.ndarray | slice, entities: np.ndarray | slice) -> np.ndarray:
+    """``array[..., kpis, entities]`` of a month-major array (a slab of months or one month);
+    consecutive positions are sliced, not gathered."""
+    k, e = _selector(kpis), _selector(entities)
+    if isinstance(k, slice):
+        return array[..., k, e]
+    if isinstance(e, slice):
+        return array[..., k, :][..., e]
+    return array[..., k[:, None], e[None, :]]
 
 
 class Cube:
-    """Monthly values of every source KPI for every entity (groups rolled up), as one dense array."""
+    """Monthly values of every source KPI for every entity (groups rolled up), as dense arrays."""
 
     def __init__(
-        self, observations: pd.DataFrame, registry: Registry, hierarchy: Hierarchy
+        self,
+        observations: pd.DataFrame | ObservationCodes,
+        registry: Registry,
+        hierarchy: Hierarchy,
     ) -> None:
         self.registry = registry
         self.hierarchy = hierarchy
@@ -153,27 +190,36 @@ class Cube:
         self.leaf_offset = len(names) - len(hierarchy.leaves)
         for i, name in enumerate(names):
             self.entity_index.setdefault(name, i)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._entity_positions: dict[tuple[str, ...], np.ndarray] = {}
 
-        months = observations[MONTH]
-        if len(observations):
-            self.first = months.min()
-            self.last = months.max()
+        rows = _coded(observations)
+        if len(rows):
+            self.first = _EPOCH + int(rows.month.min())
+            self.last = _EPOCH + int(rows.month.max())
         else:
-            self.first = self.last = pd.Period("1970-01", "M")
-        self.month_count = (self.last - self.first).n + 1 if len(observations) else 0
+            self.first = self.last = _EPOCH
+        self.month_count = (self.last - self.first).n + 1 if len(rows) else 0
         self.months = (
             pd.period_range(self.first, self.last, freq="M")
-            if len(observations)
+            if len(rows)
             else pd.PeriodIndex([], freq="M")
         )
 
         leaves = hierarchy.leaves
-        leaf = np.full((self.month_count, len(self.source_ids), len(leaves)), np.nan)
-        if len(observations):
-            k = _positions(observations[KPI], self.source_ids)
-            e = _positions(observations[ENTITY], leaves)
-            t = months.array.asi8 - self.first.ordinal
-            leaf[t, k, e] = observations[VALUE].to_numpy(dtype=float)
+        shape = (self.month_count, len(self.source_ids), len(leaves))
+        leaf = np.full(shape, np.nan)
+        # position of each row in ``leaf``, built in place (one array of the rows' length)
+        cells = rows.month.astype(np.int64)
+        cells -= self.first.ordinal
+        cells *= shape[1]
+        cells += np.append(pd.Index(self.source_ids).get_indexer(rows.kpi_labels), -1)[rows.kpi]
+        cells *= shape[2]
+        cells += np.append(pd.Index(leaves).get_indexer(rows.entity_labels), -1)[rows.entity]
+        leaf.reshape(-1)[cells] = rows.value
+        #: the cells of rows given with a missing value (the observations keep them)
+        self._given_missing = cells[np.isnan(rows.value)]
+        del cells, rows
 
         present = ~np.isnan(leaf)
         #: lifetime of each (source KPI, leaf): month positions of its first and last value
@@ -192,13 +238,16 @@ class Cube:
         for grouping in groupings:
             codes = self._group_codes[grouping]
             parts.append(_roll_up(filled, present, missing, codes, len(hierarchy.groups(grouping))))
-        del filled, present
+        del filled, present, missing
         by_month = np.concatenate([value for value, _ in parts] + [leaf], axis=2)
+        del leaf
         # A leaf is covered whenever it has a value; a group when no expected member is missing.
         member_missing = np.concatenate(
-            [any_missing for _, any_missing in parts] + [np.zeros(leaf.shape, dtype=bool)], axis=2
+            [any_missing for _, any_missing in parts]
+            + [np.zeros((*shape[:2], len(leaves)), dtype=bool)],
+            axis=2,
         )
-        del parts, leaf, missing
+        del parts
         no_roll_up = [
             self.kpi_index[k.id]
             for k in registry.source_kpis
@@ -206,15 +255,15 @@ class Cube:
         ]
         groups = np.flatnonzero(self.entity_levels != PRODUCT_LEVEL)
         by_month[:, np.array(no_roll_up, dtype=np.int64)[:, None], groups[None, :]] = np.nan
-        #: values[kpi, entity, month] (a view of the month-major array)
-        self.values = by_month.transpose(1, 2, 0)
-        self._by_month = by_month
         present = ~np.isnan(by_month)
-        self._filled = np.where(present, by_month, 0.0)
-        # _counts[t] = months with a value before month t, so a window's count is a difference.
+        # _counts[t] = months with a value before month t, so a window's count is a difference
+        # (and whether month t has a value, _counts[t + 1] > _counts[t]).
         count_type = np.int16 if self.month_count < np.iinfo(np.int16).max else np.int32
         self._counts = np.zeros((self.month_count + 1, *by_month.shape[1:]), dtype=count_type)
         np.cumsum(present, axis=0, dtype=count_type, out=self._counts[1:])
+        #: the values with missing ones as 0, month-major: _filled[month, kpi, entity]
+        self._filled = np.nan_to_num(by_month, copy=False, nan=0.0)
+        del by_month
         # _covered[t] = covered months before month t, likewise.
         present &= ~member_missing
         del member_missing
@@ -224,44 +273,123 @@ class Cube:
         #: each entity's level as a code into :attr:`level_names`
         self.level_codes, self.level_names = pd.factorize(self.entity_levels)
 
+    def entity_positions(self, entities: Sequence[str]) -> np.ndarray:
+        """Positions of entities on the entity axis; a selection asked again is looked up once."""
+        key = tuple(entities)
+        positions = self._entity_positions.get(key)
+        if positions is None:
+            positions = np.array([self.entity_index[e] for e in key], dtype=np.int64)
+            self._entity_positions[key] = positions
+        return positions
+
     def month_position(self, month: pd.Period) -> int:
-        """Column of a month in :attr:`values` (may be outside the array)."""
+        """Position of a month on the month axis (may be outside the data)."""
         return (month.year - self.first.year) * 12 + month.month - self.first.month
 
+    def _values(self, lo: int, hi: int) -> np.ndarray:
+        """The values of months ``lo..hi`` (inside the data), NaN where missing: (months, KPIs,
+        entities)."""
+        has_value = self._counts[lo + 1 : hi + 2] != self._counts[lo : hi + 1]
+        return np.where(has_value, self._filled[lo : hi + 1], np.nan)
+
     def _block(self, kpis: np.ndarray, entities: np.ndarray, start: int, stop: int) -> np.ndarray:
-        """values[kpis, entities, start:stop+1] with NaN for months outside the data."""
-        length = stop - start + 1
-        out = np.full((len(kpis), len(entities), length), np.nan)
+        """Values (KPIs, entities, months ``start..stop``), NaN for months outside the data."""
+        out = np.full((len(kpis), len(entities), stop - start + 1), np.nan)
         lo, hi = max(start, 0), min(stop, self.month_count - 1)
         if lo <= hi:
-            out[:, :, lo - start : hi - start + 1] = self.values[
-                np.ix_(kpis, entities, np.arange(lo, hi + 1))
-            ]
+            has_value = _slab(self._counts[lo + 1 : hi + 2], kpis, entities) != _slab(
+                self._counts[lo : hi + 1], kpis, entities
+            )
+            values = np.where(has_value, _slab(self._filled[lo : hi + 1], kpis, entities), np.nan)
+            out[:, :, lo - start : hi - start + 1] = values.transpose(1, 2, 0)
         return out
 
-    def _slab(self, array: np.ndarray, kpis: np.ndarray, entities: np.ndarray) -> np.ndarray:
-        """``array[..., kpis, entities]`` of a month-major array (a slab of months or one month)."""
-        return array[..., kpis[:, None], entities[None, :]]
+    def observations(self) -> ObservationCodes:
+        """The observations the cube was built from, ordered by month, KPI and product."""
+        leaves = self._counts[..., self.leaf_offset :]
+        cells = np.flatnonzero(leaves[1:] != leaves[:-1])
+        if len(self._given_missing):
+            cells = np.sort(np.concatenate([cells, self._given_missing]))
+        month, kpi, entity = np.unravel_index(cells, leaves[1:].shape)
+        value = self._filled[month, kpi, entity + self.leaf_offset]
+        value[np.isin(cells, self._given_missing)] = np.nan
+        return ObservationCodes(
+            month=month + self.first.ordinal,
+            kpi=kpi,
+            kpi_labels=np.asarray(self.source_ids, dtype=object),
+            entity=entity,
+            entity_labels=np.asarray(self.hierarchy.leaves, dtype=object),
+            value=value,
+        )
 
-    def _window_sum(self, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    def _window_sum(
+        self, kpis: np.ndarray, entities: np.ndarray | slice, count: int, lo: int, hi: int
+    ) -> np.ndarray:
         """Sum over months ``lo..hi`` of the values (missing as 0), shaped (KPIs, entities).
 
         A large selection sums every row of the slab and picks afterwards: adding whole contiguous
         rows is cheaper than gathering a scattered block first.
         """
         slab = self._filled[lo : hi + 1]
-        if len(kpis) * len(entities) * 4 >= slab.shape[1] * slab.shape[2]:
-            return self._slab(slab.sum(axis=0), kpis, entities)
-        return self._slab(slab, kpis, entities).sum(axis=0)
+        if len(kpis) * count * 4 >= slab.shape[1] * slab.shape[2]:
+            return _slab(slab.sum(axis=0), kpis, entities)
+        return _slab(slab, kpis, entities).sum(axis=0)
 
-    def _covered_months(
-        self, kpis: np.ndarray, entities: np.ndarray, lo: int, hi: int
+    def _running(
+        self,
+        array: np.ndarray,
+        kpis: np.ndarray | slice,
+        entities: np.ndarray | slice,
+        lo: int,
+        hi: int,
     ) -> np.ndarray:
-        """Covered months among positions ``lo..hi`` (inside the data), shaped (KPIs, entities)."""
-        return (
-            self._slab(self._covered[hi + 1], kpis, entities)
-            - self._slab(self._covered[lo], kpis, entities)
-        ).astype(np.int64)
+        """Months ``lo..hi`` counted by a running count (``_counts``, ``_covered``): (KPIs, entities)."""
+        return (_slab(array[hi + 1], kpis, entities) - _slab(array[lo], kpis, entities)).astype(
+            np.int64
+        )
+
+    def _plan(self, kpi_ids: Sequence[str]) -> _Plan:
+        """What a window of these KPIs needs, worked out once per selection of KPIs."""
+        key = tuple(kpi_ids)
+        plan = self._plans.get(key)
+        if plan is None:
+            needed = self._closure(kpi_ids)
+            # in the cube's order, so that a selection of every KPI is a slice of it
+            sources = tuple(
+                sorted(
+                    (k for k in needed if not self.registry[k].is_derived),
+                    key=self.kpi_index.__getitem__,
+                )
+            )
+            source_rows = {k: i for i, k in enumerate(sources)}
+            rules = np.array([self.registry[k].time_aggregation for k in sources], dtype=object)
+            plan = _Plan(
+                needed=frozenset(needed),
+                sources=sources,
+                positions=np.array([self.kpi_index[k] for k in sources], dtype=np.int64),
+                rules={
+                    rule: np.flatnonzero(rules == rule)
+                    for rule in TimeAggregation
+                    if (rules == rule).any()
+                },
+                picked=np.array(
+                    [i for i, k in enumerate(kpi_ids) if k in source_rows], dtype=np.int64
+                ),
+                picked_rows=np.array(
+                    [source_rows[k] for k in kpi_ids if k in source_rows], dtype=np.int64
+                ),
+                picked_derived=tuple((i, k) for i, k in enumerate(kpi_ids) if k not in source_rows),
+                components={
+                    k.id: np.array(
+                        [sources.index(r) for r in self.registry.leaf_components(k.id)],
+                        dtype=np.int64,
+                    )
+                    for k in self.registry.derived_kpis
+                    if k.id in needed
+                },
+            )
+            self._plans[key] = plan
+        return plan
 
     def source_window(
         self, kpi_ids: Sequence[str], entities: np.ndarray, as_of: pd.Period, window: Window
@@ -271,62 +399,77 @@ class Cube:
         ``last`` (``first``) is complete when the window's final (first) month is covered, every
         other rule when all months of the window are; months outside the data are never covered.
         """
+        plan = self._plan(kpi_ids)
         first, last = window_bounds(as_of, window)
         start, stop = self.month_position(first), self.month_position(last)
         length = stop - start + 1
-        kpis = np.array([self.kpi_index[k] for k in kpi_ids], dtype=np.int64)
+        kpis = plan.positions
         lo, hi = max(start, 0), min(stop, self.month_count - 1)  # the window's months with data
         shape = (len(kpis), len(entities))
         value = np.full(shape, np.nan)
         if lo > hi or len(value) == 0:
             none = np.zeros(shape, dtype=bool)
             return WindowValues(value, np.zeros(shape, dtype=np.int64), none, none, length)
-        months = (
-            self._slab(self._counts[hi + 1], kpis, entities)
-            - self._slab(self._counts[lo], kpis, entities)
-        ).astype(np.int64)
-        covered = self._covered_months(kpis, entities, lo, hi) == length
+        entities = _selector(entities)  # worked out once for every slab below
+        every = _selector(kpis)
+        months = self._running(self._counts, every, entities, lo, hi)
+        covered = self._running(self._covered, every, entities, lo, hi) == length
         complete = covered.copy()
-        rules = np.array([self.registry[k].time_aggregation for k in kpi_ids], dtype=object)
-        for rule in TimeAggregation:
-            rows = np.flatnonzero(rules == rule)
-            if len(rows) == 0:
-                continue
-            part = kpis[rows]
+        summed = [
+            rows
+            for rule, rows in plan.rules.items()
+            if rule in (TimeAggregation.SUM, TimeAggregation.MEAN)
+        ]
+        if summed:
+            rows = np.concatenate(summed)
+            sums = np.empty(shape)
+            sums[rows] = self._window_sum(kpis[rows], entities, shape[1], lo, hi)
+        for rule, rows in plan.rules.items():
+            part = _selector(kpis[rows])
             if rule in (TimeAggregation.LAST, TimeAggregation.FIRST):
                 # that month's value and coverage; missing when it lies outside the data
                 month = stop if rule is TimeAggregation.LAST else start
                 if not lo <= month <= hi:
                     complete[rows] = False
                     continue
-                result = self._slab(self._by_month[month], part, entities)
-                complete[rows] = self._covered_months(part, entities, month, month) == 1
+                has_value = _slab(self._counts[month + 1], part, entities) != _slab(
+                    self._counts[month], part, entities
+                )
+                result = np.where(has_value, _slab(self._filled[month], part, entities), np.nan)
+                complete[rows] = self._running(self._covered, part, entities, month, month) == 1
             elif rule is TimeAggregation.SUM:
-                result = self._window_sum(part, entities, lo, hi)
+                result = sums[rows]
             elif rule is TimeAggregation.MEAN:
-                result = self._window_sum(part, entities, lo, hi) / np.maximum(months[rows], 1)
+                result = sums[rows] / np.maximum(months[rows], 1)
             else:
                 reduce = np.fmin if rule is TimeAggregation.MIN else np.fmax
-                result = reduce.reduce(self._slab(self._by_month[lo : hi + 1], part, entities))
+                result = reduce.reduce(_slab(self._values(lo, hi), part, entities))
             value[rows] = np.where(months[rows] > 0, result, np.nan)
         return WindowValues(value, months, complete, covered, length)
 
-    def monthly(
-        self, kpi_ids: Sequence[str], entities: np.ndarray, first: pd.Period, last: pd.Period
-    ) -> np.ndarray:
-        """Monthly values (KPIs, entities, months) of source and derived KPIs from ``first`` to ``last``."""
-        needed = self._closure(kpi_ids)
-        sources = [k for k in needed if not self.registry[k].is_derived]
-        start, stop = self.month_position(first), self.month_position(last)
-        block = self._block(
-            np.array([self.kpi_index[k] for k in sources], dtype=np.int64), entities, start, stop
-        )
-        values = {k: block[i] for i, k in enumerate(sources)}
+    def _derive(
+        self, needed: Collection[str], entities: np.ndarray, values: dict[str, np.ndarray]
+    ) -> list[str]:
+        """Evaluate the derived KPIs among ``needed`` by formula into ``values`` (source KPIs'
+        arrays, any shape with entities first), in evaluation order; returns their ids."""
+        derived = []
         for kpi in self.registry.derived_kpis:
             if kpi.id in needed:
                 values[kpi.id] = self._mask_groups(
                     kpi.id, entities, kpi.parsed_formula.evaluate(values)
                 )
+                derived.append(kpi.id)
+        return derived
+
+    def monthly(
+        self, kpi_ids: Sequence[str], entities: np.ndarray, first: pd.Period, last: pd.Period
+    ) -> np.ndarray:
+        """Monthly values (KPIs, entities, months) of source and derived KPIs from ``first`` to ``last``."""
+        plan = self._plan(kpi_ids)
+        start, stop = self.month_position(first), self.month_position(last)
+        block = self._block(plan.positions, entities, start, stop)
+        values = {k: block[i] for i, k in enumerate(plan.sources)}
+        self._derive(plan.needed, entities, values)
         return (
             np.stack([values[k] for k in kpi_ids])
             if kpi_ids
@@ -348,7 +491,7 @@ class Cube:
         steps = np.diff(self._covered[lo : hi + 2], axis=0) > 0  # (months, KPIs, entities)
         for i, kpi in enumerate(kpi_ids):
             sources = [self.kpi_index[k] for k in self.registry.leaf_components(kpi)]
-            block = self._slab(steps, np.array(sources, dtype=np.int64), entities).all(axis=1)
+            block = _slab(steps, np.array(sources, dtype=np.int64), entities).all(axis=1)
             out[i, :, lo - start : hi - start + 1] = self._mask_groups(
                 kpi, entities, block.T, missing=False
             )
@@ -394,33 +537,33 @@ class Cube:
         A derived KPI's ``months`` is the smallest ``months`` of the source KPIs it rests on; it is
         complete (covered) when all of them are.
         """
-        needed = self._closure(kpi_ids)
-        sources = [k for k in needed if not self.registry[k].is_derived]
-        base = self.source_window(sources, entities, as_of, window)
-        values = {k: base.value[i] for i, k in enumerate(sources)}
-        position = {k: i for i, k in enumerate(sources)}
-        months = {k: base.months[i] for i, k in enumerate(sources)}
-        complete = {k: base.complete[i] for i, k in enumerate(sources)}
-        covered = {k: base.covered[i] for i, k in enumerate(sources)}
-        for kpi in self.registry.derived_kpis:
-            if kpi.id in needed:
-                values[kpi.id] = self._mask_groups(
-                    kpi.id, entities, kpi.parsed_formula.evaluate(values)
-                )
-                rows = [position[r] for r in self.registry.leaf_components(kpi.id)]
-                months[kpi.id] = self._mask_groups(
-                    kpi.id, entities, base.months[rows].min(axis=0), missing=0
-                )
-                complete[kpi.id] = self._mask_groups(
-                    kpi.id, entities, base.complete[rows].all(axis=0), missing=False
-                )
-                covered[kpi.id] = self._mask_groups(
-                    kpi.id, entities, base.covered[rows].all(axis=0), missing=False
-                )
-        return WindowValues(
-            *(np.stack([part[k] for k in kpi_ids]) for part in (values, months, complete, covered)),
-            length=base.length,
-        )
+        plan = self._plan(kpi_ids)
+        base = self.source_window(kpi_ids, entities, as_of, window)
+        values = {k: base.value[i] for i, k in enumerate(plan.sources)}
+        months = {k: base.months[i] for i, k in enumerate(plan.sources)}
+        complete = {k: base.complete[i] for i, k in enumerate(plan.sources)}
+        covered = {k: base.covered[i] for i, k in enumerate(plan.sources)}
+        for kpi in self._derive(plan.needed, entities, values):
+            rows = plan.components[kpi]
+            months[kpi] = self._mask_groups(kpi, entities, base.months[rows].min(axis=0), missing=0)
+            complete[kpi] = self._mask_groups(
+                kpi, entities, base.complete[rows].all(axis=0), missing=False
+            )
+            covered[kpi] = self._mask_groups(
+                kpi, entities, base.covered[rows].all(axis=0), missing=False
+            )
+        parts = (values, months, complete, covered)
+        out = [
+            np.empty((len(kpi_ids), len(entities)), dtype=column.dtype)
+            for column in (base.value, base.months, base.complete, base.covered)
+        ]
+        for array, whole, part in zip(
+            out, (base.value, base.months, base.complete, base.covered), parts, strict=True
+        ):
+            array[plan.picked] = whole[plan.picked_rows]
+            for row, kpi in plan.picked_derived:
+                array[row] = part[kpi]
+        return WindowValues(*out, length=base.length)
 
     def per_account(
         self,
@@ -435,23 +578,68 @@ class Cube:
         KPIs without ``average_per`` get NaN; a zero or missing denominator gives NaN. A value
         stays complete only when its denominator is covered every month of the window.
         """
-        denominators = sorted({self.registry[k].average_per for k in kpi_ids} - {None})
-        if not denominators:
-            return replace(values, value=np.full(values.value.shape, np.nan))
         first, last = window_bounds(as_of, window)
-        monthly = self.monthly(denominators, entities, first, last)
-        counts = (~np.isnan(monthly)).sum(axis=-1)
-        means = np.where(counts > 0, np.nansum(monthly, axis=-1) / np.maximum(counts, 1), np.nan)
-        covered = self.window(denominators, entities, as_of, window).covered
-        per = [self.registry[k].average_per for k in kpi_ids]
-        rows = np.array([denominators.index(p) if p is not None else -1 for p in per])
-        has_denominator = (rows >= 0)[:, None]
-        complete = values.complete & np.where(has_denominator, covered[rows], True)
-        return replace(
-            values,
-            value=np.where(has_denominator, _divide(values.value, means[rows]), np.nan),
-            complete=complete,
+
+        def denominators(kpis: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            monthly = self.monthly(kpis, entities, first, last)
+            counts = (~np.isnan(monthly)).sum(axis=-1)
+            means = np.where(
+                counts > 0, np.nansum(monthly, axis=-1) / np.maximum(counts, 1), np.nan
+            )
+            return means, self.window(kpis, entities, as_of, window).covered
+
+        value, has_denominator, covered = self.divide_per_account(
+            kpi_ids, values.value, denominators
         )
+        complete = values.complete & np.where(has_denominator, covered, True)
+        return replace(values, value=value, complete=complete)
+
+    def divide_per_account(
+        self,
+        kpi_ids: Sequence[str],
+        values: np.ndarray,
+        denominators: Callable[[list[str]], tuple[np.ndarray, np.ndarray]],
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``values`` (KPIs first) divided by their KPIs' ``average_per`` KPI, the one home of the
+        per-account rule for windows and for months alike.
+
+        ``denominators(ids)`` gives the ``average_per`` KPIs' values and coverage, shaped like a
+        row of ``values`` each. Returns the quotients (NaN without ``average_per`` and where the
+        denominator is zero or missing), whether each KPI has an ``average_per`` KPI (shaped to
+        broadcast against ``values``) and its denominator's coverage.
+        """
+        per = [self.registry[k].average_per for k in kpi_ids]
+        wanted = sorted(set(per) - {None})
+        has_denominator = np.array([p is not None for p in per]).reshape(
+            -1, *(1,) * (values.ndim - 1)
+        )
+        if not wanted:
+            return (
+                np.full(values.shape, np.nan),
+                has_denominator,
+                np.zeros(values.shape, dtype=bool),
+            )
+        base, covered = denominators(wanted)
+        rows = np.array([wanted.index(p) if p is not None else -1 for p in per], dtype=np.int64)
+        value = np.where(has_denominator, _divide(values, base[rows]), np.nan)
+        return value, has_denominator, covered[rows]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a window of a selection of KPIs needs: the KPIs with every KPI their formulas need,
+    the source KPIs among them and their positions in the cube, the source rows of each time
+    aggregation, which rows of the selection are source KPIs (and their source rows) or derived
+    ones, and each derived KPI's source rows."""
+
+    needed: frozenset[str]
+    sources: tuple[str, ...]
+    positions: np.ndarray
+    rules: dict[TimeAggregation, np.ndarray]
+    picked: np.ndarray
+    picked_rows: np.ndarray
+    picked_derived: tuple[tuple[int, str], ...]
+    components: dict[str, np.ndarray]
 
 
 def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -469,35 +657,41 @@ def compute(
     per_account: bool = False,
 ) -> pd.DataFrame:
     """The result table for validated arguments (see :meth:`kpisheet.KPISheet.query`)."""
-    index = np.array([cube.entity_index[e] for e in entities], dtype=np.int64)
+    index = cube.entity_positions(entities)
     kpi_ids = list(kpi_ids)
     previous_as_of = as_of - PREVIOUS_YEAR_OFFSET
     if not kpi_ids or not len(index):
         return _empty_result()
-    current = cube.window(kpi_ids, index, as_of, window)
-    previous = cube.window(kpi_ids, index, previous_as_of, window)
+    # A large selection is computed for every entity, on whole rows of the cube (slices, not
+    # gathered copies), and its entities are picked with the result's rows.
+    axis = np.arange(len(cube.entities)) if 2 * len(index) >= len(cube.entities) else index
+    columns = index if axis is not index else np.arange(len(index))
+    current = cube.window(kpi_ids, axis, as_of, window)
+    previous = cube.window(kpi_ids, axis, previous_as_of, window)
     if per_account:
-        current = cube.per_account(kpi_ids, index, as_of, window, current)
-        previous = cube.per_account(kpi_ids, index, previous_as_of, window, previous)
-    keep = ((current.months > 0) | (previous.months > 0)).T.ravel()  # entity-major rows
+        current = cube.per_account(kpi_ids, axis, as_of, window, current)
+        previous = cube.per_account(kpi_ids, axis, previous_as_of, window, previous)
+    # Rows entity-major: the (KPI, entity) cells with a value in either window, as positions
+    # into the KPI-major arrays, so that every column is one gather.
+    has_value = ((current.months > 0) | (previous.months > 0))[:, columns]
+    entity_codes, kpi_codes = np.nonzero(has_value.T)
+    cells = kpi_codes * len(axis) + columns[entity_codes]
 
     def rows(array: np.ndarray) -> np.ndarray:
-        return array.T.ravel()[keep]
+        return array.ravel()[cells]
 
     value, previous_value = rows(current.value), rows(previous.value)
     change = value - previous_value
     change_pct = _divide(change, np.abs(previous_value))
-    entity_codes = np.repeat(np.arange(len(index)), len(kpi_ids))[keep]
-    kpi_codes = np.tile(np.arange(len(kpi_ids)), len(index))[keep]
     level_codes = cube.level_codes[index][entity_codes]
     constant = np.zeros(len(value), dtype=np.int64)
     return pd.DataFrame(
         {
-            AS_OF: _text([as_of.strftime(MONTH_TEXT_FORMAT)], constant),
-            WINDOW: _text([window.value], constant),
-            LEVEL: _text(cube.level_names, level_codes),
-            ENTITY: _text(entities, entity_codes),
-            KPI: _text(kpi_ids, kpi_codes),
+            AS_OF: text_column([as_of.strftime(MONTH_TEXT_FORMAT)], constant),
+            WINDOW: text_column([window.value], constant),
+            LEVEL: text_column(cube.level_names, level_codes),
+            ENTITY: text_column(entities, entity_codes),
+            KPI: text_column(kpi_ids, kpi_codes),
             VALUE: value,
             PREVIOUS_VALUE: previous_value,
             CHANGE: change,
@@ -508,6 +702,7 @@ def compute(
             PREVIOUS_COMPLETE: rows(previous.complete),
         },
         columns=list(RESULT_COLUMNS),
+        copy=False,
     )
 
 
@@ -550,19 +745,17 @@ def series(
     values = cube.monthly(kpi_ids, index, first, last)
     covered = cube.monthly_covered(kpi_ids, index, first, last)
     if per_account:
-        per = [cube.registry[k].average_per for k in kpi_ids]
-        denominators = sorted(set(per) - {None})
-        out = np.full(values.shape, np.nan)
-        out_covered = np.zeros(covered.shape, dtype=bool)
-        if denominators:
-            base = cube.monthly(denominators, index, first, last)
-            base_covered = cube.monthly_covered(denominators, index, first, last)
-            for i, kpi_per in enumerate(per):
-                if kpi_per is not None:
-                    row = denominators.index(kpi_per)
-                    out[i] = _divide(values[i], base[row])
-                    out_covered[i] = covered[i] & base_covered[row]
-        values, covered = out, out_covered
+
+        def denominators(kpis: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return (
+                cube.monthly(kpis, index, first, last),
+                cube.monthly_covered(kpis, index, first, last),
+            )
+
+        values, has_denominator, base_covered = cube.divide_per_account(
+            kpi_ids, values, denominators
+        )
+        covered = covered & has_denominator & base_covered
     months = pd.period_range(first, last, freq="M")
     k, e, t = values.shape
     return pd.DataFrame(

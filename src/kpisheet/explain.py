@@ -328,7 +328,9 @@ def _partial_rows(
         codes[code] = member
     attributes = hierarchy.attributes.assign(**{_PART_VIEW: labels})
     cube = engine.Cube(
-        sheet.observations, sheet.registry, Hierarchy(hierarchy.total, hierarchy.levels, attributes)
+        sheet._cube.observations(),
+        sheet.registry,
+        Hierarchy(hierarchy.total, hierarchy.levels, attributes),
     )
     rows = engine.compute(cube, sheet._as_of(as_of), parse_window(window), kpis, list(codes))
     found = [codes[code] for code in rows[ENTITY]]

@@ -41,17 +41,15 @@ class _LimitExceeded(yaml.YAMLError):
         self.mark = mark
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing documents nested deeper than :data:`MAX_YAML_DEPTH`.
+class _DepthLimit(yaml.composer.Composer):
+    """PyYAML's composer, refusing documents nested deeper than :data:`MAX_YAML_DEPTH`.
 
     The check runs while the document is composed (PyYAML composes recursively, so a deep file
     would otherwise end in a RecursionError).
     """
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-        self.has_aliases = False
+    _depth = 0
+    has_aliases = False
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
         if self.check_event(yaml.AliasEvent):
@@ -65,6 +63,35 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+class _BoundedLoader(_DepthLimit, yaml.SafeLoader):
+    """PyYAML's safe loader in Python, with the depth limit; its messages are the ones quoted."""
+
+
+try:
+    from yaml.cyaml import CParser as _CParser
+except ImportError:  # PyYAML built without libyaml
+    _CParser = None
+
+if _CParser is not None:
+
+    class _FastBoundedLoader(
+        _DepthLimit,
+        _CParser,  # libyaml's events: scanning and parsing in C, several times faster
+        yaml.constructor.SafeConstructor,
+        yaml.resolver.Resolver,
+    ):
+        """:class:`_BoundedLoader` reading libyaml's events (where PyYAML was built with it)."""
+
+        def __init__(self, stream: str) -> None:
+            _CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+        def dispose(self) -> None:
+            """Nothing to release (libyaml's parser is freed with the object)."""
 
 
 def _expansion_problem(root: yaml.Node) -> _LimitExceeded | None:
@@ -136,16 +163,13 @@ def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | N
     text, problem = read_text(path, file)
     if text is None:
         return None, None, problem
-    try:
-        loader = _BoundedLoader(text)
+    if _CParser is not None:
         try:
-            node = loader.get_single_node()
-            limit = _expansion_problem(node) if node is not None and loader.has_aliases else None
-            if limit is not None:
-                raise limit
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
+            return _read_document(_FastBoundedLoader(text))
+        except (yaml.YAMLError, RecursionError, ValueError):
+            pass  # read again in Python, whose messages the problems quote
+    try:
+        return _read_document(_BoundedLoader(text))
     except _LimitExceeded as exc:
         line = exc.mark.line + 1 if exc.mark is not None else None
         return None, None, Problem(f"YAML refused: {exc.message}", file=file, line=line)
@@ -156,6 +180,18 @@ def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | N
         context = getattr(exc, "context", None)
         detail = f"{context}, {problem_text}" if context else problem_text
         return None, None, Problem(f"YAML syntax error: {detail}", file=file, line=line)
+
+
+def _read_document(loader: _DepthLimit) -> tuple[Any, yaml.Node | None, None]:
+    """The data and node tree of the loader's one document; raises what reading it raises."""
+    try:
+        node = loader.get_single_node()
+        limit = _expansion_problem(node) if node is not None and loader.has_aliases else None
+        if limit is not None:
+            raise limit
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
     return data, node, None
 
 

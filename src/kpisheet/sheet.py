@@ -13,7 +13,11 @@ from kpisheet.constants import MONTH_TEXT_FORMAT, Window
 from kpisheet.errors import QueryError, StoreError, quoted, with_suggestion
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.months import MonthLike, parse_month
-from kpisheet.observations import load_observations, validate_observations
+from kpisheet.observations import (
+    ObservationCodes,
+    read_observations,
+    validate_observation_codes,
+)
 from kpisheet.plugins import load_kpis
 from kpisheet.registry import Registry
 
@@ -62,19 +66,25 @@ class KPISheet:
 
     def __init__(
         self,
-        observations: pd.DataFrame,
+        observations: pd.DataFrame | ObservationCodes,
         registry: Registry,
         hierarchy: Hierarchy,
         *,
         release: Any = None,
         source: str = "",
     ) -> None:
-        self.observations = observations
         self.registry = registry
         self.hierarchy = hierarchy
         self.release = release
         self.source = source
+        # Only the cube is kept: the observations are in it (see :attr:`observations`).
         self._cube = engine.Cube(observations, registry, hierarchy)
+
+    @property
+    def observations(self) -> pd.DataFrame:
+        """The validated observations (month, kpi, entity, value), ordered by month, KPI and
+        product: rebuilt from the cube on each access, so an open sheet does not hold them twice."""
+        return self._cube.observations().frame()
 
     def __repr__(self) -> str:
         span = f"{self.months[0]}..{self.months[-1]}" if len(self.months) else "no months"
@@ -378,12 +388,12 @@ def open(
                 "--entities FILE"
             )
         shown = display_url(url)
-        observations = validate_observations(
+        observations = validate_observation_codes(
             raw, registry, hierarchy, source=f"{shown} release {info.id}"
         )
+        del raw
         return KPISheet(observations, registry, hierarchy, release=info, source=shown)
     hierarchy = given or load_hierarchy(_default_entities())
     name = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "DataFrame"
-    return KPISheet(
-        load_observations(data, registry, hierarchy), registry, hierarchy, source=str(name)
-    )
+    codes = validate_observation_codes(read_observations(data), registry, hierarchy)
+    return KPISheet(codes, registry, hierarchy, source=str(name))
