@@ -496,3 +496,15 @@ def test_sheet_observations_are_rebuilt_from_the_cube(
     )
     assert_canonical(sheet.observations, expected)
     assert pd.api.types.is_string_dtype(sheet.observations["kpi"])
+
+
+def test_observation_count_counts_without_rebuilding(
+    registry: Registry, hierarchy: Hierarchy
+) -> None:
+    """``sheet.observation_count`` (what ``kpisheet validate`` prints) equals the rows of
+    ``sheet.observations``, rows given as missing included."""
+    rows = [*GOOD_ROWS, ("2023-03", "flow", "Alpine Prepaid", math.nan)]
+    sheet = kpisheet.sheet.KPISheet(
+        validate_observations(canonical(rows), registry, hierarchy), registry, hierarchy
+    )
+    assert sheet.observation_count == len(sheet.observations) == len(rows)

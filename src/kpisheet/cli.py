@@ -300,7 +300,7 @@ def validate(definitions: tuple[Path, ...], entities: Path | None, data: str | N
         else:
             sheet = open_sheet(data, definitions, entities, None, verify=True)
             click.echo(
-                f"OK: {len(sheet.observations)} observations, months {sheet.months[0]} to {sheet.months[-1]}."
+                f"OK: {sheet.observation_count} observations, months {sheet.months[0]} to {sheet.months[-1]}."
             )
     if problems:
         raise UserError("\n".join(problems))

@@ -304,6 +304,11 @@ class Cube:
             out[:, :, lo - start : hi - start + 1] = values.transpose(1, 2, 0)
         return out
 
+    def observation_count(self) -> int:
+        """How many observations the cube was built from, without rebuilding them."""
+        leaves = self._counts[..., self.leaf_offset :]
+        return int(np.count_nonzero(leaves[1:] != leaves[:-1])) + len(self._given_missing)
+
     def observations(self) -> ObservationCodes:
         """The observations the cube was built from, ordered by month, KPI and product."""
         leaves = self._counts[..., self.leaf_offset :]

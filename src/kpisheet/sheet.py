@@ -86,6 +86,11 @@ class KPISheet:
         product: rebuilt from the cube on each access, so an open sheet does not hold them twice."""
         return self._cube.observations().frame()
 
+    @property
+    def observation_count(self) -> int:
+        """How many observations the sheet holds (rows of :attr:`observations`, counted cheaply)."""
+        return self._cube.observation_count()
+
     def __repr__(self) -> str:
         span = f"{self.months[0]}..{self.months[-1]}" if len(self.months) else "no months"
         return (
