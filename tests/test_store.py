@@ -3,6 +3,7 @@ with the SQL compiled for SQL Server, and faults: killed writers, concurrent rea
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib.util
@@ -27,15 +28,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 import kpisheet
-import kpisheet.store
+import kpisheet.store.bulk
 from kpisheet.cli import main
+from kpisheet.demo import demo_store_url
 from kpisheet.errors import ChecksumError, StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
     ReleaseInfo,
     Store,
-    demo_store_url,
     display_url,
     driver_statement,
     entities_table,
@@ -265,8 +266,8 @@ def test_big_release_written_in_chunks_reads_back_exactly(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows shuffled, chunks and INSERT statements cut mid-month: read back whole, in key order."""
-    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", 7)
-    monkeypatch.setattr(kpisheet.store, "SQLITE_ROWS_PER_INSERT", 3)
+    monkeypatch.setattr(kpisheet.store.bulk, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(kpisheet.store.bulk, "SQLITE_ROWS_PER_INSERT", 3)
     written = observations(entities=11, months=5, seed=4).sample(frac=1, random_state=1)
     written.loc[written.index[::9], "value"] = np.nan
     with Store(store_url) as store:
@@ -360,7 +361,7 @@ def test_checksum_is_the_documented_hash_in_any_row_order_and_column_type(
     chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The checksum equals a plain reference, whatever the row order, text type and chunk size."""
-    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(kpisheet.store.bulk, "CHUNK_ROWS", chunk_rows)
     frame = observations(entities=4, months=3, seed=8)
     frame.loc[5, "entity"] = "Äpfel Karte"  # sorts after every "Z..." entity by code point
     expected = reference_checksum(frame)
@@ -612,6 +613,40 @@ def test_concurrent_writers_take_turns(store_url: str) -> None:
             assert observations_checksum(store.read(info.id)[1]) == info.checksum
 
 
+# -- the package's boundaries ------------------------------------------------------------------
+
+#: The only kpisheet modules outside the store package that the store may import.
+STORE_MAY_IMPORT = {"kpisheet.constants", "kpisheet.errors", "kpisheet.hierarchy"}
+
+
+def test_store_package_imports_no_validation_plugins_or_demo() -> None:
+    """The store package imports only kpisheet's constants, errors and hierarchy besides itself,
+    so validation, plugins and the demo data are never loaded to read or write a store."""
+    package = Path(kpisheet.store.__file__).parent
+    imported: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.startswith("kpisheet") and not name.startswith("kpisheet.store"):
+                    imported.setdefault(name, set()).add(path.name)
+    assert len(list(package.glob("*.py"))) >= 6
+    assert set(imported) <= STORE_MAY_IMPORT, imported
+
+
+def test_store_public_names_are_importable_from_the_package() -> None:
+    """Every name in ``kpisheet.store.__all__`` is importable from ``kpisheet.store`` itself."""
+    missing = [name for name in kpisheet.store.__all__ if not hasattr(kpisheet.store, name)]
+    assert missing == []
+    assert {"Store", "ReleaseInfo", "observations_checksum", "sqlite_url"} <= set(
+        kpisheet.store.__all__
+    )
+
+
 # -- the demo store ----------------------------------------------------------------------------
 
 
@@ -636,7 +671,7 @@ def test_demo_store_is_built_once_in_the_cache(
 def test_demo_store_survives_processes_racing_to_build_it(tmp_path: Path) -> None:
     """Three processes building the demo store at once all get the same, complete store."""
     env = {**os.environ, "KPISHEET_CACHE_DIR": str(tmp_path / "cache")}
-    code = "from kpisheet.store import demo_store_url; print(demo_store_url())"
+    code = "from kpisheet.demo import demo_store_url; print(demo_store_url())"
     processes = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(3)
