@@ -20,15 +20,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, inspect, select, text, update
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 import kpisheet
 import kpisheet.store.bulk
+import kpisheet.store.snapshot
 from kpisheet.cli import main
 from kpisheet.demo import demo_store_url
 from kpisheet.errors import ChecksumError, StoreError
@@ -54,6 +56,7 @@ from kpisheet.store import (
     select_newest_id,
     select_observations,
     select_releases,
+    snapshots_table,
     sqlite_url,
     warnings_table,
 )
@@ -188,7 +191,7 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> Non
 
 
 def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> None:
-    """The first write creates the seven tables and records the schema version."""
+    """The first write creates the eight tables and records the schema version."""
     url = sqlite_url(tmp_path / "store.db")
     Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
@@ -206,6 +209,7 @@ def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> Non
         "kpisheet_observations",
         "kpisheet_hierarchies",
         "kpisheet_warnings",
+        "kpisheet_snapshots",
     }
     assert version == SCHEMA_VERSION
 
@@ -320,11 +324,13 @@ def test_observation_rows_name_kpis_and_entities_by_codes(store_url: str) -> Non
 
 
 def test_release_missing_rows_is_an_error_not_a_short_read(tmp_path: Path) -> None:
-    """Rows deleted behind kpisheet's back make reading the release fail, not return less."""
+    """Rows deleted behind kpisheet's back make reading a release without a snapshot (read row
+    by row) fail, not return less."""
     url = sqlite_url(tmp_path / "store.db")
     info = Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM kpisheet_snapshots"))
         conn.execute(text("DELETE FROM kpisheet_observations WHERE entity_code = 1"))
     engine.dispose()
     with pytest.raises(
@@ -613,6 +619,187 @@ def test_concurrent_writers_take_turns(store_url: str) -> None:
             assert observations_checksum(store.read(info.id)[1]) == info.checksum
 
 
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def stored_snapshot(url: str, release: int) -> tuple[list[tuple[int, int, str, bytes]], pa.Table]:
+    """A release's snapshot parts as stored (part, rows, digest, bytes), and their columns
+    decoded with pyarrow alone."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        parts = [
+            (row.part, row.row_count, row.digest, bytes(row.data))
+            for row in conn.execute(
+                select(snapshots_table)
+                .where(snapshots_table.c.release_id == release)
+                .order_by(snapshots_table.c.part)
+            )
+        ]
+    engine.dispose()
+    tables = [pa.ipc.open_stream(pa.py_buffer(data)).read_all() for *_, data in parts]
+    return parts, pa.concat_tables(tables)
+
+
+def stored_rows(url: str, release: int) -> pd.DataFrame:
+    """A release's observation rows as stored, in key order, read with plain SQL."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(observations_table)
+            .where(observations_table.c.release_id == release)
+            .order_by(*observations_table.primary_key.columns)
+        ).all()
+    engine.dispose()
+    return pd.DataFrame(rows, columns=list(observations_table.c.keys())).drop(columns="release_id")
+
+
+def test_snapshot_and_rows_agree_part_by_part(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot holds the release's rows once more, value for value and in key order, in
+    parts of at most SNAPSHOT_PART_ROWS rows, each with the SHA-256 of its bytes."""
+    monkeypatch.setattr(kpisheet.store.snapshot, "SNAPSHOT_PART_ROWS", 7)
+    written = observations(entities=5, months=3, seed=3).sample(frac=1, random_state=2)
+    written.loc[written.index[::4], "value"] = np.nan
+    with Store(store_url) as store:
+        info = store.write_release(written, source="a")
+        _, read = store.read(verify=True)
+    parts, snapshot = stored_snapshot(store_url, info.id)
+    assert [(part, rows) for part, rows, _, _ in parts] == [(i, 7) for i in range(1, 5)] + [(5, 2)]
+    assert [digest for _, _, digest, _ in parts] == [
+        hashlib.sha256(data).hexdigest() for *_, data in parts
+    ]
+    rows = stored_rows(store_url, info.id)
+    assert (
+        snapshot.column_names == list(rows.columns) == ["month", "kpi_code", "entity_code", "value"]
+    )
+    for name in rows.columns:
+        np.testing.assert_array_equal(snapshot.column(name).to_numpy(), rows[name].to_numpy())
+    assert rows["value"].isna().sum() == written["value"].isna().sum() > 0
+    assert_same_observations(read, written)
+
+
+def test_corrupted_snapshot_is_refused_by_read_open_and_verify(tmp_path: Path) -> None:
+    """A snapshot whose bytes were changed is refused with a message by every read, named by
+    verify, and built again from the release's rows by `store upgrade`."""
+    path = tmp_path / "store.db"
+    url = sqlite_url(path)
+    written = observations(seed=2)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    hierarchy = load_hierarchy(entities)
+    with Store(url) as store:
+        first = store.write_release(observations(seed=1), source="a", hierarchy=hierarchy)
+        second = store.write_release(written, source="b", hierarchy=hierarchy)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        (data,) = conn.execute(
+            "SELECT data FROM kpisheet_snapshots WHERE release_id = 2"
+        ).fetchone()
+        flipped = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        conn.execute("UPDATE kpisheet_snapshots SET data = ? WHERE release_id = 2", (flipped,))
+    message = (
+        f"store {url}: the snapshot of release 2 was changed outside kpisheet (part 1 of 1 does "
+        "not match the digest written with it); do not use it — `kpisheet store upgrade "
+        f"--store {url}` builds it again from the release's rows if they still match its "
+        "checksum, `kpisheet releases verify` checks both"
+    )
+    with Store(url) as store:
+        with pytest.raises(StoreError, match=re.escape(message)):
+            store.read()
+        assert store.read(1)[0] == first
+        checks = store.verify()
+    with pytest.raises(StoreError, match=re.escape(message)):
+        kpisheet.open(url)
+    assert [(c.ok, c.rows_ok, c.snapshot_ok) for c in checks] == [
+        (True, True, True),
+        (False, True, False),
+    ]
+    assert str(checks[1]) == f"release 2 (24 rows): CHANGED — {message}"
+    verified = CliRunner().invoke(main, ["releases", "verify", "--store", url])
+    assert verified.exit_code == 1
+    assert verified.stderr == (
+        f"1 release of {url} changed since written:\n  release 2 (24 rows): CHANGED — {message}\n"
+    )
+    upgraded = CliRunner().invoke(main, ["store", "upgrade", "--store", url])
+    assert (upgraded.exit_code, upgraded.stdout) == (
+        0,
+        "built again the snapshots of releases 2, changed outside kpisheet\n",
+    )
+    with Store(url) as store:
+        info, read = store.read(verify=True)
+        assert [check.ok for check in store.verify()] == [True, True]
+    assert info == second
+    assert_same_observations(read, written)
+
+
+def test_store_without_snapshots_is_read_from_rows_until_upgraded(
+    store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store written before kpisheet kept snapshots is read row by row with a warning and never
+    changed by reading; `store upgrade` builds the snapshots, which readers then use."""
+    first, second = observations(seed=1), observations(seed=2)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    hierarchy = load_hierarchy(entities)
+    with Store(store_url) as store:
+        store.write_release(first, source="a", hierarchy=hierarchy)
+        info = store.write_release(second, source="b", hierarchy=hierarchy)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        snapshots_table.drop(conn)
+    shown = display_url(store_url)
+    with Store(store_url) as store:
+        _, read = store.read(verify=True)
+        checks = store.verify()
+    assert_same_observations(read, second)
+    assert caplog.messages[0] == (
+        f"store {shown}: release 2 has no snapshot and is read row by row (slow for large "
+        f"releases); `kpisheet store upgrade --store {shown}` builds it"
+    )
+    assert str(checks[1]) == (
+        f"release 2 (24 rows): OK, checksum {info.checksum[:12]}… (rows; no snapshot yet, "
+        "`kpisheet store upgrade` builds it)"
+    )
+    with engine.connect() as conn:
+        assert not inspect(conn).has_table("kpisheet_snapshots")
+    upgraded = CliRunner().invoke(main, ["store", "upgrade", "--store", store_url])
+    assert (upgraded.exit_code, upgraded.stdout) == (0, "built the snapshots of releases 1, 2\n")
+    with engine.begin() as conn:  # the rows gone: what is read now comes from the snapshots
+        conn.execute(observations_table.delete())
+    engine.dispose()
+    caplog.clear()
+    with Store(store_url) as store:
+        assert_same_observations(store.read(1, verify=True)[1], first)
+        assert_same_observations(store.read(verify=True)[1], second)
+        assert [(c.rows_ok, c.snapshot_ok) for c in store.verify()] == [(False, True)] * 2
+    assert caplog.messages == []
+
+
+def test_write_failing_in_the_snapshot_leaves_no_trace(tmp_path: Path) -> None:
+    """A write whose snapshot the database refuses leaves no release, rows, labels or snapshot."""
+    path = tmp_path / "store.db"
+    url = sqlite_url(path)
+    with Store(url) as store:
+        first = store.write_release(observations(), source="a")
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kpisheet_snapshots "
+            "BEGIN SELECT RAISE(ABORT, 'snapshot refused'); END"
+        )
+    with Store(url) as store:
+        with pytest.raises(
+            StoreError, match=re.escape(f"cannot write to store {url}: snapshot refused")
+        ):
+            store.write_release(observations(entities=5), source="b")
+        assert store.releases() == [first]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        counts = [
+            conn.execute(f"SELECT count(*), max(release_id) FROM {table}").fetchone()
+            for table in ("kpisheet_observations", "kpisheet_entities", "kpisheet_snapshots")
+        ]
+    assert counts == [(first.row_count, 1), (3, 1), (1, 1)]
+
+
 # -- the package's boundaries ------------------------------------------------------------------
 
 #: The only kpisheet modules outside the store package that the store may import.
@@ -717,6 +904,7 @@ def schema_2_store(url: str) -> list[ReleaseInfo]:
     with engine.begin() as conn:
         hierarchies_table.drop(conn)
         warnings_table.drop(conn)
+        snapshots_table.drop(conn)
         conn.execute(update(schema_table).values(version=2))
     engine.dispose()
     return infos
@@ -755,6 +943,7 @@ def test_upgrade_keeps_the_releases_and_records_their_hierarchy(
     assert result.stdout == (
         f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings\n"
         "recorded the hierarchy for releases 1, 2\n"
+        "built the snapshots of releases 1, 2\n"
     )
     store = Store(store_url)
     assert store.releases() == infos
@@ -781,6 +970,7 @@ def test_upgrade_without_a_hierarchy_asks_for_it_when_a_release_is_opened(
         f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings",
         f"releases without a recorded hierarchy: 1, 2; open them with --entities FILE, or "
         f"record one with `kpisheet store upgrade --store {url} --entities FILE`",
+        "built the snapshots of releases 1, 2",
     ]
     with pytest.raises(
         StoreError,
@@ -849,7 +1039,9 @@ def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
         change_one_value(store_url, second.id)
         checks = store.verify()
         assert [(check.info.id, check.ok) for check in checks] == [(1, True), (2, False)]
-        assert str(checks[0]) == f"release 1 (24 rows): OK, checksum {first.checksum[:12]}…"
+        assert str(checks[0]) == (
+            f"release 1 (24 rows): OK, checksum {first.checksum[:12]}… (rows and snapshot)"
+        )
         assert str(checks[1]) == (
             f"release 2 (24 rows): CHANGED — checksum written {second.checksum[:12]}…, now "
             f"{checks[1].actual[:12]}…; its values were changed outside kpisheet"
@@ -857,22 +1049,65 @@ def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
         assert [check.info.id for check in store.verify(1)] == [1]
 
 
+def change_one_snapshot_value(url: str, release: int) -> None:
+    """Change one value in a release's snapshot and write its digest to match, as a tool that
+    rewrites the snapshot correctly but bypasses kpisheet would: only the checksum can tell."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            where = (snapshots_table.c.release_id == release) & (snapshots_table.c.part == 1)
+            data = conn.execute(select(snapshots_table.c.data).where(where)).scalar_one()
+            table = pa.ipc.open_stream(pa.py_buffer(bytes(data))).read_all()
+            values = table.column("value").to_numpy().copy()
+            values[0] += 1
+            table = table.set_column(3, table.schema.field(3), pa.array(values))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            changed = sink.getvalue().to_pybytes()
+            digest = hashlib.sha256(changed).hexdigest()
+            conn.execute(update(snapshots_table).where(where).values(data=changed, digest=digest))
+    finally:
+        engine.dispose()
+
+
 def test_verified_read_refuses_a_changed_release(store_url: str) -> None:
-    """read(verify=True) and kpisheet.open(verify=True) raise ChecksumError for a changed release."""
+    """read(verify=True) and kpisheet.open(verify=True) raise ChecksumError for a release whose
+    observations as read (its snapshot) no longer give its checksum."""
     with Store(store_url) as store:
         info = store.write_release(observations(), source="a")
         store.read(verify=True)
-        change_one_value(store_url, info.id)
+        change_one_snapshot_value(store_url, info.id)
         store.read()  # unverified reads go on as before
         with pytest.raises(ChecksumError) as raised:
             store.read(verify=True)
     shown = display_url(store_url)
-    assert str(raised.value) == (
+    message = (
         f"store {shown}: release 1 does not match its checksum (written {info.checksum[:12]}…, "
         f"now {raised.value.actual[:12]}…): its values were changed outside kpisheet; do not "
         "use it — ingest the data again or read another release"
     )
+    assert str(raised.value) == message
     assert (raised.value.release, raised.value.stored) == (1, info.checksum)
+    with pytest.raises(ChecksumError, match=re.escape(message)):
+        kpisheet.open(store_url, verify=True)
+
+
+def test_rows_changed_with_sql_are_found_by_verify_not_served(store_url: str) -> None:
+    """Rows changed with SQL do not reach a reader (it reads the snapshot written with the
+    release), and verify names them."""
+    written = observations()
+    with Store(store_url) as store:
+        info = store.write_release(written, source="a")
+        change_one_value(store_url, info.id)
+        _, read = store.read(verify=True)
+        (check,) = store.verify()
+    assert_same_observations(read, written)
+    assert (check.rows_ok, check.snapshot_ok, check.snapshot) == (False, True, info.checksum)
+    assert str(check) == (
+        f"release 1 (24 rows): CHANGED — checksum written {info.checksum[:12]}…, now "
+        f"{check.actual[:12]}…; its values were changed outside kpisheet"
+    )
 
 
 def test_verify_reports_rows_deleted_with_sql(tmp_path: Path) -> None:

@@ -327,7 +327,8 @@ def cache_dir() -> Path:
 
 def demo_store_key() -> str:
     """A short hash of everything the demo store is made from; a change makes a new store."""
-    digest = hashlib.sha256(f"schema {SCHEMA_VERSION}\n".encode())
+    # "snapshots": a demo store built before releases kept snapshots is not reused.
+    digest = hashlib.sha256(f"schema {SCHEMA_VERSION}, snapshots\n".encode())
     for path in (Path(__file__), DEMO_ENTITIES):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]

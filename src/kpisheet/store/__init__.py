@@ -9,6 +9,8 @@ SQL Server (``mssql+pyodbc``). The package is split by job:
   checksum;
 - :mod:`~kpisheet.store.bulk`: writing and reading the rows in the fastest form each driver takes
   (SQLite, PostgreSQL, others such as SQL Server);
+- :mod:`~kpisheet.store.snapshot`: each release's observations once more as compressed Arrow
+  IPC bytes, read in one piece instead of row by row;
 - :mod:`~kpisheet.store.sqlite`: SQLite connections (writers taking turns, read-only files);
 - :mod:`~kpisheet.store.store`: the :class:`Store` itself — reading, writing, verifying and
   upgrading releases.
@@ -41,6 +43,7 @@ from kpisheet.store.schema import (
     select_newest_id,
     select_observations,
     select_releases,
+    snapshots_table,
     warnings_table,
 )
 from kpisheet.store.store import Store, hierarchy_json
@@ -81,6 +84,7 @@ __all__ = [
     "select_newest_id",
     "select_observations",
     "select_releases",
+    "snapshots_table",
     "sqlite_url",
     "store_url_of",
     "warnings_table",

@@ -15,14 +15,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.dml import Insert
 
-from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
+from kpisheet.constants import MONTH, VALUE
 from kpisheet.errors import StoreError
-from kpisheet.store.encoding import EncodedObservations, month_periods
+from kpisheet.store.encoding import EncodedObservations
 from kpisheet.store.schema import (
     ENTITY_CODE,
     KPI_CODE,
@@ -146,27 +145,34 @@ def _copy_postgres(
             copy.write_row(row)
 
 
-def read_observations(conn: Connection, info: ReleaseInfo, url: str) -> pd.DataFrame:
-    """The observations of one release, as :meth:`Store.read` returns them."""
+def read_labels(conn: Connection, info: ReleaseInfo, url: str) -> tuple[np.ndarray, np.ndarray]:
+    """The KPI ids and the entities of one release, in code order (code ``i`` is label ``i``)."""
     labels = []
     for table in (kpis_table, entities_table):
         codes, texts = columns_of(conn.execute(select_labels(table, info.id)).all(), 2)
         if list(codes) != list(range(len(codes))):
             raise StoreError(f"store {url}: release {info.id} has gaps in {table.name}")
-        labels.append(pd.Index(list(texts)))
+        labels.append(np.array(list(texts), dtype=object))
+    return labels[0], labels[1]
+
+
+def read_rows(
+    conn: Connection, info: ReleaseInfo, labels: tuple[np.ndarray, np.ndarray], url: str
+) -> EncodedObservations:
+    """The observation rows of one release, in key order, with its labels."""
     rows = fetch_rows(conn, select_observations(info.id), _ROW_TYPE, info.row_count)
     if rows is None:
         raise StoreError(
             f"store {url}: release {info.id} does not hold the {info.row_count:,} rows its "
             "record says; the store was changed outside kpisheet"
         )
-    return pd.DataFrame(
-        {
-            MONTH: month_periods(rows[MONTH]),
-            KPI: pd.Categorical.from_codes(rows[KPI_CODE], categories=labels[0]),
-            ENTITY: pd.Categorical.from_codes(rows[ENTITY_CODE], categories=labels[1]),
-            VALUE: np.ascontiguousarray(rows[VALUE]),
-        }
+    return EncodedObservations(
+        months=np.ascontiguousarray(rows[MONTH]),
+        kpi_codes=np.ascontiguousarray(rows[KPI_CODE]),
+        entity_codes=np.ascontiguousarray(rows[ENTITY_CODE]),
+        values=np.ascontiguousarray(rows[VALUE]),
+        kpis=labels[0],
+        entities=labels[1],
     )
 
 

@@ -62,6 +62,22 @@ class EncodedObservations:
             entity_codes, values = entity_codes[order], values[order]
         return cls(numbers, kpi_codes, entity_codes, values, kpis, entities)
 
+    def to_frame(self) -> pd.DataFrame:
+        """The observations as canonical columns: ``month`` as ``Period[M]``, ``kpi`` and
+        ``entity`` as categoricals of the labels, ``value``."""
+        return pd.DataFrame(
+            {
+                MONTH: month_periods(self.months),
+                KPI: pd.Categorical.from_codes(
+                    self.kpi_codes, categories=pd.Index(list(self.kpis))
+                ),
+                ENTITY: pd.Categorical.from_codes(
+                    self.entity_codes, categories=pd.Index(list(self.entities))
+                ),
+                VALUE: np.ascontiguousarray(self.values),
+            }
+        )
+
     def checksum(self) -> str:
         """The SHA-256 of :func:`observations_checksum`, computed chunk by chunk."""
         digest = hashlib.sha256()

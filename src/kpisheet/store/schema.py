@@ -1,6 +1,6 @@
 """The store's tables, the statements that read and write them, and the records read from them.
 
-Seven tables, created on first write:
+Eight tables, created on first write:
 
 - ``kpisheet_schema``: one row, the schema version; writers also lock it to take turns.
 - ``kpisheet_releases``: one row per release — id (1, 2, ...), created at (UTC), source,
@@ -12,6 +12,13 @@ Seven tables, created on first write:
 - ``kpisheet_hierarchies``: per release, the entity hierarchy it was validated against (JSON of
   the same structure as ``entities.yaml``), so that an old release is grouped as it was.
 - ``kpisheet_warnings``: per release, the plausibility warnings its ingest recorded.
+- ``kpisheet_snapshots``: per release, its observations once more as compressed Arrow IPC
+  bytes in parts (:mod:`kpisheet.store.snapshot`), each with its row count and SHA-256 digest,
+  so that a release is read in one piece instead of row by row. Written in the same
+  transaction as the rows; a release without one (written before kpisheet kept snapshots) is
+  read from its rows until ``kpisheet store upgrade`` builds it. Being optional, the table
+  did not change the schema version: an older kpisheet of schema 3 reads such a store and
+  ignores it.
 
 Statements are one function each, so tests can compile them for every dialect.
 """
@@ -27,6 +34,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -51,10 +59,6 @@ from kpisheet.store.encoding import month_text
 SCHEMA_VERSION = 3
 #: The oldest schema version that :meth:`Store.upgrade` upgrades.
 UPGRADABLE_VERSION = 2
-#: The first bytes of every SQLite database file.
-SQLITE_HEADER = b"SQLite format 3\x00"
-#: File name endings of a SQLite store given as a path that does not exist yet.
-SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 SCHEMA_TABLE = "kpisheet_schema"
 RELEASES_TABLE = "kpisheet_releases"
 KPIS_TABLE = "kpisheet_kpis"
@@ -62,6 +66,7 @@ ENTITIES_TABLE = "kpisheet_entities"
 OBSERVATIONS_TABLE = "kpisheet_observations"
 HIERARCHIES_TABLE = "kpisheet_hierarchies"
 WARNINGS_TABLE = "kpisheet_warnings"
+SNAPSHOTS_TABLE = "kpisheet_snapshots"
 #: Columns of the observations table that hold codes of the labels tables.
 KPI_CODE = "kpi_code"
 ENTITY_CODE = "entity_code"
@@ -146,6 +151,17 @@ warnings_table = Table(
     PrimaryKeyConstraint("release_id", "number", name="pk_kpisheet_warnings"),
 )
 
+snapshots_table = Table(
+    SNAPSHOTS_TABLE,
+    metadata,
+    Column("release_id", Integer, nullable=False),
+    Column("part", Integer, nullable=False),  # 1, 2, ... in key order
+    Column("row_count", Integer, nullable=False),
+    Column("digest", String(CHECKSUM_LENGTH), nullable=False),  # SHA-256 of data
+    Column("data", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("release_id", "part", name="pk_kpisheet_snapshots"),
+)
+
 #: Tables that schema version 3 added to version 2.
 ADDED_IN_3 = (hierarchies_table, warnings_table)
 
@@ -173,27 +189,57 @@ class ReleaseWarning:
 
 @dataclass(frozen=True)
 class ReleaseCheck:
-    """The checksum of a release recomputed from its stored rows (:meth:`Store.verify`)."""
+    """The checksum of a release recomputed from its stored rows and from its snapshot
+    (:meth:`Store.verify`)."""
 
     info: ReleaseInfo
-    actual: str | None  # None when the rows could not be read as the release records them
-    problem: str | None = None
+    actual: str | None  # from the rows; None when they cannot be read as the release records
+    problem: str | None = None  # why the rows could not be read
+    snapshot: str | None = None  # from the snapshot; None without one or when it cannot be read
+    snapshot_problem: str | None = None  # why the snapshot could not be read
 
     @property
-    def ok(self) -> bool:
+    def rows_ok(self) -> bool:
         """True when the stored rows still give the checksum written with the release."""
         return self.actual == self.info.checksum
 
+    @property
+    def snapshot_ok(self) -> bool:
+        """True when the snapshot gives the checksum written with the release, or there is none
+        (a release written before kpisheet kept snapshots)."""
+        return self.snapshot_problem is None and self.snapshot in (None, self.info.checksum)
+
+    @property
+    def ok(self) -> bool:
+        """True when the rows and the snapshot still give the checksum written with the release."""
+        return self.rows_ok and self.snapshot_ok
+
     def __str__(self) -> str:
         head = f"release {self.info.id} ({self.info.row_count:,} rows)"
+        written = self.info.checksum[:12]
         if self.ok:
-            return f"{head}: OK, checksum {self.info.checksum[:12]}…"
+            if self.snapshot is None:
+                return (
+                    f"{head}: OK, checksum {written}… (rows; no snapshot yet, "
+                    "`kpisheet store upgrade` builds it)"
+                )
+            return f"{head}: OK, checksum {written}… (rows and snapshot)"
+        problems = []
         if self.actual is None:
-            return f"{head}: CHANGED — {self.problem}"
-        return (
-            f"{head}: CHANGED — checksum written {self.info.checksum[:12]}…, now "
-            f"{self.actual[:12]}…; its values were changed outside kpisheet"
-        )
+            problems.append(str(self.problem))
+        elif not self.rows_ok:
+            problems.append(
+                f"checksum written {written}…, now {self.actual[:12]}…; its values were "
+                "changed outside kpisheet"
+            )
+        if self.snapshot_problem is not None:
+            problems.append(self.snapshot_problem)
+        elif not self.snapshot_ok:
+            problems.append(
+                f"its snapshot gives checksum {str(self.snapshot)[:12]}…, not {written}…; "
+                "the snapshot was changed outside kpisheet"
+            )
+        return f"{head}: CHANGED — {'; '.join(problems)}"
 
 
 # Statements, one function each, so tests can compile them for every dialect.
@@ -226,6 +272,27 @@ def select_labels(table: Table, release_id: int) -> Select[Any]:
         .where(table.c.release_id == release_id)
         .order_by(table.c.code)
     )
+
+
+def select_snapshot_parts(release_id: int) -> Select[Any]:
+    """The parts of one release's snapshot (part, row count, digest), in order, without data."""
+    table = snapshots_table
+    return (
+        select(table.c.part, table.c.row_count, table.c.digest)
+        .where(table.c.release_id == release_id)
+        .order_by(table.c.part)
+    )
+
+
+def select_snapshot_data(release_id: int, part: int) -> Select[Any]:
+    """The bytes of one part of a release's snapshot."""
+    table = snapshots_table
+    return select(table.c.data).where(table.c.release_id == release_id, table.c.part == part)
+
+
+def insert_snapshot_part() -> Insert:
+    """Insert one part of a snapshot."""
+    return insert(snapshots_table)
 
 
 def select_schema_version() -> Select[Any]:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import create_engine, insert, inspect, select, update
+from sqlalchemy import create_engine, delete, insert, inspect, select, update
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool, StaticPool
@@ -24,8 +25,8 @@ from tqdm import tqdm
 from kpisheet.constants import ENTITY, KPI
 from kpisheet.errors import ChecksumError, HierarchyError, StoreError
 from kpisheet.hierarchy import Hierarchy, parse_hierarchy
-from kpisheet.store.bulk import columns_of, insert_rows, read_observations
-from kpisheet.store.encoding import EncodedObservations, month_text, observations_checksum
+from kpisheet.store.bulk import columns_of, insert_rows, read_labels, read_rows
+from kpisheet.store.encoding import EncodedObservations, month_text
 from kpisheet.store.schema import (
     ADDED_IN_3,
     NOTE_LENGTH,
@@ -52,7 +53,12 @@ from kpisheet.store.schema import (
     select_newest_id,
     select_releases,
     select_schema_version,
+    snapshots_table,
     warnings_table,
+)
+from kpisheet.store.snapshot import (
+    read_snapshot,
+    write_snapshot,
 )
 from kpisheet.store.sqlite import (
     SQLITE_TIMEOUT,
@@ -63,6 +69,8 @@ from kpisheet.store.sqlite import (
     sqlite_readable,
 )
 from kpisheet.store.urls import display_url, is_store_url, store_url_of
+
+log = logging.getLogger(__name__)
 
 #: Writes of at least this many rows show a progress bar (on a terminal).
 PROGRESS_MIN_ROWS = 50_000
@@ -310,18 +318,35 @@ class Store:
     ) -> tuple[ReleaseInfo, pd.DataFrame]:
         """A release and its observations (``month`` as ``Period[M]``, ``kpi``, ``entity``, ``value``).
 
+        Read from the release's snapshot, whose digests are checked on every read; a release
+        without one (written before kpisheet kept snapshots) is read from its rows, which is
+        slow for millions of rows, and a warning names the command that builds it. A read never
+        writes: the snapshot is built by ``kpisheet store upgrade``.
+
         :param release: a release id; default the newest.
         :param verify: recompute the checksum of the observations read and refuse them when it
             is not the one written with the release.
-        :raises StoreError: for an empty store or an unknown release.
+        :raises StoreError: for an empty store, an unknown release or a changed snapshot.
         :raises ChecksumError: with ``verify``, for a release changed since it was written.
         """
         with self._reading() as conn:
             info = self._info(conn, release)
-            frame = read_observations(conn, info, self.url)
+            labels = read_labels(conn, info, self.url)
+            encoded = read_snapshot(conn, info, labels, self.url)
+            if encoded is None:
+                log.warning(
+                    "store %s: release %d has no snapshot and is read row by row (slow for "
+                    "large releases); `kpisheet store upgrade --store %s` builds it",
+                    self.url,
+                    info.id,
+                    self.url,
+                )
+                encoded = read_rows(conn, info, labels, self.url)
         if verify:
-            _verify(info, frame, self.url)
-        return info, frame
+            actual = encoded.checksum()
+            if actual != info.checksum:
+                raise ChecksumError(self.url, info.id, info.checksum, actual)
+        return info, encoded.to_frame()
 
     # -- upgrading -------------------------------------------------------------------------
 
@@ -331,7 +356,10 @@ class Store:
         Adds the tables for each release's hierarchy and warnings; the releases themselves are
         kept as they are. With ``hierarchy``, every release that records none gets it, after
         checking that it has every product of the release (so that the release reads as it was
-        loaded). Also for a store already at this schema, to record a missing hierarchy.
+        loaded). Also for a store already at this schema, to record a missing hierarchy, and to
+        build the snapshot of each release that has none (written before kpisheet kept
+        snapshots) or whose snapshot was changed outside kpisheet, from its rows if they still
+        give the release's checksum.
 
         :returns: what was done, one line each.
         :raises StoreError: for a store of another schema, or a hierarchy lacking products.
@@ -356,47 +384,89 @@ class Store:
                     f"schema {UPGRADABLE_VERSION} -> {SCHEMA_VERSION}: added tables "
                     f"{', '.join(t.name for t in ADDED_IN_3)}"
                 )
-            recorded = set(conn.execute(select(hierarchies_table.c.release_id)).scalars())
-            missing = [
-                i for i in conn.execute(select(releases_table.c.id)).scalars() if i not in recorded
-            ]
-            if hierarchy is None:
-                if missing:
-                    done.append(
-                        f"releases without a recorded hierarchy: {_id_list(missing)}; open them "
-                        "with --entities FILE, or record one with "
-                        f"`kpisheet store upgrade --store {self.url} --entities FILE`"
-                    )
-                return done
-            problems = []
-            for release_id in missing:
-                _, names = columns_of(
-                    conn.execute(select_labels(entities_table, release_id)).all(), 2
-                )
-                unknown = sorted(set(names) - set(hierarchy.leaves))
-                if unknown:
-                    shown = ", ".join(f"'{name}'" for name in unknown[:5])
-                    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-                    problems.append(
-                        f"release {release_id} has {len(unknown)} "
-                        f"product{'s' if len(unknown) != 1 else ''} the hierarchy lacks: "
-                        f"{shown}{more}"
-                    )
-            if problems:
-                raise StoreError(
-                    f"not upgraded, store {self.url} is unchanged: " + "; ".join(problems)
-                )
-            if missing:
-                text = hierarchy_json(hierarchy)
-                conn.execute(
-                    insert(hierarchies_table),
-                    [{"release_id": release_id, "hierarchy": text} for release_id in missing],
-                )
-                done.append(f"recorded the hierarchy for releases {_id_list(missing)}")
+            self._record_hierarchies(conn, hierarchy, done)
+            metadata.create_all(conn, tables=[snapshots_table], checkfirst=True)
+            self._build_snapshots(conn, done)
         return done
 
+    def _record_hierarchies(
+        self, conn: Connection, hierarchy: Hierarchy | None, done: list[str]
+    ) -> None:
+        """Record ``hierarchy`` for every release that records none (part of :meth:`upgrade`)."""
+        recorded = set(conn.execute(select(hierarchies_table.c.release_id)).scalars())
+        missing = [
+            i for i in conn.execute(select(releases_table.c.id)).scalars() if i not in recorded
+        ]
+        if hierarchy is None:
+            if missing:
+                done.append(
+                    f"releases without a recorded hierarchy: {_id_list(missing)}; open them "
+                    "with --entities FILE, or record one with "
+                    f"`kpisheet store upgrade --store {self.url} --entities FILE`"
+                )
+            return
+        problems = []
+        for release_id in missing:
+            _, names = columns_of(conn.execute(select_labels(entities_table, release_id)).all(), 2)
+            unknown = sorted(set(names) - set(hierarchy.leaves))
+            if unknown:
+                shown = ", ".join(f"'{name}'" for name in unknown[:5])
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+                problems.append(
+                    f"release {release_id} has {len(unknown)} "
+                    f"product{'s' if len(unknown) != 1 else ''} the hierarchy lacks: "
+                    f"{shown}{more}"
+                )
+        if problems:
+            raise StoreError(f"not upgraded, store {self.url} is unchanged: " + "; ".join(problems))
+        if missing:
+            text = hierarchy_json(hierarchy)
+            conn.execute(
+                insert(hierarchies_table),
+                [{"release_id": release_id, "hierarchy": text} for release_id in missing],
+            )
+            done.append(f"recorded the hierarchy for releases {_id_list(missing)}")
+
+    def _build_snapshots(self, conn: Connection, done: list[str]) -> None:
+        """Build the snapshot of every release that has none, or one changed outside kpisheet,
+        from its rows, if they still give the release's checksum (part of :meth:`upgrade`)."""
+        built, rebuilt, refused = [], [], []
+        for info in self._release_infos(conn):
+            labels = read_labels(conn, info, self.url)
+            try:
+                if read_snapshot(conn, info, labels, self.url) is not None:
+                    continue
+                again = False
+            except StoreError:
+                again = True
+            try:
+                encoded = read_rows(conn, info, labels, self.url)
+            except StoreError:
+                refused.append(info.id)
+                continue
+            if encoded.checksum() != info.checksum:
+                refused.append(info.id)
+                continue
+            conn.execute(delete(snapshots_table).where(snapshots_table.c.release_id == info.id))
+            write_snapshot(conn, info.id, encoded)
+            (rebuilt if again else built).append(info.id)
+        if built:
+            done.append(f"built the snapshots of releases {_id_list(built)}")
+        if rebuilt:
+            done.append(
+                f"built again the snapshots of releases {_id_list(rebuilt)}, changed outside "
+                "kpisheet"
+            )
+        if refused:
+            done.append(
+                f"no snapshot built for releases {_id_list(refused)}: their rows no longer match "
+                f"their checksum (`kpisheet releases verify --store {self.url}` names the "
+                "changes); they are left as they are"
+            )
+
     def verify(self, release: int | None = None) -> list[ReleaseCheck]:
-        """Recompute the checksum of one release (default: every release) from its stored rows.
+        """Recompute the checksum of one release (default: every release) from its stored rows
+        and from its snapshot.
 
         Every release asked for is checked, so one run finds all that were changed.
 
@@ -408,15 +478,22 @@ class Store:
             infos = [info for info in infos if info.id == release]
             if not infos:
                 self.read(release)  # raises, naming the releases there are
-        checks = []
-        for info in infos:
+        return [self._check(info) for info in infos]
+
+    def _check(self, info: ReleaseInfo) -> ReleaseCheck:
+        """One release's rows and snapshot, each checked against the release's checksum."""
+        with self._reading() as conn:
+            labels = read_labels(conn, info, self.url)
             try:
-                _, frame = self.read(info.id)
+                actual, problem = read_rows(conn, info, labels, self.url).checksum(), None
             except StoreError as exc:  # rows missing or added: no checksum to compare
-                checks.append(ReleaseCheck(info, None, str(exc)))
-                continue
-            checks.append(ReleaseCheck(info, observations_checksum(frame)))
-        return checks
+                actual, problem = None, str(exc)
+            try:
+                encoded = read_snapshot(conn, info, labels, self.url)
+            except StoreError as exc:
+                return ReleaseCheck(info, actual, problem, None, str(exc))
+        snapshot = encoded.checksum() if encoded is not None else None
+        return ReleaseCheck(info, actual, problem, snapshot)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -488,6 +565,7 @@ class Store:
                 leave=False,
             ) as bar:
                 insert_rows(conn, release_id, encoded, bar.update)
+            write_snapshot(conn, release_id, encoded)
             info = ReleaseInfo(
                 id=release_id,
                 created_at=created,
@@ -522,10 +600,3 @@ def _fit(text: str, length: int) -> str:
 def hierarchy_json(hierarchy: Hierarchy) -> str:
     """A hierarchy as the JSON text the store keeps: the structure of ``entities.yaml``."""
     return json.dumps(hierarchy.to_data(), ensure_ascii=False, sort_keys=False)
-
-
-def _verify(info: ReleaseInfo, observations: pd.DataFrame, url: str) -> None:
-    """Refuse observations whose checksum is not the one written with their release."""
-    actual = observations_checksum(observations)
-    if actual != info.checksum:
-        raise ChecksumError(url, info.id, info.checksum, actual)
