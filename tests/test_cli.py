@@ -394,7 +394,7 @@ def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
         )
     refused = run("validate", "--data", url)
     assert_clean_exit(refused, 1)
-    assert f"store {url}: the snapshot of release 2 was changed outside kpisheet" in refused.stderr
+    assert f"store {url}: release 2 does not match its checksum: its snapshot" in refused.stderr
     only_first = run("releases", "verify", "1", "--store", url)
     assert_clean_exit(only_first, 0)
     assert only_first.stdout.startswith("release 1 (724 rows): OK")

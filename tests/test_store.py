@@ -33,7 +33,7 @@ import kpisheet.store.bulk
 import kpisheet.store.snapshot
 from kpisheet.cli import main
 from kpisheet.demo import demo_store_url
-from kpisheet.errors import ChecksumError, StoreError
+from kpisheet.errors import ChecksumError, SnapshotError, StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
@@ -698,17 +698,19 @@ def test_corrupted_snapshot_is_refused_by_read_open_and_verify(tmp_path: Path) -
         flipped = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
         conn.execute("UPDATE kpisheet_snapshots SET data = ? WHERE release_id = 2", (flipped,))
     message = (
-        f"store {url}: the snapshot of release 2 was changed outside kpisheet (part 1 of 1 does "
-        "not match the digest written with it); do not use it — `kpisheet store upgrade "
-        f"--store {url}` builds it again from the release's rows if they still match its "
-        "checksum, `kpisheet releases verify` checks both"
+        f"store {url}: release 2 does not match its checksum: its snapshot was changed outside "
+        "kpisheet (part 1 of 1 does not match the digest written with it); do not use it — "
+        f"`kpisheet store upgrade --store {url}` builds it again from the release's rows if they "
+        "still match its checksum, `kpisheet releases verify` checks both"
     )
     with Store(url) as store:
-        with pytest.raises(StoreError, match=re.escape(message)):
+        with pytest.raises(SnapshotError, match=re.escape(message)) as raised:
             store.read()
+        assert isinstance(raised.value, ChecksumError)  # refused as a changed release
+        assert (raised.value.release, raised.value.stored) == (2, second.checksum)
         assert store.read(1)[0] == first
         checks = store.verify()
-    with pytest.raises(StoreError, match=re.escape(message)):
+    with pytest.raises(SnapshotError, match=re.escape(message)):
         kpisheet.open(url)
     assert [(c.ok, c.rows_ok, c.snapshot_ok) for c in checks] == [
         (True, True, True),

@@ -10,9 +10,11 @@ for one value). Each part records its row count and the SHA-256 digest of its by
 
 The snapshot is written from the same encoded columns as the rows and the release's checksum,
 in the same transaction. Every read checks each part's digest, so bytes changed outside
-kpisheet are refused with a message, never decoded into wrong numbers; a verified read also
-recomputes the release's checksum from the observations decoded. ``kpisheet releases verify``
-checks the rows and the snapshot against the checksum.
+kpisheet are refused (:class:`~kpisheet.errors.SnapshotError`, a kind of
+:class:`~kpisheet.errors.ChecksumError`), never decoded into wrong numbers; a verified read
+also recomputes the release's checksum from the observations decoded. Rows changed with SQL do
+not reach a reader; ``kpisheet releases verify`` checks the rows and the snapshot against the
+checksum and names either.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
 from kpisheet.constants import MONTH, VALUE
-from kpisheet.errors import StoreError
+from kpisheet.errors import SnapshotError
 from kpisheet.store.encoding import EncodedObservations
 from kpisheet.store.schema import (
     ENTITY_CODE,
@@ -122,7 +124,8 @@ def read_snapshot(
     Each part is read, checked against its digest and decoded into preallocated columns, one
     at a time.
 
-    :raises StoreError: for a snapshot whose bytes, parts or row counts are not those written.
+    :raises SnapshotError: for a snapshot whose bytes, parts or row counts are not those written
+        (a :class:`~kpisheet.errors.ChecksumError`: the release is refused as a changed one).
     """
     if not has_snapshots_table(conn):
         return None
@@ -130,13 +133,8 @@ def read_snapshot(
     if not parts:
         return None
 
-    def changed(reason: str) -> StoreError:
-        return StoreError(
-            f"store {url}: the snapshot of release {info.id} was changed outside kpisheet "
-            f"({reason}); do not use it — `kpisheet store upgrade --store {url}` builds it "
-            "again from the release's rows if they still match its checksum, "
-            "`kpisheet releases verify` checks both"
-        )
+    def changed(reason: str) -> SnapshotError:
+        return SnapshotError(url, info.id, info.checksum, reason)
 
     numbers = [int(part) for part, _, _ in parts]
     if numbers != list(range(1, len(parts) + 1)):
