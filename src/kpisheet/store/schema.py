@@ -98,25 +98,23 @@ releases_table = Table(
     Column("note", Unicode(NOTE_LENGTH), nullable=False),
 )
 
-kpis_table = Table(
-    KPIS_TABLE,
-    metadata,
-    Column("release_id", Integer, nullable=False),
-    Column("code", Integer, nullable=False),
-    Column(KPI, Unicode(KPI_LENGTH), nullable=False),
-    PrimaryKeyConstraint("release_id", "code", name="pk_kpisheet_kpis"),
-    UniqueConstraint("release_id", KPI, name="uq_kpisheet_kpis"),
-)
 
-entities_table = Table(
-    ENTITIES_TABLE,
-    metadata,
-    Column("release_id", Integer, nullable=False),
-    Column("code", Integer, nullable=False),
-    Column(ENTITY, Unicode(ENTITY_LENGTH), nullable=False),
-    PrimaryKeyConstraint("release_id", "code", name="pk_kpisheet_entities"),
-    UniqueConstraint("release_id", ENTITY, name="uq_kpisheet_entities"),
-)
+def _labels_table(name: str, column: str, length: int) -> Table:
+    """A table of each release's labels of one kind (KPI ids or entities), numbered 0, 1, ..."""
+    short = name.removeprefix("kpisheet_")
+    return Table(
+        name,
+        metadata,
+        Column("release_id", Integer, nullable=False),
+        Column("code", Integer, nullable=False),
+        Column(column, Unicode(length), nullable=False),
+        PrimaryKeyConstraint("release_id", "code", name=f"pk_kpisheet_{short}"),
+        UniqueConstraint("release_id", column, name=f"uq_kpisheet_{short}"),
+    )
+
+
+kpis_table = _labels_table(KPIS_TABLE, KPI, KPI_LENGTH)
+entities_table = _labels_table(ENTITIES_TABLE, ENTITY, ENTITY_LENGTH)
 
 # On SQLite the rows live in the primary key's B-tree itself (WITHOUT ROWID): one B-tree to
 # write instead of a table and an index.

@@ -20,7 +20,7 @@ checksum and names either.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,10 +94,9 @@ def snapshot_parts(encoded: EncodedObservations) -> Iterator[SnapshotPart]:
         yield SnapshotPart(number, batch.num_rows, digest_of(data), data)
 
 
-def write_snapshot(conn: Connection, release_id: int, encoded: EncodedObservations) -> int:
-    """Insert the snapshot of a release's observations, part by part; returns the parts written."""
-    written = 0
-    for part in snapshot_parts(encoded):
+def write_snapshot(conn: Connection, release_id: int, parts: Iterable[SnapshotPart]) -> None:
+    """Insert the parts of a release's snapshot, one statement each."""
+    for part in parts:
         conn.execute(
             insert_snapshot_part().values(
                 release_id=release_id,
@@ -107,8 +106,6 @@ def write_snapshot(conn: Connection, release_id: int, encoded: EncodedObservatio
                 data=part.data,
             )
         )
-        written += 1
-    return written
 
 
 def has_snapshots_table(conn: Connection) -> bool:

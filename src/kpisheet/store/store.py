@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,7 @@ from kpisheet.store.schema import (
     snapshots_table,
     warnings_table,
 )
-from kpisheet.store.snapshot import (
-    read_snapshot,
-    write_snapshot,
-)
+from kpisheet.store.snapshot import SnapshotPart, read_snapshot, snapshot_parts, write_snapshot
 from kpisheet.store.sqlite import (
     SQLITE_TIMEOUT,
     WRITE_OPTION,
@@ -448,7 +446,7 @@ class Store:
                 refused.append(info.id)
                 continue
             conn.execute(delete(snapshots_table).where(snapshots_table.c.release_id == info.id))
-            write_snapshot(conn, info.id, encoded)
+            write_snapshot(conn, info.id, snapshot_parts(encoded))
             (rebuilt if again else built).append(info.id)
         if built:
             done.append(f"built the snapshots of releases {_id_list(built)}")
@@ -519,12 +517,17 @@ class Store:
         encoded = EncodedObservations.from_frame(observations)
         if not len(encoded):
             raise StoreError(f"refusing to write an empty release to store {self.url}")
-        checksum = encoded.checksum()
         newest = int(encoded.months.max())
         total = len(encoded)
         show = total >= PROGRESS_MIN_ROWS if progress is None else progress
         created = datetime.now(UTC).replace(microsecond=0)
-        with self._writing() as conn:
+        # The checksum and the snapshot are made in a second thread while the rows are inserted:
+        # hashing, zstd and SQLite's or the server's work on the rows each run without the GIL.
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="kpisheet-snapshot") as pool,
+            self._writing() as conn,
+        ):
+            prepared = pool.submit(_checksum_and_snapshot, encoded)
             release_id = (conn.execute(select_newest_id()).scalar() or 0) + 1
             for table, column, labels in (
                 (kpis_table, KPI, encoded.kpis),
@@ -565,7 +568,8 @@ class Store:
                 leave=False,
             ) as bar:
                 insert_rows(conn, release_id, encoded, bar.update)
-            write_snapshot(conn, release_id, encoded)
+            checksum, parts = prepared.result()
+            write_snapshot(conn, release_id, parts)
             info = ReleaseInfo(
                 id=release_id,
                 created_at=created,
@@ -587,6 +591,11 @@ class Store:
                 )
             )
         return info
+
+
+def _checksum_and_snapshot(encoded: EncodedObservations) -> tuple[str, list[SnapshotPart]]:
+    """The checksum of a release's observations and the parts of its snapshot."""
+    return encoded.checksum(), list(snapshot_parts(encoded))
 
 
 def _id_list(ids: Sequence[int]) -> str:
