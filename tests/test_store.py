@@ -734,6 +734,37 @@ def test_corrupted_snapshot_is_refused_by_read_open_and_verify(tmp_path: Path) -
     assert_same_observations(read, written)
 
 
+def test_snapshot_naming_an_unknown_entity_is_refused(tmp_path: Path) -> None:
+    """A snapshot rewritten with a matching digest but a code no entity of the release has is
+    refused with a message, not read as a wrong or missing product."""
+    url = sqlite_url(tmp_path / "store.db")
+    with Store(url) as store:
+        info = store.write_release(observations(), source="a")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        where = snapshots_table.c.release_id == info.id
+        data = conn.execute(select(snapshots_table.c.data).where(where)).scalar_one()
+        table = pa.ipc.open_stream(pa.py_buffer(bytes(data))).read_all()
+        codes = table.column("entity_code").to_numpy().copy()
+        codes[0] = 3  # the release has entities 0, 1 and 2
+        table = table.set_column(2, table.schema.field(2), pa.array(codes))
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        changed = sink.getvalue().to_pybytes()
+        digest = hashlib.sha256(changed).hexdigest()
+        conn.execute(update(snapshots_table).where(where).values(data=changed, digest=digest))
+    engine.dispose()
+    with pytest.raises(
+        SnapshotError,
+        match=re.escape(
+            f"store {url}: release 1 does not match its checksum: its snapshot was changed "
+            "outside kpisheet (its codes name entities that release 1 does not have)"
+        ),
+    ):
+        Store(url).read()
+
+
 def test_store_without_snapshots_is_read_from_rows_until_upgraded(
     store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

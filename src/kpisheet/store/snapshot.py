@@ -161,4 +161,10 @@ def read_snapshot(
         ):
             out[filled:stop] = column.to_numpy()
         filled = stop
+    for codes, names, what in (
+        (kpi_codes, labels[0], "KPIs"),
+        (entity_codes, labels[1], "entities"),
+    ):
+        if total and (codes.min() < 0 or codes.max() >= len(names)):
+            raise changed(f"its codes name {what} that release {info.id} does not have")
     return EncodedObservations(months, kpi_codes, entity_codes, values, labels[0], labels[1])
