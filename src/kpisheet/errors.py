@@ -422,4 +422,3 @@ class SnapshotError(ChecksumError):
             f"--store {url}` builds it again from the release's rows if they still match its "
             "checksum, `kpisheet releases verify` checks both",
         )
-
