@@ -15,7 +15,7 @@ import pandas as pd
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import StoreError
-from kpisheet.months import month_numbers, month_periods, month_text
+from kpisheet.months import month_numbers, month_periods
 
 #: Rows hashed at a time by :meth:`EncodedObservations.checksum`, so memory stays bounded.
 HASH_CHUNK_ROWS = 200_000

@@ -51,7 +51,7 @@ from sqlalchemy.sql.dml import Insert
 
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
 from kpisheet.errors import StoreError
-from kpisheet.store.encoding import month_text
+from kpisheet.months import month_text
 
 #: Version of the table layout; a store of another version is refused, not misread.
 #: Version 1 (before the first release of kpisheet) kept KPI ids and entities as text in every row;

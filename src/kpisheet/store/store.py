@@ -26,8 +26,9 @@ from tqdm import tqdm
 from kpisheet.constants import ENTITY, KPI
 from kpisheet.errors import ChecksumError, HierarchyError, StoreError
 from kpisheet.hierarchy import Hierarchy, parse_hierarchy
+from kpisheet.months import month_text
 from kpisheet.store.bulk import columns_of, insert_rows, read_labels, read_rows
-from kpisheet.store.encoding import EncodedObservations, month_text
+from kpisheet.store.encoding import EncodedObservations
 from kpisheet.store.schema import (
     ADDED_IN_3,
     NOTE_LENGTH,
