@@ -740,21 +740,11 @@ def test_snapshot_naming_an_unknown_entity_is_refused(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "store.db")
     with Store(url) as store:
         info = store.write_release(observations(), source="a")
-    engine = create_engine(url)
-    with engine.begin() as conn:
-        where = snapshots_table.c.release_id == info.id
-        data = conn.execute(select(snapshots_table.c.data).where(where)).scalar_one()
-        table = pa.ipc.open_stream(pa.py_buffer(bytes(data))).read_all()
-        codes = table.column("entity_code").to_numpy().copy()
+
+    def unknown_entity(codes: np.ndarray) -> None:
         codes[0] = 3  # the release has entities 0, 1 and 2
-        table = table.set_column(2, table.schema.field(2), pa.array(codes))
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        changed = sink.getvalue().to_pybytes()
-        digest = hashlib.sha256(changed).hexdigest()
-        conn.execute(update(snapshots_table).where(where).values(data=changed, digest=digest))
-    engine.dispose()
+
+    rewrite_snapshot(url, info.id, "entity_code", unknown_entity)
     with pytest.raises(
         SnapshotError,
         match=re.escape(
@@ -1087,18 +1077,21 @@ def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
         assert [check.info.id for check in store.verify(1)] == [1]
 
 
-def change_one_snapshot_value(url: str, release: int) -> None:
-    """Change one value in a release's snapshot and write its digest to match, as a tool that
-    rewrites the snapshot correctly but bypasses kpisheet would: only the checksum can tell."""
+def rewrite_snapshot(
+    url: str, release: int, column: str, change: Callable[[np.ndarray], None]
+) -> None:
+    """Change one column of part 1 of a release's snapshot and write its digest to match, as a
+    tool that rewrites the snapshot correctly but bypasses kpisheet would."""
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
             where = (snapshots_table.c.release_id == release) & (snapshots_table.c.part == 1)
             data = conn.execute(select(snapshots_table.c.data).where(where)).scalar_one()
             table = pa.ipc.open_stream(pa.py_buffer(bytes(data))).read_all()
-            values = table.column("value").to_numpy().copy()
-            values[0] += 1
-            table = table.set_column(3, table.schema.field(3), pa.array(values))
+            values = table.column(column).to_numpy().copy()
+            change(values)
+            position = table.schema.get_field_index(column)
+            table = table.set_column(position, table.schema.field(position), pa.array(values))
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema) as writer:
                 writer.write_table(table)
@@ -1107,6 +1100,16 @@ def change_one_snapshot_value(url: str, release: int) -> None:
             conn.execute(update(snapshots_table).where(where).values(data=changed, digest=digest))
     finally:
         engine.dispose()
+
+
+def change_one_snapshot_value(url: str, release: int) -> None:
+    """Add 1 to the first value of a release's snapshot, digest rewritten: only the checksum can
+    tell."""
+
+    def add_one(values: np.ndarray) -> None:
+        values[0] += 1
+
+    rewrite_snapshot(url, release, "value", add_one)
 
 
 def test_verified_read_refuses_a_changed_release(store_url: str) -> None:
