@@ -6,7 +6,9 @@ worker processes (this file with ``--worker``), so one size's memory does not le
 - ``kpisheet``: open (read, validate, build the cube), queries, the chart series and the app's
   server-side work per interaction, each repeated in the one process and reported as the median;
 - ``memory``: one open and one of each query, then the process's peak resident memory;
-- ``ingest``: the monthly refresh into a new SQLite store, and opening the sheet from that store;
+- ``ingest``: the monthly refresh into a new SQLite store, reading its release back and opening
+  the sheet from that store; with ``--postgres URL`` (a PostgreSQL server's maintenance
+  database) the same on PostgreSQL, each store in a new database dropped afterwards;
 - ``baseline``: a straightforward pandas version of what the old dashboard did on every click —
   roll the groups up with ``groupby``, a grouped rolling 12-month sum over the whole history and
   ``shift(12)`` for the previous year — on the same data, checked against kpisheet's numbers.
@@ -15,12 +17,14 @@ Times are wall-clock medians; the CPU time of the same runs is shown next to the
 machine may be shared and wall time then includes waiting for a core. Results are also written
 to ``benchmarks/results/latest.{md,json}``.
 
-Usage: ``python benchmarks/run.py [--size S] [--size M] [--size L] [--repeat N] [--skip TASK]``.
+Usage: ``python benchmarks/run.py [--size S] [--size M] [--size L] [--repeat N] [--skip TASK]
+[--postgres URL]`` (``$KPISHEET_BENCH_POSTGRES_URL`` is the default of ``--postgres``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -31,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -46,9 +50,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TASKS = ("kpisheet", "memory", "ingest", "baseline")
 #: Runs per measurement and size; the median is reported (0: not run by default).
 REPEATS: dict[str, dict[str, int]] = {
-    "S": {"open": 10, "query": 50, "small": 200, "app": 10, "ingest": 3, "baseline": 5},
-    "M": {"open": 5, "query": 30, "small": 200, "app": 5, "ingest": 1, "baseline": 3},
-    "L": {"open": 1, "query": 5, "small": 50, "app": 1, "ingest": 1, "baseline": 0},
+    "S": {"open": 10, "query": 50, "small": 200, "app": 10, "ingest": 3, "store": 5, "baseline": 5},
+    "M": {"open": 5, "query": 30, "small": 200, "app": 5, "ingest": 1, "store": 3, "baseline": 3},
+    "L": {"open": 1, "query": 5, "small": 50, "app": 1, "ingest": 1, "store": 1, "baseline": 0},
 }
 #: Peak memory of an ingest and an open from the store per observation, as measured at size L
 #: (7.1 GiB for 48M rows: validation's temporary columns; the store writes and reads chunk by
@@ -64,6 +68,32 @@ WINDOW_YTD = "YTD"
 #: Query 12M at this size must be at least this many times faster than the pandas baseline.
 SPEEDUP_SIZE = "M"
 SPEEDUP_TARGET = 100
+
+#: Environment variable with the default of ``--postgres``.
+POSTGRES_ENV = "KPISHEET_BENCH_POSTGRES_URL"
+#: The databases the store measures run on: key suffix and label.
+STORE_BACKENDS = (("", "SQLite"), ("_postgres", "PostgreSQL"))
+#: Targets of the store measures, the same on every database.
+INGEST_TARGET = {"L": 60.0}
+OPEN_STORE_TARGET = {"M": 1.0, "L": 10.0}
+#: Rows of the store measures, per database.
+STORE_MEASURES: list[tuple[str, str, dict[str, float]]] = [
+    row
+    for suffix, name in STORE_BACKENDS
+    for row in (
+        (
+            f"ingest{suffix}",
+            f"ingest Parquet → new {name} release (read, map, validate, write rows + snapshot)",
+            INGEST_TARGET,
+        ),
+        (f"read_store{suffix}", f"read a release from the {name} store (Store.read)", {}),
+        (
+            f"open_store{suffix}",
+            f"open from the {name} store (definitions, read, validate, cube)",
+            OPEN_STORE_TARGET,
+        ),
+    )
+]
 
 # Rows of the table: key, label, target (size -> seconds or bytes).
 GIB = 1024**3
@@ -81,8 +111,7 @@ MEASURES: list[tuple[str, str, dict[str, float]]] = [
         {},
     ),
     ("app_view_bytes", "app per interaction with the Panel page: sent to the browser", {}),
-    ("ingest", "ingest Parquet → new SQLite release (read, map, validate, write)", {"L": 300.0}),
-    ("open_store", "open from the SQLite store", {}),
+    *STORE_MEASURES,
     ("ingest_peak_memory", "peak memory: ingest + open from the store, fresh process", {}),
     ("baseline", "pandas baseline (old dashboard), one interaction", {}),
     ("peak_memory", "peak memory: open + every query, fresh process", {"M": 1.5 * GIB}),
@@ -246,11 +275,12 @@ def task_memory(files: SheetFiles) -> dict[str, Any]:
     return {"peak_memory": peak_memory(), "memory_after_imports": base, "memory_open": after_open}
 
 
-def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
-    """The monthly refresh into a fresh SQLite store, then opening the sheet from that store."""
+def task_ingest(
+    files: SheetFiles, repeat: int, store_repeat: int, postgres: str | None
+) -> dict[str, Any]:
+    """The monthly refresh into a fresh store, then reading the release and opening the sheet
+    from it: on SQLite, and on PostgreSQL when a server is given."""
     try:
-        import kpisheet
-        from kpisheet import ingest
         from kpisheet.store import sqlite_url
     except ImportError as exc:
         return {"ingest_note": f"not measured: {exc}"}
@@ -265,28 +295,82 @@ def task_ingest(files: SheetFiles, repeat: int) -> dict[str, Any]:
         return {"ingest_note": note}
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="kpisheet-bench-") as directory:
-        stores = iter(range(repeat + 1))
-        url = ""
-
-        def do_ingest() -> None:
-            nonlocal url
-            url = sqlite_url(Path(directory) / f"store-{next(stores)}.db")
-            ingest.ingest(
-                files.observations,
-                url,
-                definitions=files.definitions,
-                entities=files.entities,
-                progress=True if sys.stderr.isatty() or files.size.name == "L" else None,
+        numbers = iter(range(repeat + 1))
+        out.update(
+            store_measures(
+                files,
+                repeat,
+                store_repeat,
+                "",
+                lambda: sqlite_url(Path(directory) / f"store-{next(numbers)}.db"),
             )
-
-        out["ingest"] = measure(do_ingest, repeat)
-        out["store_bytes"] = (Path(directory) / "store-0.db").stat().st_size
-        out["open_store"] = measure(
-            lambda: kpisheet.open(url, definitions=files.definitions, entities=files.entities),
-            repeat,
         )
+        out["store_bytes"] = (Path(directory) / "store-0.db").stat().st_size
+    if postgres:
+        with postgres_databases(postgres) as new_database:
+            out.update(store_measures(files, repeat, store_repeat, "_postgres", new_database))
     out["ingest_peak_memory"] = peak_memory()
     return out
+
+
+def store_measures(
+    files: SheetFiles, repeat: int, store_repeat: int, suffix: str, new_store: Callable[[], str]
+) -> dict[str, Any]:
+    """Ingest into new stores, then read the newest store's release and open the sheet from it."""
+    import kpisheet
+    from kpisheet import ingest
+    from kpisheet.store import Store
+
+    url = ""
+
+    def do_ingest() -> None:
+        nonlocal url
+        url = new_store()
+        ingest.ingest(
+            files.observations,
+            url,
+            definitions=files.definitions,
+            entities=files.entities,
+            progress=True if sys.stderr.isatty() or files.size.name == "L" else None,
+        )
+
+    def do_read() -> None:
+        with Store(url) as store:
+            store.read()
+
+    out = {f"ingest{suffix}": measure(do_ingest, repeat)}
+    out[f"read_store{suffix}"] = measure(do_read, store_repeat)
+    # Grouped by the hierarchy recorded with the release, as the app opens a store.
+    out[f"open_store{suffix}"] = measure(
+        lambda: kpisheet.open(url, definitions=files.definitions), store_repeat
+    )
+    return out
+
+
+@contextlib.contextmanager
+def postgres_databases(server: str) -> Iterator[Callable[[], str]]:
+    """A maker of new databases on a PostgreSQL server, each dropped at the end."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def new_database() -> str:
+        name = f"kpisheet_bench_{os.getpid()}_{len(made)}"
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield new_database
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 # -- the pandas baseline -----------------------------------------------------------------------
@@ -375,7 +459,9 @@ def task_baseline(files: SheetFiles, repeat: int) -> dict[str, Any]:
 # -- the parent: workers, table, report --------------------------------------------------------
 
 
-def run_worker(task: str, size: str, cache: Path, repeat: int | None, skip: set[str]) -> dict:
+def run_worker(
+    task: str, size: str, cache: Path, repeat: int | None, skip: set[str], postgres: str | None
+) -> dict:
     """Run one task for one size in a fresh process and return its results."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
         target = Path(handle.name)
@@ -385,6 +471,8 @@ def run_worker(task: str, size: str, cache: Path, repeat: int | None, skip: set[
         command += ["--repeat", str(repeat)]
     for name in skip:
         command += ["--skip", name]
+    if postgres:
+        command += ["--postgres", postgres]
     started = time.perf_counter()
     completed = subprocess.run(command, check=False)
     try:
@@ -396,7 +484,9 @@ def run_worker(task: str, size: str, cache: Path, repeat: int | None, skip: set[
         print(f"  {size} {task}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
 
 
-def worker(task: str, size: str, cache: Path, repeat: int | None, skip: set[str]) -> dict:
+def worker(
+    task: str, size: str, cache: Path, repeat: int | None, skip: set[str], postgres: str | None
+) -> dict:
     files = generate(size, cache)
     repeats = dict(REPEATS[size])
     if repeat is not None:
@@ -406,7 +496,7 @@ def worker(task: str, size: str, cache: Path, repeat: int | None, skip: set[str]
     if task == "memory":
         return task_memory(files)
     if task == "ingest":
-        return task_ingest(files, repeats["ingest"])
+        return task_ingest(files, repeats["ingest"], repeats["store"], postgres)
     return task_baseline(files, repeats["baseline"])
 
 
@@ -440,8 +530,11 @@ TASK_OF = {
     "app_small": "app",
     "app_view": "app_view",
     "app_view_bytes": "app_view",
-    "ingest": "ingest",
-    "open_store": "ingest",
+    **{
+        f"{kind}{suffix}": "ingest"
+        for kind in ("ingest", "read_store", "open_store")
+        for suffix, _ in STORE_BACKENDS
+    },
     "ingest_peak_memory": "ingest",
     "baseline": "baseline",
     "peak_memory": "memory",
@@ -549,6 +642,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, help="runs per measurement (default per size)")
     parser.add_argument("--skip", action="append", default=[], choices=[*TASKS, "app"])
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(POSTGRES_ENV) or None,
+        help="a PostgreSQL server's maintenance database URL: also measure the store there",
+    )
     parser.add_argument("--worker", choices=TASKS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -559,7 +657,7 @@ def main() -> None:
     args = parser.parse_args()
     skip = set(args.skip)
     if args.worker:
-        result = worker(args.worker, args.size[0], args.cache, args.repeat, skip)
+        result = worker(args.worker, args.size[0], args.cache, args.repeat, skip, args.postgres)
         args.out.write_text(json.dumps(result, default=str))
         return
     sizes = args.size or ["S", "M"]
@@ -575,7 +673,9 @@ def main() -> None:
             if task == "baseline" and REPEATS[size]["baseline"] == 0 and not args.large_baseline:
                 results[size]["baseline_note"] = "not run (pass --large-baseline)"
                 continue
-            results[size].update(run_worker(task, size, args.cache, args.repeat, skip))
+            results[size].update(
+                run_worker(task, size, args.cache, args.repeat, skip, args.postgres)
+            )
     info = {**machine(), "started": started, "load_average_start": load_start}
     table = report(results, info)
     print(table)

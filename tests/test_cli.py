@@ -386,9 +386,15 @@ def test_releases_verify_names_a_changed_release(tmp_path: Path) -> None:
         f"  release 2 (724 rows): CHANGED — checksum written {checksum[:12]}…, now "
         f"{actual[:12]}…; its values were changed outside kpisheet\n"
     )
+    served = run("validate", "--data", url)  # from the snapshot, which rows changed with SQL miss
+    assert_clean_exit(served, 0)
+    with sqlite3.connect(tmp_path / "kpisheet.db") as conn:
+        conn.execute(
+            "UPDATE kpisheet_snapshots SET data = zeroblob(length(data)) WHERE release_id = 2"
+        )
     refused = run("validate", "--data", url)
     assert_clean_exit(refused, 1)
-    assert f"store {url}: release 2 does not match its checksum" in refused.stderr
+    assert f"store {url}: release 2 does not match its checksum: its snapshot" in refused.stderr
     only_first = run("releases", "verify", "1", "--store", url)
     assert_clean_exit(only_first, 0)
     assert only_first.stdout.startswith("release 1 (724 rows): OK")

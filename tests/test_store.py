@@ -3,6 +3,7 @@ with the SQL compiled for SQL Server, and faults: killed writers, concurrent rea
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import hashlib
 import importlib.util
@@ -19,23 +20,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, func, inspect, select, text, update
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
 from sqlalchemy.schema import CreateTable
 
 import kpisheet
-import kpisheet.store
+import kpisheet.store.bulk
+import kpisheet.store.snapshot
 from kpisheet.cli import main
-from kpisheet.errors import ChecksumError, StoreError
+from kpisheet.demo import demo_store_url
+from kpisheet.errors import ChecksumError, SnapshotError, StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
     ReleaseInfo,
     Store,
-    demo_store_url,
     display_url,
     driver_statement,
     entities_table,
@@ -53,6 +56,7 @@ from kpisheet.store import (
     select_newest_id,
     select_observations,
     select_releases,
+    snapshots_table,
     sqlite_url,
     warnings_table,
 )
@@ -187,7 +191,7 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> Non
 
 
 def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> None:
-    """The first write creates the seven tables and records the schema version."""
+    """The first write creates the eight tables and records the schema version."""
     url = sqlite_url(tmp_path / "store.db")
     Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
@@ -205,6 +209,7 @@ def test_tables_and_schema_version_created_on_first_write(tmp_path: Path) -> Non
         "kpisheet_observations",
         "kpisheet_hierarchies",
         "kpisheet_warnings",
+        "kpisheet_snapshots",
     }
     assert version == SCHEMA_VERSION
 
@@ -265,8 +270,8 @@ def test_big_release_written_in_chunks_reads_back_exactly(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Rows shuffled, chunks and INSERT statements cut mid-month: read back whole, in key order."""
-    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", 7)
-    monkeypatch.setattr(kpisheet.store, "SQLITE_ROWS_PER_INSERT", 3)
+    monkeypatch.setattr(kpisheet.store.bulk, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(kpisheet.store.bulk, "SQLITE_ROWS_PER_INSERT", 3)
     written = observations(entities=11, months=5, seed=4).sample(frac=1, random_state=1)
     written.loc[written.index[::9], "value"] = np.nan
     with Store(store_url) as store:
@@ -319,11 +324,13 @@ def test_observation_rows_name_kpis_and_entities_by_codes(store_url: str) -> Non
 
 
 def test_release_missing_rows_is_an_error_not_a_short_read(tmp_path: Path) -> None:
-    """Rows deleted behind kpisheet's back make reading the release fail, not return less."""
+    """Rows deleted behind kpisheet's back make reading a release without a snapshot (read row
+    by row) fail, not return less."""
     url = sqlite_url(tmp_path / "store.db")
     info = Store(url).write_release(observations(), source="a")
     engine = create_engine(url)
     with engine.begin() as conn:
+        conn.execute(text("DELETE FROM kpisheet_snapshots"))
         conn.execute(text("DELETE FROM kpisheet_observations WHERE entity_code = 1"))
     engine.dispose()
     with pytest.raises(
@@ -360,7 +367,7 @@ def test_checksum_is_the_documented_hash_in_any_row_order_and_column_type(
     chunk_rows: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The checksum equals a plain reference, whatever the row order, text type and chunk size."""
-    monkeypatch.setattr(kpisheet.store, "CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(kpisheet.store.bulk, "CHUNK_ROWS", chunk_rows)
     frame = observations(entities=4, months=3, seed=8)
     frame.loc[5, "entity"] = "Äpfel Karte"  # sorts after every "Z..." entity by code point
     expected = reference_checksum(frame)
@@ -612,6 +619,249 @@ def test_concurrent_writers_take_turns(store_url: str) -> None:
             assert observations_checksum(store.read(info.id)[1]) == info.checksum
 
 
+# -- snapshots ---------------------------------------------------------------------------------
+
+
+def stored_snapshot(url: str, release: int) -> tuple[list[tuple[int, int, str, bytes]], pa.Table]:
+    """A release's snapshot parts as stored (part, rows, digest, bytes), and their columns
+    decoded with pyarrow alone."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        parts = [
+            (row.part, row.row_count, row.digest, bytes(row.data))
+            for row in conn.execute(
+                select(snapshots_table)
+                .where(snapshots_table.c.release_id == release)
+                .order_by(snapshots_table.c.part)
+            )
+        ]
+    engine.dispose()
+    tables = [pa.ipc.open_stream(pa.py_buffer(data)).read_all() for *_, data in parts]
+    return parts, pa.concat_tables(tables)
+
+
+def stored_rows(url: str, release: int) -> pd.DataFrame:
+    """A release's observation rows as stored, in key order, read with plain SQL."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(observations_table)
+            .where(observations_table.c.release_id == release)
+            .order_by(*observations_table.primary_key.columns)
+        ).all()
+    engine.dispose()
+    return pd.DataFrame(rows, columns=list(observations_table.c.keys())).drop(columns="release_id")
+
+
+def test_snapshot_and_rows_agree_part_by_part(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot holds the release's rows once more, value for value and in key order, in
+    parts of at most SNAPSHOT_PART_ROWS rows, each with the SHA-256 of its bytes."""
+    monkeypatch.setattr(kpisheet.store.snapshot, "SNAPSHOT_PART_ROWS", 7)
+    written = observations(entities=5, months=3, seed=3).sample(frac=1, random_state=2)
+    written.loc[written.index[::4], "value"] = np.nan
+    with Store(store_url) as store:
+        info = store.write_release(written, source="a")
+        _, read = store.read(verify=True)
+    parts, snapshot = stored_snapshot(store_url, info.id)
+    assert [(part, rows) for part, rows, _, _ in parts] == [(i, 7) for i in range(1, 5)] + [(5, 2)]
+    assert [digest for _, _, digest, _ in parts] == [
+        hashlib.sha256(data).hexdigest() for *_, data in parts
+    ]
+    rows = stored_rows(store_url, info.id)
+    assert (
+        snapshot.column_names == list(rows.columns) == ["month", "kpi_code", "entity_code", "value"]
+    )
+    for name in rows.columns:
+        np.testing.assert_array_equal(snapshot.column(name).to_numpy(), rows[name].to_numpy())
+    assert rows["value"].isna().sum() == written["value"].isna().sum() > 0
+    assert_same_observations(read, written)
+
+
+def test_corrupted_snapshot_is_refused_by_read_open_and_verify(tmp_path: Path) -> None:
+    """A snapshot whose bytes were changed is refused with a message by every read, named by
+    verify, and built again from the release's rows by `store upgrade`."""
+    path = tmp_path / "store.db"
+    url = sqlite_url(path)
+    written = observations(seed=2)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    hierarchy = load_hierarchy(entities)
+    with Store(url) as store:
+        first = store.write_release(observations(seed=1), source="a", hierarchy=hierarchy)
+        second = store.write_release(written, source="b", hierarchy=hierarchy)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        (data,) = conn.execute(
+            "SELECT data FROM kpisheet_snapshots WHERE release_id = 2"
+        ).fetchone()
+        flipped = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
+        conn.execute("UPDATE kpisheet_snapshots SET data = ? WHERE release_id = 2", (flipped,))
+    message = (
+        f"store {url}: release 2 does not match its checksum: its snapshot was changed outside "
+        "kpisheet (part 1 of 1 does not match the digest written with it); do not use it — "
+        f"`kpisheet store upgrade --store {url}` builds it again from the release's rows if they "
+        "still match its checksum, `kpisheet releases verify` checks both"
+    )
+    with Store(url) as store:
+        with pytest.raises(SnapshotError, match=re.escape(message)) as raised:
+            store.read()
+        assert isinstance(raised.value, ChecksumError)  # refused as a changed release
+        assert (raised.value.release, raised.value.stored) == (2, second.checksum)
+        assert store.read(1)[0] == first
+        checks = store.verify()
+    with pytest.raises(SnapshotError, match=re.escape(message)):
+        kpisheet.open(url)
+    assert [(c.ok, c.rows_ok, c.snapshot_ok) for c in checks] == [
+        (True, True, True),
+        (False, True, False),
+    ]
+    assert str(checks[1]) == f"release 2 (24 rows): CHANGED — {message}"
+    verified = CliRunner().invoke(main, ["releases", "verify", "--store", url])
+    assert verified.exit_code == 1
+    assert verified.stderr == (
+        f"1 release of {url} changed since written:\n  release 2 (24 rows): CHANGED — {message}\n"
+    )
+    upgraded = CliRunner().invoke(main, ["store", "upgrade", "--store", url])
+    assert (upgraded.exit_code, upgraded.stdout) == (
+        0,
+        "built again the snapshots of releases 2, changed outside kpisheet\n",
+    )
+    with Store(url) as store:
+        info, read = store.read(verify=True)
+        assert [check.ok for check in store.verify()] == [True, True]
+    assert info == second
+    assert_same_observations(read, written)
+
+
+def test_snapshot_naming_an_unknown_entity_is_refused(tmp_path: Path) -> None:
+    """A snapshot rewritten with a matching digest but a code no entity of the release has is
+    refused with a message, not read as a wrong or missing product."""
+    url = sqlite_url(tmp_path / "store.db")
+    with Store(url) as store:
+        info = store.write_release(observations(), source="a")
+
+    def unknown_entity(codes: np.ndarray) -> None:
+        codes[0] = 3  # the release has entities 0, 1 and 2
+
+    rewrite_snapshot(url, info.id, "entity_code", unknown_entity)
+    with pytest.raises(
+        SnapshotError,
+        match=re.escape(
+            f"store {url}: release 1 does not match its checksum: its snapshot was changed "
+            "outside kpisheet (its codes name entities that release 1 does not have)"
+        ),
+    ):
+        Store(url).read()
+
+
+def test_store_without_snapshots_is_read_from_rows_until_upgraded(
+    store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store written before kpisheet kept snapshots is read row by row with a warning and never
+    changed by reading; `store upgrade` builds the snapshots, which readers then use."""
+    first, second = observations(seed=1), observations(seed=2)
+    entities = tmp_path / "entities.yaml"
+    entities.write_text(ZURICH_ENTITIES, encoding="utf-8")
+    hierarchy = load_hierarchy(entities)
+    with Store(store_url) as store:
+        store.write_release(first, source="a", hierarchy=hierarchy)
+        info = store.write_release(second, source="b", hierarchy=hierarchy)
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        snapshots_table.drop(conn)
+    shown = display_url(store_url)
+    with Store(store_url) as store:
+        _, read = store.read(verify=True)
+        checks = store.verify()
+    assert_same_observations(read, second)
+    assert caplog.messages[0] == (
+        f"store {shown}: release 2 has no snapshot and is read row by row (slow for large "
+        f"releases); `kpisheet store upgrade --store {shown}` builds it"
+    )
+    assert str(checks[1]) == (
+        f"release 2 (24 rows): OK, checksum {info.checksum[:12]}… (rows; no snapshot yet, "
+        "`kpisheet store upgrade` builds it)"
+    )
+    with engine.connect() as conn:
+        assert not inspect(conn).has_table("kpisheet_snapshots")
+    upgraded = CliRunner().invoke(main, ["store", "upgrade", "--store", store_url])
+    assert (upgraded.exit_code, upgraded.stdout) == (0, "built the snapshots of releases 1, 2\n")
+    with engine.begin() as conn:  # the rows gone: what is read now comes from the snapshots
+        conn.execute(observations_table.delete())
+    engine.dispose()
+    caplog.clear()
+    with Store(store_url) as store:
+        assert_same_observations(store.read(1, verify=True)[1], first)
+        assert_same_observations(store.read(verify=True)[1], second)
+        assert [(c.rows_ok, c.snapshot_ok) for c in store.verify()] == [(False, True)] * 2
+    assert caplog.messages == []
+
+
+def test_write_failing_in_the_snapshot_leaves_no_trace(tmp_path: Path) -> None:
+    """A write whose snapshot the database refuses leaves no release, rows, labels or snapshot."""
+    path = tmp_path / "store.db"
+    url = sqlite_url(path)
+    with Store(url) as store:
+        first = store.write_release(observations(), source="a")
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kpisheet_snapshots "
+            "BEGIN SELECT RAISE(ABORT, 'snapshot refused'); END"
+        )
+    with Store(url) as store:
+        with pytest.raises(
+            StoreError, match=re.escape(f"cannot write to store {url}: snapshot refused")
+        ):
+            store.write_release(observations(entities=5), source="b")
+        assert store.releases() == [first]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        counts = [
+            conn.execute(f"SELECT count(*), max(release_id) FROM {table}").fetchone()
+            for table in ("kpisheet_observations", "kpisheet_entities", "kpisheet_snapshots")
+        ]
+    assert counts == [(first.row_count, 1), (3, 1), (1, 1)]
+
+
+# -- the package's boundaries ------------------------------------------------------------------
+
+#: The only kpisheet modules outside the store package that the store may import.
+STORE_MAY_IMPORT = {
+    "kpisheet.constants",
+    "kpisheet.errors",
+    "kpisheet.hierarchy",
+    "kpisheet.months",
+}
+
+
+def test_store_package_imports_no_validation_plugins_or_demo() -> None:
+    """The store package imports only kpisheet's constants, errors, hierarchy and months besides
+    itself, so validation, plugins and the demo data are never loaded to read or write a store."""
+    package = Path(kpisheet.store.__file__).parent
+    imported: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                if name.startswith("kpisheet") and not name.startswith("kpisheet.store"):
+                    imported.setdefault(name, set()).add(path.name)
+    assert len(list(package.glob("*.py"))) >= 6
+    assert set(imported) <= STORE_MAY_IMPORT, imported
+
+
+def test_store_public_names_are_importable_from_the_package() -> None:
+    """Every name in ``kpisheet.store.__all__`` is importable from ``kpisheet.store`` itself."""
+    missing = [name for name in kpisheet.store.__all__ if not hasattr(kpisheet.store, name)]
+    assert missing == []
+    assert {"Store", "ReleaseInfo", "observations_checksum", "sqlite_url"} <= set(
+        kpisheet.store.__all__
+    )
+
+
 # -- the demo store ----------------------------------------------------------------------------
 
 
@@ -636,7 +886,7 @@ def test_demo_store_is_built_once_in_the_cache(
 def test_demo_store_survives_processes_racing_to_build_it(tmp_path: Path) -> None:
     """Three processes building the demo store at once all get the same, complete store."""
     env = {**os.environ, "KPISHEET_CACHE_DIR": str(tmp_path / "cache")}
-    code = "from kpisheet.store import demo_store_url; print(demo_store_url())"
+    code = "from kpisheet.demo import demo_store_url; print(demo_store_url())"
     processes = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(3)
@@ -682,6 +932,7 @@ def schema_2_store(url: str) -> list[ReleaseInfo]:
     with engine.begin() as conn:
         hierarchies_table.drop(conn)
         warnings_table.drop(conn)
+        snapshots_table.drop(conn)
         conn.execute(update(schema_table).values(version=2))
     engine.dispose()
     return infos
@@ -720,6 +971,7 @@ def test_upgrade_keeps_the_releases_and_records_their_hierarchy(
     assert result.stdout == (
         f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings\n"
         "recorded the hierarchy for releases 1, 2\n"
+        "built the snapshots of releases 1, 2\n"
     )
     store = Store(store_url)
     assert store.releases() == infos
@@ -746,6 +998,7 @@ def test_upgrade_without_a_hierarchy_asks_for_it_when_a_release_is_opened(
         f"schema 2 -> {SCHEMA_VERSION}: added tables kpisheet_hierarchies, kpisheet_warnings",
         f"releases without a recorded hierarchy: 1, 2; open them with --entities FILE, or "
         f"record one with `kpisheet store upgrade --store {url} --entities FILE`",
+        "built the snapshots of releases 1, 2",
     ]
     with pytest.raises(
         StoreError,
@@ -814,7 +1067,9 @@ def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
         change_one_value(store_url, second.id)
         checks = store.verify()
         assert [(check.info.id, check.ok) for check in checks] == [(1, True), (2, False)]
-        assert str(checks[0]) == f"release 1 (24 rows): OK, checksum {first.checksum[:12]}…"
+        assert str(checks[0]) == (
+            f"release 1 (24 rows): OK, checksum {first.checksum[:12]}… (rows and snapshot)"
+        )
         assert str(checks[1]) == (
             f"release 2 (24 rows): CHANGED — checksum written {second.checksum[:12]}…, now "
             f"{checks[1].actual[:12]}…; its values were changed outside kpisheet"
@@ -822,22 +1077,78 @@ def test_verify_finds_a_release_changed_with_sql(store_url: str) -> None:
         assert [check.info.id for check in store.verify(1)] == [1]
 
 
+def rewrite_snapshot(
+    url: str, release: int, column: str, change: Callable[[np.ndarray], None]
+) -> None:
+    """Change one column of part 1 of a release's snapshot and write its digest to match, as a
+    tool that rewrites the snapshot correctly but bypasses kpisheet would."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            where = (snapshots_table.c.release_id == release) & (snapshots_table.c.part == 1)
+            data = conn.execute(select(snapshots_table.c.data).where(where)).scalar_one()
+            table = pa.ipc.open_stream(pa.py_buffer(bytes(data))).read_all()
+            values = table.column(column).to_numpy().copy()
+            change(values)
+            position = table.schema.get_field_index(column)
+            table = table.set_column(position, table.schema.field(position), pa.array(values))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            changed = sink.getvalue().to_pybytes()
+            digest = hashlib.sha256(changed).hexdigest()
+            conn.execute(update(snapshots_table).where(where).values(data=changed, digest=digest))
+    finally:
+        engine.dispose()
+
+
+def change_one_snapshot_value(url: str, release: int) -> None:
+    """Add 1 to the first value of a release's snapshot, digest rewritten: only the checksum can
+    tell."""
+
+    def add_one(values: np.ndarray) -> None:
+        values[0] += 1
+
+    rewrite_snapshot(url, release, "value", add_one)
+
+
 def test_verified_read_refuses_a_changed_release(store_url: str) -> None:
-    """read(verify=True) and kpisheet.open(verify=True) raise ChecksumError for a changed release."""
+    """read(verify=True) and kpisheet.open(verify=True) raise ChecksumError for a release whose
+    observations as read (its snapshot) no longer give its checksum."""
     with Store(store_url) as store:
         info = store.write_release(observations(), source="a")
         store.read(verify=True)
-        change_one_value(store_url, info.id)
+        change_one_snapshot_value(store_url, info.id)
         store.read()  # unverified reads go on as before
         with pytest.raises(ChecksumError) as raised:
             store.read(verify=True)
     shown = display_url(store_url)
-    assert str(raised.value) == (
+    message = (
         f"store {shown}: release 1 does not match its checksum (written {info.checksum[:12]}…, "
         f"now {raised.value.actual[:12]}…): its values were changed outside kpisheet; do not "
         "use it — ingest the data again or read another release"
     )
+    assert str(raised.value) == message
     assert (raised.value.release, raised.value.stored) == (1, info.checksum)
+    with pytest.raises(ChecksumError, match=re.escape(message)):
+        kpisheet.open(store_url, verify=True)
+
+
+def test_rows_changed_with_sql_are_found_by_verify_not_served(store_url: str) -> None:
+    """Rows changed with SQL do not reach a reader (it reads the snapshot written with the
+    release), and verify names them."""
+    written = observations()
+    with Store(store_url) as store:
+        info = store.write_release(written, source="a")
+        change_one_value(store_url, info.id)
+        _, read = store.read(verify=True)
+        (check,) = store.verify()
+    assert_same_observations(read, written)
+    assert (check.rows_ok, check.snapshot_ok, check.snapshot) == (False, True, info.checksum)
+    assert str(check) == (
+        f"release 1 (24 rows): CHANGED — checksum written {info.checksum[:12]}…, now "
+        f"{check.actual[:12]}…; its values were changed outside kpisheet"
+    )
 
 
 def test_verify_reports_rows_deleted_with_sql(tmp_path: Path) -> None:

@@ -29,8 +29,10 @@ def test_page_refuses_a_changed_release_with_a_german_notice(tmp_path: Path) -> 
     view = AppView(SheetState(source.current()), source)
     with Store(url) as store:
         store.write_release(observations, source="second", hierarchy=HIERARCHY)
-    with sqlite3.connect(tmp_path / "kpis.db") as conn:
-        conn.execute("UPDATE kpisheet_observations SET value = 1 WHERE release_id = 2")
+    with sqlite3.connect(tmp_path / "kpis.db") as conn:  # its snapshot, which is what is read
+        conn.execute(
+            "UPDATE kpisheet_snapshots SET data = zeroblob(length(data)) WHERE release_id = 2"
+        )
     asyncio.run(view.poll()())
     assert view.state.sheet.release.id == 1
     assert view.error.visible

@@ -127,13 +127,16 @@ def test_release_changed_with_sql_is_refused_with_a_german_notice(
             observations, source="test", hierarchy=load_hierarchy(DEMO_ENTITIES)
         )
     path = Path(make_url(store_url).database)
+    where = "WHERE release_id = 2"  # its snapshot, which is what is read
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE kpisheet_observations SET value = value * 2 WHERE release_id = 2")
+        (written,) = conn.execute(f"SELECT data FROM kpisheet_snapshots {where}").fetchone()
+        changed = written[:100] + bytes([written[100] ^ 0xFF]) + written[101:]
+        conn.execute(f"UPDATE kpisheet_snapshots SET data = ? {where}", (changed,))
     source = SheetSource(SheetConfig(store=store_url, poll_seconds=0))
     with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
         source.current()
     with sqlite3.connect(path) as conn:  # the refusal is remembered, not recomputed every poll
-        conn.execute("UPDATE kpisheet_observations SET value = value / 2 WHERE release_id = 2")
+        conn.execute(f"UPDATE kpisheet_snapshots SET data = ? {where}", (written,))
     with pytest.raises(ChecksumError, match=re.escape("release 2 does not match its checksum")):
         source.current()
     assert source.sheet(1).release.id == 1  # the untouched release is still served

@@ -12,6 +12,7 @@ from kpisheet.errors import (
     KpisheetError,
     Problem,
     QueryError,
+    SnapshotError,
     StoreError,
 )
 from kpisheet.explain import Explanation
@@ -37,6 +38,7 @@ __all__ = [
     "QueryError",
     "Registry",
     "ReleaseInfo",
+    "SnapshotError",
     "Store",
     "StoreError",
     "__version__",

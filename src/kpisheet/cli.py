@@ -650,7 +650,8 @@ def releases(ctx: click.Context, store_url: str | None) -> None:
     ctx.obj = store_url
     if ctx.invoked_subcommand is not None:
         return
-    from kpisheet.store import Store, demo_store_url
+    from kpisheet.demo import demo_store_url
+    from kpisheet.store import Store
 
     refuse_memory_store(store_url, "--store")
     with Store(store_url or demo_store_url()) as store:
@@ -676,7 +677,7 @@ def releases(ctx: click.Context, store_url: str | None) -> None:
 
 def _store_of(ctx: click.Context, store_url: str | None) -> str:
     """The store a ``releases`` subcommand reads: its own --store, the group's, or the demo's."""
-    from kpisheet.store import demo_store_url
+    from kpisheet.demo import demo_store_url
 
     return store_url or ctx.obj or demo_store_url()
 
@@ -817,7 +818,8 @@ def releases_verify(group_store: str | None, release_id: int | None, store_url: 
     Exit 0 when each matches the checksum written with it; else name each changed release
     and exit 1.
     """
-    from kpisheet.store import Store, demo_store_url
+    from kpisheet.demo import demo_store_url
+    from kpisheet.store import Store
 
     store_url = store_url or group_store
     refuse_memory_store(store_url, "--store")
@@ -850,9 +852,9 @@ def demo(output: Path) -> None:
     import shutil
 
     from kpisheet.builtin import builtin_definitions_dir
-    from kpisheet.demo import DEMO_ENTITIES
+    from kpisheet.demo import DEMO_ENTITIES, write_demo_store
     from kpisheet.hierarchy import load_hierarchy
-    from kpisheet.store import sqlite_url, write_demo_store
+    from kpisheet.store import sqlite_url
 
     store, definitions, entities = (
         output / "kpisheet.db",

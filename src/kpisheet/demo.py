@@ -26,6 +26,9 @@ this story, month by month from November 2021 to October 2026 (five years):
   and are retired (no rows after). Rhonetal Visa Gold misses one month entirely (a failed
   delivery), so that windows over it are incomplete.
 
+The demo store (:func:`demo_store_url`) keeps these observations, validated, as a release of a
+SQLite store in kpisheet's cache directory, built once and shared by every process.
+
 The output is the canonical long format of SPEC §5 (``month``, ``kpi``, ``entity``, ``value``)
 for the source KPIs of the demo sheet; derived KPIs are the engine's business. The same seed
 gives the same table, bit for bit.
@@ -33,14 +36,25 @@ gives the same table, bit for bit.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import sqlite3
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import platformdirs
 
+from kpisheet.builtin import builtin_definitions_dir
 from kpisheet.constants import ENTITY, KPI, MONTH, VALUE
+from kpisheet.errors import StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.months import parse_month
+from kpisheet.observations import validate_observations
+from kpisheet.plugins import load_kpis
+from kpisheet.store import SCHEMA_VERSION, ReleaseInfo, Store, sqlite_url
 
 #: The demo sheet's entity hierarchy (SPEC §5), shipped inside the package.
 DEMO_ENTITIES: Path = Path(__file__).resolve().parent / "data" / "demo_entities.yaml"
@@ -281,3 +295,75 @@ def _ages(names: np.ndarray, months_by_name: dict[str, str], default: int) -> np
 def _count_for(amount: np.ndarray) -> np.ndarray:
     """Whole transactions for an amount: rounded, and at least one where there is any amount."""
     return np.maximum(np.rint(amount), amount > 0).astype(float)
+
+
+# -- the demo store --------------------------------------------------------------------------
+
+#: Environment variable naming the cache directory of the demo store.
+CACHE_DIR_ENV = "KPISHEET_CACHE_DIR"
+#: Source recorded for the demo release.
+DEMO_SOURCE = "kpisheet demo generator"
+
+
+def write_demo_store(url: str) -> ReleaseInfo:
+    """Write the demo sheet's observations, validated, as a release of the store at ``url``."""
+    hierarchy = load_hierarchy(DEMO_ENTITIES)
+    observations = validate_observations(
+        generate_observations(),
+        load_kpis(builtin_definitions_dir()),
+        hierarchy,
+        source=DEMO_SOURCE,
+    )
+    with Store(url) as store:
+        return store.write_release(
+            observations, source=DEMO_SOURCE, note="demo data", hierarchy=hierarchy
+        )
+
+
+def cache_dir() -> Path:
+    """kpisheet's cache directory (``$KPISHEET_CACHE_DIR``, else the user cache directory)."""
+    return Path(os.environ.get(CACHE_DIR_ENV) or platformdirs.user_cache_dir("kpisheet"))
+
+
+def demo_store_key() -> str:
+    """A short hash of everything the demo store is made from; a change makes a new store."""
+    # "snapshots": a demo store built before releases kept snapshots is not reused.
+    digest = hashlib.sha256(f"schema {SCHEMA_VERSION}, snapshots\n".encode())
+    for path in (Path(__file__), DEMO_ENTITIES):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def demo_store_url() -> str:
+    """The URL of the demo sheet's SQLite store, built once in the cache directory.
+
+    Built in a temporary file and moved into place, so processes racing to build it never
+    see a half-built store; the key in the file name changes with the generator.
+    """
+    directory = cache_dir()
+    path = directory / f"demo-{demo_store_key()}.db"
+    if path.is_file():
+        return sqlite_url(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f"{path.stem}.", suffix=".building", dir=directory)
+    except OSError as exc:
+        raise StoreError(f"cannot create the demo store in {directory}: {exc}") from exc
+    os.close(handle)
+    building = Path(name)
+    try:
+        write_demo_store(sqlite_url(building))
+        # Back to a rollback journal: a single file that can be moved and read anywhere.
+        with contextlib.closing(sqlite3.connect(building)) as conn:
+            conn.execute("PRAGMA journal_mode=DELETE")
+        try:
+            os.replace(building, path)
+        except OSError:
+            if not path.is_file():  # another process's copy in place and open (Windows) is fine
+                raise
+    except OSError as exc:
+        raise StoreError(f"cannot create the demo store {path}: {exc}") from exc
+    finally:
+        for leftover in (building, *(Path(f"{building}{s}") for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+    return sqlite_url(path)

@@ -404,3 +404,21 @@ class ChecksumError(StoreError):
             f"{stored[:12]}…, now {actual[:12]}…): its values were changed outside kpisheet; "
             "do not use it — ingest the data again or read another release"
         )
+
+
+class SnapshotError(ChecksumError):
+    """Raised when a release's snapshot no longer matches the digest written with it."""
+
+    def __init__(self, url: str, release: int, stored: str, reason: str) -> None:
+        self.url = url
+        self.release = release
+        self.stored = stored
+        self.actual = None  # the checksum cannot be recomputed from bytes that were changed
+        self.reason = reason
+        StoreError.__init__(
+            self,
+            f"store {url}: release {release} does not match its checksum: its snapshot was "
+            f"changed outside kpisheet ({reason}); do not use it — `kpisheet store upgrade "
+            f"--store {url}` builds it again from the release's rows if they still match its "
+            "checksum, `kpisheet releases verify` checks both",
+        )

@@ -378,7 +378,8 @@ def open(
     """
     registry = load_kpis(definitions)
     given = load_hierarchy(entities) if entities is not None else None
-    from kpisheet.store import Store, demo_store_url, display_url, store_url_of
+    from kpisheet.demo import demo_store_url
+    from kpisheet.store import Store, display_url, store_url_of
 
     url = demo_store_url() if data is None else store_url_of(data)
     if url is not None:

@@ -49,7 +49,8 @@ def sheet_config(
 
     A SQLite store given by its file name becomes its URL, so the app finds it from anywhere.
     """
-    from kpisheet.store import demo_store_url, store_url_of
+    from kpisheet.demo import demo_store_url
+    from kpisheet.store import store_url_of
 
     store = demo_store_url() if store is None else store_url_of(store) or store
     return SheetConfig(
