@@ -186,7 +186,11 @@ def test_unknown_key(tmp_path: Path) -> None:
         tmp_path, "total: T\nlevel: [mandant]\nentities:\n  P1: {mandant: M}\n", "typo.yaml"
     )
     assert problems_of(path) == [
-        (2, "unknown key 'level' (did you mean 'levels'?); allowed keys: total, levels, entities")
+        (
+            2,
+            "unknown key 'level' (did you mean 'levels'?); allowed keys: total, levels, "
+            "entities, labels",
+        )
     ]
 
 
@@ -211,8 +215,8 @@ def test_a_product_declared_twice(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", [(None, "expected a mapping with keys: total, levels, entities")]),
-        ("- a\n- b\n", [(1, "expected a mapping with keys: total, levels, entities")]),
+        ("", [(None, "expected a mapping with keys: total, levels, entities, labels")]),
+        ("- a\n- b\n", [(1, "expected a mapping with keys: total, levels, entities, labels")]),
         (
             "levels: [mandant]\nentities:\n  P1: {mandant: M}\n",
             [(None, "total must be the name of the grand-total entity, found None")],
@@ -265,7 +269,7 @@ def test_every_problem_is_reported_together(tmp_path: Path) -> None:
         load_hierarchy(path)
     assert str(caught.value) == (
         "3 problems in the entity hierarchy:\n"
-        f"  {path}:3: unknown key 'colour'; allowed keys: total, levels, entities\n"
+        f"  {path}:3: unknown key 'colour'; allowed keys: total, levels, entities, labels\n"
         f"  {path}:7: entity 'P3': missing level attribute 'mandant'\n"
         f"  {path}:6: mandant 'A' belongs to more than one sector: 'B2C', 'B2B2C'"
     )

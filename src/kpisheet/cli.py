@@ -429,7 +429,11 @@ def explain_command(
         assert output is not None
         with writing(output):
             write_explanation_xlsx(
-                explanation, output, registry=sheet.registry, release=sheet.release
+                explanation,
+                output,
+                registry=sheet.registry,
+                release=sheet.release,
+                hierarchy=sheet.hierarchy,
             )
         click.echo(f"Wrote {len(members)} rows to {output}", err=True)
         return

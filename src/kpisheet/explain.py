@@ -129,6 +129,17 @@ class Explanation:
         """True when the members carry rate and mix effects."""
         return self.kind is ExplainKind.RATIO
 
+    def shares(self) -> pd.Series:
+        """Each member's contribution as a fraction of the group's change (index of ``members``);
+        missing when the change is missing or zero."""
+        change = self.change
+        explained = bool(np.isfinite(change)) and change != 0
+        return pd.Series(
+            self.members[CONTRIBUTION] / change if explained else np.nan,
+            index=self.members.index,
+            dtype=float,
+        )
+
 
 # -- which KPIs split, and how ---------------------------------------------------------------
 

@@ -34,9 +34,16 @@ from kpisheet.constants import (
 )
 from kpisheet.errors import KpisheetError, QueryError
 from kpisheet.explain import CONTRIBUTION, MEMBER, MIX_EFFECT, RATE_EFFECT, Explanation, split_of
-from kpisheet.waterfall import compact, save_waterfall_png, waterfall_chart
+from kpisheet.presentation import SHARE, words
+from kpisheet.presentation.formats import (
+    MISSING,
+    compact,
+    format_changes,
+    format_changes_pct,
+    format_values,
+)
+from kpisheet.waterfall import save_waterfall_png, waterfall_chart
 from kpisheet_ui.escape import html_text
-from kpisheet_ui.format import format_changes, format_changes_pct, format_values
 from kpisheet_ui.state import SheetState
 
 #: "Mitglieder" choices: the next finer level (""), every product, or a view of the sheet.
@@ -45,16 +52,17 @@ NEXT_LEVEL_LABEL = "nächste Ebene"
 PRODUCTS_LABEL = "Produkte"
 
 # Columns of the explanation table (German, as in the XLSX).
-MEMBER_COLUMN = export.EXPLAIN_HEADERS[MEMBER]
-LEVEL_COLUMN = export.EXPLAIN_HEADERS[LEVEL]
-VALUE_COLUMN = export.EXPLAIN_HEADERS[VALUE]
-PREVIOUS_COLUMN = export.EXPLAIN_HEADERS[PREVIOUS_VALUE]
-CHANGE_COLUMN = export.EXPLAIN_HEADERS[CHANGE]
-CONTRIBUTION_COLUMN = export.EXPLAIN_HEADERS[CONTRIBUTION]
-SHARE_COLUMN = export.EXPLAIN_HEADERS[export.SHARE]
-RATE_COLUMN = export.EXPLAIN_HEADERS[RATE_EFFECT]
-MIX_COLUMN = export.EXPLAIN_HEADERS[MIX_EFFECT]
-COMPLETE_COLUMN = "Vollständig (Fenster / VJ)"
+_HEADERS = words.explain_headers()
+MEMBER_COLUMN = _HEADERS[MEMBER]
+LEVEL_COLUMN = _HEADERS[LEVEL]
+VALUE_COLUMN = _HEADERS[VALUE]
+PREVIOUS_COLUMN = _HEADERS[PREVIOUS_VALUE]
+CHANGE_COLUMN = _HEADERS[CHANGE]
+CONTRIBUTION_COLUMN = _HEADERS[CONTRIBUTION]
+SHARE_COLUMN = _HEADERS[SHARE]
+RATE_COLUMN = _HEADERS[RATE_EFFECT]
+MIX_COLUMN = _HEADERS[MIX_EFFECT]
+COMPLETE_COLUMN = f"{_HEADERS[COMPLETE]} ({words.CURRENT_WINDOW_WORD} / VJ)"
 NUMBER_COLUMNS = (
     VALUE_COLUMN,
     PREVIOUS_COLUMN,
@@ -67,7 +75,7 @@ NUMBER_COLUMNS = (
 
 
 #: Said when the table shows values per active account: the explanation explains the values.
-PER_ACCOUNT_NOTE = "Erklärt werden die Werte selbst, nicht «Ø pro aktives Konto»."
+PER_ACCOUNT_NOTE = f"Erklärt werden die Werte selbst, nicht «{words.PER_ACCOUNT_WORD}»."
 #: Look of the status and message lines (HTML panes fed escaped text only).
 TEXT_STYLE = {"font-size": "14px", "margin": "4px 0"}
 #: Most pixels the members' table takes; a short table takes a row height per row.
@@ -100,8 +108,9 @@ class ExplainState(param.Parameterized):
         if result is None or result.empty:
             return {}
         groups = result.loc[result[LEVEL] != PRODUCT_LEVEL, [ENTITY, LEVEL]].drop_duplicates()
+        hierarchy = self.state.sheet.hierarchy
         return {
-            f"{name} ({export.level_label(level)})": name
+            f"{name} ({words.level_label(level, hierarchy)})": name
             for name, level in zip(groups[ENTITY], groups[LEVEL], strict=True)
         }
 
@@ -135,7 +144,7 @@ class ExplainState(param.Parameterized):
         """How members are chosen: the next finer level, every product, or a view."""
         options = {NEXT_LEVEL_LABEL: NEXT_LEVEL, PRODUCTS_LABEL: PRODUCT_LEVEL}
         for view in self.state.sheet.views:
-            options[export.level_label(view)] = view
+            options[words.level_label(view, self.state.sheet.hierarchy)] = view
         return options
 
     def _sync(self) -> None:
@@ -218,7 +227,7 @@ class ExplainState(param.Parameterized):
         if explanation is None:
             return self.message
         label = self.state.registry[explanation.kpi].label
-        status = export.explanation_status(explanation, label)
+        status = words.explanation_status(explanation, label)
         if self.state.per_account:
             status += f" {PER_ACCOUNT_NOTE}"
         return status
@@ -232,21 +241,20 @@ class ExplainState(param.Parameterized):
         members = explanation.members
         unit = str(self.state.registry[explanation.kpi].unit)
         units = np.full(len(members), unit)
-        change = explanation.change
-        share = members[CONTRIBUTION] / change if np.isfinite(change) and change else np.nan
+        hierarchy = self.state.sheet.hierarchy
         columns: dict[str, Any] = {
             MEMBER_COLUMN: members[MEMBER].astype(str),
-            LEVEL_COLUMN: members[LEVEL].map(export.level_label),
+            LEVEL_COLUMN: members[LEVEL].map(lambda level: words.level_label(level, hierarchy)),
             VALUE_COLUMN: format_values(members[VALUE], units),
             PREVIOUS_COLUMN: format_values(members[PREVIOUS_VALUE], units),
             CHANGE_COLUMN: format_changes(members[CHANGE], units),
             CONTRIBUTION_COLUMN: _effects(members[CONTRIBUTION], unit),
-            SHARE_COLUMN: format_changes_pct(pd.Series(share, index=members.index, dtype=float)),
+            SHARE_COLUMN: format_changes_pct(explanation.shares()),
         }
         if explanation.is_ratio:
             columns[RATE_COLUMN] = _effects(members[RATE_EFFECT], unit)
             columns[MIX_COLUMN] = _effects(members[MIX_EFFECT], unit)
-        yes_no = {True: export.YES, False: export.NO}
+        yes_no = {True: words.YES, False: words.NO}
         columns[COMPLETE_COLUMN] = (
             members[COMPLETE].map(yes_no) + " / " + members[PREVIOUS_COMPLETE].map(yes_no)
         )
@@ -278,7 +286,8 @@ class ExplainState(param.Parameterized):
                 buffer,
                 registry=self.state.registry,
                 release=self.state.sheet.release,
-                selection={"Erklärt von": self.state.user or "–"},
+                selection={"Erklärt von": self.state.user or MISSING},
+                hierarchy=self.state.sheet.hierarchy,
             )
 
         return self.state._download("warum_xlsx", write)
@@ -300,7 +309,7 @@ def _effects(values: pd.Series, unit: str) -> pd.Series:
     """Contributions as changes of the KPI; of a percentage in points with two decimals, since
     a member's part of a change of a few points is often below a tenth of a point."""
     if unit == Unit.PERCENT:
-        return values.map(lambda v: compact(v, unit, signed=True) if np.isfinite(v) else "–")
+        return values.map(lambda v: compact(v, unit, signed=True) if np.isfinite(v) else MISSING)
     return format_changes(values, np.full(len(values), unit))
 
 
