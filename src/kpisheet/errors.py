@@ -17,6 +17,25 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
 
+__all__ = [
+    "MESSAGE_LINE_CHARS",
+    "QUOTED_CHARS",
+    "ChecksumError",
+    "DataError",
+    "DefinitionError",
+    "FormulaError",
+    "HierarchyError",
+    "IngestConfigError",
+    "KpisheetError",
+    "Problem",
+    "ProblemsError",
+    "QueryError",
+    "StoreError",
+    "close_matches",
+    "printable",
+    "quoted",
+]
+
 #: Characters of a value that a message quotes; a longer value is cut and its length given.
 QUOTED_CHARS = 200
 #: Characters of one line of a message; a longer line is cut and what was left out counted.

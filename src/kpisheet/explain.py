@@ -57,6 +57,26 @@ from kpisheet.registry import Registry
 if TYPE_CHECKING:
     from kpisheet.sheet import KPISheet
 
+__all__ = [
+    "CONTRIBUTION",
+    "EXPLAIN_COLUMNS",
+    "MEMBER",
+    "MIX_EFFECT",
+    "NAMED_MEMBERS",
+    "RATE_EFFECT",
+    "SPLITTABLE_TIME",
+    "ExplainKind",
+    "Explanation",
+    "Member",
+    "decompose",
+    "default_by",
+    "entity_level",
+    "explain",
+    "members_of",
+    "sheet_window",
+    "split_of",
+]
+
 #: Column of an explanation: the member (child) of the explained group.
 MEMBER = "member"
 #: Column of an explanation: the member's share of the group's change.

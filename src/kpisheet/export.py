@@ -49,6 +49,25 @@ if TYPE_CHECKING:
     from kpisheet.hierarchy import Hierarchy
 
 
+__all__ = [
+    "BOLD",
+    "FORMULA_PREFIXES",
+    "HEADER_FILL",
+    "HEADER_FONT",
+    "INCOMPLETE_FILL",
+    "MAX_WIDTH",
+    "MIN_WIDTH",
+    "TEXT_PREFIX",
+    "TITLE_FONT",
+    "ReleaseLike",
+    "Target",
+    "neutralise_formulas",
+    "set_text",
+    "write_explanation_xlsx",
+    "write_result_xlsx",
+    "write_series_xlsx",
+]
+
 #: Text starting with one of these could run as a formula in a spreadsheet.
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
 

@@ -50,6 +50,13 @@ from kpisheet.files import display_path, mapping_nodes, node_line, read_yaml, re
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
+__all__ = [
+    "Hierarchy",
+    "hierarchy_from_table",
+    "load_hierarchy",
+    "parse_hierarchy",
+]
+
 
 class Hierarchy:
     """Leaves with their attributes and the groups they roll up to."""

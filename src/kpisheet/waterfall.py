@@ -37,6 +37,28 @@ from kpisheet.explain import CONTRIBUTION, MEMBER, Explanation
 from kpisheet.presentation import formats, words
 from kpisheet.registry import Registry
 
+__all__ = [
+    "BAR_WIDTH",
+    "CUT_AXIS_BELOW",
+    "END",
+    "FALL",
+    "FALL_COLOUR",
+    "KIND",
+    "LABEL",
+    "LABEL_ROTATION",
+    "POSITION",
+    "RISE",
+    "RISE_COLOUR",
+    "START",
+    "TEXT",
+    "TOTAL",
+    "TOTAL_COLOUR",
+    "WATERFALL_BARS",
+    "save_waterfall_png",
+    "waterfall_chart",
+    "waterfall_frame",
+]
+
 #: Members drawn as bars of their own (largest contributions first); the rest are one bar.
 WATERFALL_BARS = 8
 TOTAL_COLOUR = "#1F5F8B"

@@ -22,6 +22,37 @@ import pyarrow as pa
 
 from kpisheet.constants import Unit
 
+__all__ = [
+    "CURRENCY",
+    "EXCEL_CHANGE_PCT",
+    "EXCEL_COUNT",
+    "EXCEL_DECIMAL",
+    "EXCEL_INTEGER",
+    "EXCEL_MONTH",
+    "EXCEL_PERCENT",
+    "EXCEL_POINTS",
+    "MISSING",
+    "POINTS",
+    "SCALES",
+    "THOUSANDS",
+    "compact",
+    "excel_change_format",
+    "excel_change_formats",
+    "excel_format",
+    "excel_formats",
+    "format_change",
+    "format_change_pct",
+    "format_change_with_pct",
+    "format_changes",
+    "format_changes_pct",
+    "format_number",
+    "format_value",
+    "format_values",
+    "step_decimals",
+    "swiss",
+    "swiss_count",
+]
+
 #: Between groups of three digits: ``1'234'567`` (Swiss style).
 THOUSANDS = "'"
 #: The currency of amounts: ``CHF 1'234.50``.

@@ -31,6 +31,12 @@ from kpisheet.registry import Registry
 if TYPE_CHECKING:
     from kpisheet.sheet import KPISheet
 
+__all__ = [
+    "LOOKUP_LIMIT",
+    "comparable",
+    "incomplete_reasons",
+]
+
 #: Most rows of one call whose reason is looked up month by month (:meth:`KPISheet.coverage`);
 #: further rows get the general reason, which needs no lookup.
 LOOKUP_LIMIT = 500
