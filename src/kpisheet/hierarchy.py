@@ -289,7 +289,7 @@ def _valid_part(data: Any, errors: list[ErrorDetails]) -> HierarchyFile | None:
     if not isinstance(data, Mapping):
         return None
     bad = {error["loc"][0] for error in errors if len(error["loc"]) == 1}
-    bad |= {"levels"} & {error["loc"][0] for error in errors if error["loc"]}
+    bad |= {"levels", "labels"} & {error["loc"][0] for error in errors if error["loc"]}
     bad_entities = {
         e["loc"][1] for e in errors if e["loc"][:1] == ("entities",) and len(e["loc"]) > 1
     }
