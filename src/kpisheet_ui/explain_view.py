@@ -48,8 +48,8 @@ from kpisheet_ui.state import SheetState
 
 #: "Mitglieder" choices: the next finer level (""), every product, or a view of the sheet.
 NEXT_LEVEL = ""
-NEXT_LEVEL_LABEL = "nächste Ebene"
-PRODUCTS_LABEL = "Produkte"
+NEXT_LEVEL_LABEL = words.EXPLAIN_VIEW_WORDS["next_level"]
+PRODUCTS_LABEL = words.EXPLAIN_VIEW_WORDS["products"]
 
 # Columns of the explanation table (German, as in the XLSX).
 _HEADERS = words.explain_headers()
@@ -75,7 +75,7 @@ NUMBER_COLUMNS = (
 
 
 #: Said when the table shows values per active account: the explanation explains the values.
-PER_ACCOUNT_NOTE = f"Erklärt werden die Werte selbst, nicht «{words.PER_ACCOUNT_WORD}»."
+PER_ACCOUNT_NOTE = words.EXPLAIN_PER_ACCOUNT_NOTE
 #: Look of the status and message lines (HTML panes fed escaped text only).
 TEXT_STYLE = {"font-size": "14px", "margin": "4px 0"}
 #: Most pixels the members' table takes; a short table takes a row height per row.
@@ -87,9 +87,11 @@ TABLE_ROW_HEIGHT = 34
 class ExplainState(param.Parameterized):
     """What the "Warum?" view explains and everything it shows, for one session's table."""
 
-    entity = param.Selector(default=None, objects=[], label="Gruppe")
+    entity = param.Selector(default=None, objects=[], label=words.EXPLAIN_VIEW_WORDS["group"])
     kpi = param.Selector(default=None, objects=[], label="KPI")
-    by = param.Selector(default=NEXT_LEVEL, objects=[NEXT_LEVEL], label="Mitglieder")
+    by = param.Selector(
+        default=NEXT_LEVEL, objects=[NEXT_LEVEL], label=words.EXPLAIN_VIEW_WORDS["members"]
+    )
     explanation = param.ClassSelector(class_=Explanation, default=None, allow_None=True)
     message = param.String(default="", doc="Why there is no explanation (empty when there is).")
 
@@ -179,14 +181,9 @@ class ExplainState(param.Parameterized):
         exact split, gets a message instead."""
         label = self.state.registry[kpi].label if kpi in self.state.registry else kpi
         if level == PRODUCT_LEVEL:
-            message = (
-                f"{entity} ist ein Produkt: erklärt werden Gruppen (Total, Sektor, Mandant …)."
-            )
+            message = words.explain_product_text(entity, self.state.sheet.hierarchy)
         elif kpi not in self.param.kpi.objects.values():
-            message = (
-                f"{label} lässt sich nicht nach Mitgliedern aufteilen: erklärt werden KPIs, die "
-                "über die Produkte summiert werden, und Verhältnisse zweier solcher KPIs."
-            )
+            message = words.explain_unsplittable_text(label)
         else:
             self.param.update(entity=entity, kpi=kpi)
             self.explain()
@@ -200,12 +197,14 @@ class ExplainState(param.Parameterized):
         if self.entity is None or self.kpi is None:
             self.param.update(
                 explanation=None,
-                message="Keine Gruppe mit einem erklärbaren KPI in der Tabelle.",
+                message=words.EXPLAIN_VIEW_WORDS["nothing"],
             )
             return
         visible = getattr(state, "visible", None)  # a scoped user's entities
         if visible is not None and self.entity not in visible:
-            self.param.update(explanation=None, message="Keine Erklärung möglich.")
+            self.param.update(
+                explanation=None, message=f"{words.EXPLAIN_VIEW_WORDS['impossible']}."
+            )
             return
         try:
             explanation = state.sheet.explain(
@@ -216,7 +215,8 @@ class ExplainState(param.Parameterized):
                 by=self.by or None,
             )
         except KpisheetError as exc:
-            self.param.update(explanation=None, message=f"Keine Erklärung möglich: {exc}")
+            impossible = words.EXPLAIN_VIEW_WORDS["impossible"]
+            self.param.update(explanation=None, message=f"{impossible}: {exc}")
             return
         self.param.update(explanation=explanation, message="")
         state._log("warum", start, entity=self.entity, kpi=self.kpi, by=self.by or None)
@@ -273,8 +273,9 @@ class ExplainState(param.Parameterized):
     def filename(self, suffix: str) -> str:
         """File name of a download (``xlsx`` or ``png``)."""
         explanation = self.explanation
-        name = f"{explanation.kpi}" if explanation is not None else "warum"
-        return f"{self.state._file_stem()}_warum_{name}.{suffix}"
+        word = words.FILE_WORDS["explain"]
+        name = f"{explanation.kpi}" if explanation is not None else word
+        return f"{self.state._file_stem()}_{word}_{name}.{suffix}"
 
     def xlsx(self) -> io.BytesIO:
         """The explanation as a formatted XLSX workbook (with the "Auswahl" sheet)."""
@@ -286,7 +287,7 @@ class ExplainState(param.Parameterized):
                 buffer,
                 registry=self.state.registry,
                 release=self.state.sheet.release,
-                selection={"Erklärt von": self.state.user or MISSING},
+                selection={words.EXPLAIN_VIEW_WORDS["explained_by"]: self.state.user or MISSING},
                 hierarchy=self.state.sheet.hierarchy,
             )
 
@@ -320,14 +321,19 @@ class ExplainPanel:
         self.state = state
         p = state.param
         self.entity = pn.widgets.Select.from_param(
-            p.entity, name="Gruppe", css_classes=["warum-gruppe"]
+            p.entity, name=words.EXPLAIN_VIEW_WORDS["group"], css_classes=["warum-gruppe"]
         )
-        self.kpi = pn.widgets.Select.from_param(p.kpi, name="KPI", css_classes=["warum-kpi"])
+        self.kpi = pn.widgets.Select.from_param(
+            p.kpi, name=words.EXPLAIN_VIEW_WORDS["kpi"], css_classes=["warum-kpi"]
+        )
         self.by = pn.widgets.Select.from_param(
-            p.by, name="Mitglieder", css_classes=["warum-mitglieder"]
+            p.by, name=words.EXPLAIN_VIEW_WORDS["members"], css_classes=["warum-mitglieder"]
         )
         self.button = pn.widgets.Button(
-            name="Warum?", button_type="primary", css_classes=["warum-button"], align="end"
+            name=words.EXPLAIN_VIEW_WORDS["button"],
+            button_type="primary",
+            css_classes=["warum-button"],
+            align="end",
         )
         self.button.on_click(lambda event: state.explain())
         self.status = pn.pane.HTML("", css_classes=["warum-status"], styles=TEXT_STYLE)
@@ -348,14 +354,14 @@ class ExplainPanel:
         self.xlsx = pn.widgets.FileDownload(
             callback=guard(state.xlsx),
             filename=state.filename("xlsx"),
-            label="Erklärung als XLSX",
+            label=words.EXPLAIN_VIEW_WORDS["xlsx"],
             button_type="primary",
             css_classes=["download-warum-xlsx"],
         )
         self.png = pn.widgets.FileDownload(
             callback=guard(state.png),
             filename=state.filename("png"),
-            label="Wasserfall als PNG",
+            label=words.EXPLAIN_VIEW_WORDS["png"],
             css_classes=["download-warum-png"],
         )
         self.body = pn.Column(
@@ -396,7 +402,7 @@ class ExplainPanel:
     def view(self) -> pn.Column:
         """The section: a heading, the choices and the button, then the explanation."""
         return pn.Column(
-            pn.pane.Markdown("### Warum? Abweichung zum Vorjahr erklären"),
+            pn.pane.Markdown(f"### {words.EXPLAIN_VIEW_WORDS['heading']}"),
             pn.Row(self.entity, self.kpi, self.by, self.button),
             self.message,
             self.body,

@@ -464,11 +464,11 @@ class SheetState(param.Parameterized):
 
     def series_filename(self) -> str:
         """File name of the chart-series download."""
-        return f"{self._file_stem()}_verlauf.xlsx"
+        return f"{self._file_stem()}_{words.FILE_WORDS['series']}.xlsx"
 
     def chart_filename(self, suffix: str) -> str:
         """File name of the chart as PNG or HTML (``suffix`` ``png`` or ``html``)."""
-        return f"{self._file_stem()}_diagramm.{suffix}"
+        return f"{self._file_stem()}_{words.FILE_WORDS['chart']}.{suffix}"
 
     def _download(self, kind: str, write: Callable[[io.BytesIO], None]) -> io.BytesIO:
         start = time.perf_counter()

@@ -56,10 +56,13 @@ __all__ = [
     "CURRENT_WINDOW_WORD",
     "DISPLAY_RECORD",
     "DISPLAY_WORDS",
+    "EXPLAIN_PER_ACCOUNT_NOTE",
     "EXPLAIN_SELECTION_WORDS",
     "EXPLAIN_SHEET",
+    "EXPLAIN_VIEW_WORDS",
     "EXPLAIN_WORDS",
     "EXPORTED_WORD",
+    "FILE_WORDS",
     "FLAGS_NOTE",
     "FORMULA_WORD",
     "GROUPING_RECORD",
@@ -115,6 +118,8 @@ __all__ = [
     "comparison_note",
     "data_version_text",
     "explain_headers",
+    "explain_product_text",
+    "explain_unsplittable_text",
     "explanation_notes",
     "explanation_status",
     "formula_text",
@@ -726,3 +731,42 @@ def data_version_text(newest: pd.Period | None, release: object, source: str | N
 def new_data_text(release_id: object, newest_month: object) -> str:
     """Said once when a new release was loaded."""
     return f"Neue Daten geladen: Release {release_id}, neuester Monat {month_long(newest_month)}."  # type: ignore[arg-type]
+
+
+#: Words of the file names of the app's downloads: ``kpisheet_2026-10_12M_verlauf.xlsx``.
+FILE_WORDS: dict[str, str] = {"series": "verlauf", "chart": "diagramm", "explain": "warum"}
+
+# -- the app's "Warum?" view --------------------------------------------------------------------
+
+#: Words of the "Warum?" view, by what they name.
+EXPLAIN_VIEW_WORDS: dict[str, str] = {
+    "heading": "Warum? Abweichung zum Vorjahr erklären",
+    "button": "Warum?",
+    "group": "Gruppe",
+    "kpi": "KPI",
+    "members": "Mitglieder",
+    "next_level": "nächste Ebene",
+    "products": "Produkte",
+    "xlsx": "Erklärung als XLSX",
+    "png": "Wasserfall als PNG",
+    "explained_by": "Erklärt von",
+    "nothing": "Keine Gruppe mit einem erklärbaren KPI in der Tabelle.",
+    "impossible": "Keine Erklärung möglich",
+}
+#: Said when the table shows values per active account: the explanation explains the values.
+EXPLAIN_PER_ACCOUNT_NOTE = f"Erklärt werden die Werte selbst, nicht «{PER_ACCOUNT_WORD}»."
+
+
+def explain_product_text(entity: str, hierarchy: Hierarchy | None) -> str:
+    """Why a product row gets no explanation, naming the levels that do (coarse to fine)."""
+    levels = [TOTAL_LEVEL, *(hierarchy.levels if hierarchy is not None else ())]
+    named = ", ".join(level_label(level, hierarchy) for level in levels)
+    return f"{entity} ist ein Produkt: erklärt werden Gruppen ({named} …)."
+
+
+def explain_unsplittable_text(label: str) -> str:
+    """Why a KPI gets no explanation: its change does not split over members."""
+    return (
+        f"{label} lässt sich nicht nach Mitgliedern aufteilen: erklärt werden KPIs, die "
+        "über die Produkte summiert werden, und Verhältnisse zweier solcher KPIs."
+    )
