@@ -459,6 +459,7 @@ def hierarchy_from_table(
     total: str,
     file: str,
     where: Callable[[pd.Index], list[str]] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Hierarchy:
     """A hierarchy from a product table: one row per leaf, a column per level and attribute.
 
@@ -466,6 +467,7 @@ def hierarchy_from_table(
     :param levels: ``(level name, column)`` pairs, coarse to fine.
     :param attributes: ``(attribute name, column)`` pairs of views such as ``cardprofile``.
     :param file: the table's name in messages; ``where`` names its rows (``line 7``).
+    :param labels: how people read the level and attribute names (as ``labels`` in YAML).
     :raises HierarchyError: listing every problem: missing columns, products listed twice with
         different groups, and everything :func:`parse_hierarchy` checks.
     """
@@ -507,4 +509,6 @@ def hierarchy_from_table(
         for row in frame.to_dict(orient="records")
     }
     data = {"total": total, "levels": [level for level, _ in levels], "entities": entities}
+    if labels:
+        data["labels"] = dict(labels)
     return parse_hierarchy(data, file)
