@@ -56,12 +56,9 @@ def _is_module(name: str) -> bool:
 
 
 def _declared(module: str) -> set[str] | None:
-    """The ``__all__`` a module declares in its source (``None`` when it declares none)."""
-    for node in ast.parse(_module_path(module).read_text(encoding="utf-8")).body:
-        targets = node.targets if isinstance(node, ast.Assign) else []
-        if any(isinstance(target, ast.Name) and target.id == "__all__" for target in targets):
-            return set(ast.literal_eval(node.value))  # type: ignore[union-attr]
-    return None
+    """The ``__all__`` a module declares (``None`` when it declares none)."""
+    names = getattr(importlib.import_module(module), "__all__", None)
+    return None if names is None else set(names)
 
 
 def _uses(where: str, source: str) -> Iterator[tuple[int, str, str]]:
