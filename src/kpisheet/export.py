@@ -466,7 +466,7 @@ def _shown_number_width(values: pd.Series, units: pd.Series, column: str, per_ac
     extra = units.map(
         {
             Unit.COUNT: 3 if per_account else 0,
-            Unit.CURRENCY: 7,
+            Unit.CURRENCY: len(formats.CURRENCY) + 4,  # "CHF " and ".00"
             Unit.PERCENT: 4,
             Unit.RATIO: 3,
         }

@@ -23,19 +23,11 @@ from kpisheet import charts, export
 from kpisheet.constants import KPI, PREVIOUS_VALUE, VALUE, Window
 from kpisheet.presentation import incomplete_reasons, words
 from kpisheet_ui import choices, table
-from kpisheet_ui.choices import ALL, VIEW_PREFIX
-from kpisheet_ui.table import BY_ENTITY, BY_KPI, HIGHLIGHT_COUNT
+from kpisheet_ui.choices import ALL
+from kpisheet_ui.table import BY_ENTITY, BY_KPI
 from kpisheet_ui.usage import log_interaction
 
-__all__ = [
-    "ALL",
-    "BY_ENTITY",
-    "BY_KPI",
-    "HIGHLIGHT_COUNT",
-    "PAGE_ROWS",
-    "VIEW_PREFIX",
-    "SheetState",
-]
+__all__ = ["CHART_MONTHS", "DISPLAY_LABELS", "PAGE_ROWS", "WINDOW_LABELS", "SheetState"]
 
 #: Months the chart shows, ending with the as-of month.
 CHART_MONTHS = charts.CHART_MONTHS
@@ -371,9 +363,9 @@ class SheetState(param.Parameterized):
 
         Rows of a KPI that declares ``highlight`` thresholds are highlighted when their change
         passes them (:func:`kpisheet.thresholds.flags`). Among the other rows, the largest
-        changes are those with the largest absolute change against the previous year in percent:
-        one per :data:`HIGHLIGHT_PER_ROWS` such rows, at most :data:`HIGHLIGHT_COUNT`. Only rows
-        whose two windows are both complete qualify.
+        changes are those with the largest absolute change against the previous year in percent
+        (:func:`kpisheet_ui.table.largest`). Only rows whose two windows are both complete
+        qualify.
         """
         return self._shown().marks.copy()
 
