@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,11 @@ def test_the_library_check_catches_an_import_of_the_app() -> None:
         "kpisheet/probe.py:1: imports kpisheet_ui.app",
         "kpisheet/other.py:2: imports kpisheet_ui",
     ]
+
+
+def test_the_package_docstring_names_every_public_module() -> None:
+    """``kpisheet``'s docstring, where a reader looks first, names each module of
+    PUBLIC_MODULES, so the documented API and the checked one are the same."""
+    doc = kpisheet.__doc__ or ""
+    named = set(re.findall(r"``(kpisheet\.[a-z_.]+)``", doc))
+    assert sorted(set(kpisheet.PUBLIC_MODULES) - named) == []

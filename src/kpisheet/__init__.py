@@ -5,7 +5,8 @@ names in that module's ``__all__``:
 
 - ``kpisheet.charts``, ``kpisheet.export``, ``kpisheet.waterfall``, ``kpisheet.series``: charts,
   workbooks and the monthly series behind them;
-- ``kpisheet.presentation`` (with ``.words``, ``.formats``, ``.reasons``): every word and number
+- ``kpisheet.presentation`` with ``kpisheet.presentation.words``,
+  ``kpisheet.presentation.formats`` and ``kpisheet.presentation.reasons``: every word and number
   format shown to people;
 - ``kpisheet.constants``, ``kpisheet.errors``, ``kpisheet.explain``, ``kpisheet.diff``,
   ``kpisheet.hierarchy``, ``kpisheet.registry``, ``kpisheet.store``, ``kpisheet.thresholds``.
