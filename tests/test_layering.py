@@ -17,9 +17,6 @@ import kpisheet
 SOURCE = Path(__file__).resolve().parent.parent / "src"
 LIBRARY = SOURCE / "kpisheet"
 APP = SOURCE / "kpisheet_ui"
-# TODO(lead): drop this exemption when the app's CLI commands come through the plugin hook;
-# then no module of the library, cli.py included, may import kpisheet_ui.
-NOT_YET_CHECKED = {"kpisheet/cli.py"}
 
 
 def _sources(root: Path) -> dict[str, str]:
@@ -95,7 +92,6 @@ def library_offenders(files: dict[str, str]) -> list[str]:
     return [
         f"{where}:{line}: imports {module}"
         for where, source in files.items()
-        if where not in NOT_YET_CHECKED
         for line, module, _ in _imports(where, source)
         if module.split(".")[0] == "kpisheet_ui"
     ]

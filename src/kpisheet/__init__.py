@@ -8,6 +8,7 @@ names in that module's ``__all__``:
 - ``kpisheet.presentation`` with ``kpisheet.presentation.words``,
   ``kpisheet.presentation.formats`` and ``kpisheet.presentation.reasons``: every word and number
   format shown to people;
+- ``kpisheet.cli``: the command group and the shared options, for plugins that add commands;
 - ``kpisheet.constants``, ``kpisheet.errors``, ``kpisheet.explain``, ``kpisheet.diff``,
   ``kpisheet.hierarchy``, ``kpisheet.registry``, ``kpisheet.store``, ``kpisheet.thresholds``.
 
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 #: Modules whose ``__all__`` is public API, besides this package's own ``__all__``.
 PUBLIC_MODULES: tuple[str, ...] = (
     "kpisheet.charts",
+    "kpisheet.cli",
     "kpisheet.constants",
     "kpisheet.diff",
     "kpisheet.errors",
