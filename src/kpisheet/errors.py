@@ -18,8 +18,11 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 __all__ = [
+    "FAILURE_COLUMNS",
     "MESSAGE_LINE_CHARS",
     "QUOTED_CHARS",
+    "QUOTED_ROWS",
+    "WHERE",
     "ChecksumError",
     "DataError",
     "DefinitionError",
@@ -27,13 +30,20 @@ __all__ = [
     "HierarchyError",
     "IngestConfigError",
     "KpisheetError",
+    "Location",
     "Problem",
+    "Problems",
     "ProblemsError",
     "QueryError",
+    "RowProblems",
     "StoreError",
     "close_matches",
+    "did_you_mean",
     "printable",
     "quoted",
+    "quoted_rows",
+    "validation_problems",
+    "with_suggestion",
 ]
 
 #: Characters of a value that a message quotes; a longer value is cut and its length given.

@@ -50,8 +50,12 @@ from kpisheet.files import display_path, mapping_nodes, node_line, read_yaml, re
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
+
 __all__ = [
+    "Attributes",
     "Hierarchy",
+    "HierarchyFile",
+    "Name",
     "hierarchy_from_table",
     "load_hierarchy",
     "parse_hierarchy",
