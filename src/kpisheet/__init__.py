@@ -9,6 +9,7 @@ names in that module's ``__all__``:
   ``kpisheet.presentation.formats`` and ``kpisheet.presentation.reasons``: every word and number
   format shown to people;
 - ``kpisheet.cli``: the command group and the shared options, for plugins that add commands;
+- ``kpisheet.demo``: the demo sheet and its store;
 - ``kpisheet.constants``, ``kpisheet.errors``, ``kpisheet.explain``, ``kpisheet.diff``,
   ``kpisheet.hierarchy``, ``kpisheet.registry``, ``kpisheet.store``, ``kpisheet.thresholds``.
 
@@ -45,6 +46,7 @@ PUBLIC_MODULES: tuple[str, ...] = (
     "kpisheet.charts",
     "kpisheet.cli",
     "kpisheet.constants",
+    "kpisheet.demo",
     "kpisheet.diff",
     "kpisheet.errors",
     "kpisheet.explain",
