@@ -25,8 +25,6 @@ from kpisheet.charts import (
     SwissFormatter,
     chart_layout,
     chart_rule,
-    format_change,
-    format_number,
     line_chart,
     save_html,
     save_png,
@@ -34,6 +32,7 @@ from kpisheet.charts import (
 from kpisheet.cli import main
 from kpisheet.errors import QueryError
 from kpisheet.presentation import month_short
+from kpisheet.presentation.formats import format_change_with_pct, format_number
 
 ENTITIES = ["Alpine Visa Gold", "Alpine", "B2C"]
 
@@ -90,8 +89,8 @@ def test_chart_rule_names_unknown_kpis(registry: kpisheet.Registry) -> None:
 
 def test_every_reason_has_a_german_message() -> None:
     """The app can tell the user why there is no chart, for every reason."""
-    assert set(charts.NO_CHART_MESSAGES) == set(NoChart)
-    assert charts.NO_CHART_MESSAGES[NoChart.TOO_MANY_ENTITIES] == (
+    assert all(charts.no_chart_message(reason) for reason in NoChart)
+    assert charts.no_chart_message(NoChart.TOO_MANY_ENTITIES) == (
         "Ein Diagramm zeigt einen KPI für höchstens 8 Entitäten."
     )
 
@@ -127,9 +126,9 @@ def test_numbers_are_swiss_formatted() -> None:
     assert format_number(1234.5, "currency") == "CHF 1'234.50"
     assert format_number(0.1234, "percent") == "12.3 %"
     assert format_number(np.nan, "count") == "–"
-    assert format_change(-1234.0, -0.05, "count") == "-1'234 (-5.0 %)"
-    assert format_change(0.012, 0.04, "percent") == "+1.2 Pp. (+4.0 %)"
-    assert format_change(10.0, np.nan, "currency") == "+CHF 10.00"
+    assert format_change_with_pct(-1234.0, -0.05, "count") == "-1'234 (-5.0 %)"
+    assert format_change_with_pct(0.012, 0.04, "percent") == "+1.2 Pp. (+4.0 %)"
+    assert format_change_with_pct(10.0, np.nan, "currency") == "+CHF 10.00"
 
 
 def test_matplotlib_ticks_have_thousands_separators() -> None:
@@ -177,7 +176,7 @@ def test_bokeh_hover_shows_value_and_month_on_month_change(
     first = one_kpi[one_kpi["entity"] == ENTITIES[0]]["value"].to_numpy()
     assert list(source["month_text"][:2]) == ["Okt 2025", "Nov 2025"]
     assert source["value_text"][1] == format_number(first[1], "currency")
-    expected_change = format_change(
+    expected_change = format_change_with_pct(
         first[1] - first[0], (first[1] - first[0]) / first[0], "currency"
     )
     assert source["change_text"][1] == expected_change

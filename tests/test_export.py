@@ -27,19 +27,17 @@ from kpisheet.cli import main
 from kpisheet.constants import RESULT_COLUMNS
 from kpisheet.errors import QueryError
 from kpisheet.export import (
-    CHANGE_PCT_FORMAT,
     INCOMPLETE_FILL,
-    RESULT_HEADERS,
-    SERIES_HEADERS,
-    month_on_month,
     neutralise_formulas,
-    number_format,
     write_result_xlsx,
     write_series_xlsx,
 )
 from kpisheet.plugins import load_kpis
+from kpisheet.presentation.formats import EXCEL_CHANGE_PCT, excel_format
+from kpisheet.presentation.words import result_headers, series_headers
+from kpisheet.series import month_on_month
 
-HEADERS = list(RESULT_HEADERS.values())
+HEADERS = list(result_headers().values())
 assert HEADERS[-3:] == ["Monate VJ", "Vollständig VJ", "Hinweis"]
 RELEASE = SimpleNamespace(
     id=7,
@@ -114,7 +112,7 @@ def test_result_sheet_has_german_headers_and_labels_next_to_ids(
 ) -> None:
     """The first sheet is "KPIs" with the German headers in order and each KPI's label beside its id."""
     path = tmp_path / "result.xlsx"
-    write_result_xlsx(result, path, registry=sheet.registry)
+    write_result_xlsx(result, path, registry=sheet.registry, hierarchy=sheet.hierarchy)
     workbook = _read(path)
     assert workbook.sheetnames == ["KPIs", "Auswahl"]
     table = workbook["KPIs"]
@@ -146,7 +144,7 @@ def test_numbers_are_stored_as_numbers_with_formats_by_unit(
     }
     for kpi, cell in zip(result["kpi"], values, strict=True):
         assert cell.number_format == expected_formats[kpi]
-    assert {cell.number_format for cell in _column(table, "Abw. VJ %")} == {CHANGE_PCT_FORMAT}
+    assert {cell.number_format for cell in _column(table, "Abw. VJ %")} == {EXCEL_CHANGE_PCT}
     assert {cell.number_format for cell in _column(table, "Abw. VJ")} >= {"+#,##0;-#,##0;0"}
     assert {type(cell.value) for cell in _column(table, "Monate")} == {int}
 
@@ -167,8 +165,8 @@ def test_per_account_counts_get_decimals(sheet: kpisheet.KPISheet, tmp_path: Pat
     path = tmp_path / "per_account.xlsx"
     write_result_xlsx(frame, path, registry=sheet.registry, selection={"per_account": True})
     assert _column(_read(path)["KPIs"], "Wert")[0].number_format == "#,##0.00"
-    assert number_format("count") == "#,##0"
-    assert number_format("count", per_account=True) == "#,##0.00"
+    assert excel_format("count") == "#,##0"
+    assert excel_format("count", per_account=True) == "#,##0.00"
 
 
 def test_header_is_frozen_with_autofilter_and_readable_widths(
@@ -294,7 +292,7 @@ def test_selection_sheet_records_selection_release_time_and_notes(
     texts = " ".join(str(cell.value) for row in selection.iter_rows() for cell in row)
     assert "Bestandesgrössen werden nicht über die Zeit summiert" in texts
     assert "Anzahl aktive Konten (Wert des letzten Monats)" in texts
-    assert "Aktivitätsquote (berechnet als active_accounts / valid_accounts" in texts
+    assert "Aktivitätsquote (berechnet als Anzahl aktive Konten / Anzahl gültige Konten" in texts
     assert "„nein“ und sind gelb hinterlegt" in texts
     assert "Abw. VJ und Abw. VJ % stehen nur, wenn beide Fenster vollständig sind" in texts
     assert "vollständig, wenn dieser Monat abgedeckt ist" in texts
@@ -442,7 +440,7 @@ def test_series_workbook_has_months_values_and_changes(
     workbook = _read(path)
     assert workbook.sheetnames == ["Verlauf", "Auswahl"]
     table = workbook["Verlauf"]
-    assert [cell.value for cell in table[1]] == list(SERIES_HEADERS.values())
+    assert [cell.value for cell in table[1]] == list(series_headers().values())
     assert table.max_row == 2 * 13 + 1
     months = _column(table, "Monat")
     assert months[0].value == dt.datetime(2025, 10, 1)

@@ -186,7 +186,11 @@ def test_unknown_key(tmp_path: Path) -> None:
         tmp_path, "total: T\nlevel: [mandant]\nentities:\n  P1: {mandant: M}\n", "typo.yaml"
     )
     assert problems_of(path) == [
-        (2, "unknown key 'level' (did you mean 'levels'?); allowed keys: total, levels, entities")
+        (
+            2,
+            "unknown key 'level' (did you mean 'levels'?); allowed keys: total, levels, "
+            "entities, labels",
+        )
     ]
 
 
@@ -211,8 +215,8 @@ def test_a_product_declared_twice(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("", [(None, "expected a mapping with keys: total, levels, entities")]),
-        ("- a\n- b\n", [(1, "expected a mapping with keys: total, levels, entities")]),
+        ("", [(None, "expected a mapping with keys: total, levels, entities, labels")]),
+        ("- a\n- b\n", [(1, "expected a mapping with keys: total, levels, entities, labels")]),
         (
             "levels: [mandant]\nentities:\n  P1: {mandant: M}\n",
             [(None, "total must be the name of the grand-total entity, found None")],
@@ -265,7 +269,7 @@ def test_every_problem_is_reported_together(tmp_path: Path) -> None:
         load_hierarchy(path)
     assert str(caught.value) == (
         "3 problems in the entity hierarchy:\n"
-        f"  {path}:3: unknown key 'colour'; allowed keys: total, levels, entities\n"
+        f"  {path}:3: unknown key 'colour'; allowed keys: total, levels, entities, labels\n"
         f"  {path}:7: entity 'P3': missing level attribute 'mandant'\n"
         f"  {path}:6: mandant 'A' belongs to more than one sector: 'B2C', 'B2B2C'"
     )
@@ -312,3 +316,51 @@ def test_shape_problems_and_tree_problems_come_together(tmp_path: Path) -> None:
         (5, "entity 'P2': expected a mapping of attributes, found 7"),
         (4, "entity 'P1': missing level attribute 'mandant'"),
     ]
+
+
+def test_labels_name_levels_and_views_and_survive_a_round_trip(tmp_path: Path) -> None:
+    """``labels`` names levels and views for people; they are kept when a store saves the
+    hierarchy (to_data) and reads it back."""
+    hierarchy = load_hierarchy(
+        write(tmp_path, VALID + "labels: {sector: Sektor, cardprofile: Kartenprofil}\n")
+    )
+    assert hierarchy.labels == {"sector": "Sektor", "cardprofile": "Kartenprofil"}
+    again = parse_hierarchy(hierarchy.to_data(), "store")
+    assert again.labels == hierarchy.labels
+    assert "labels" not in load_hierarchy(write(tmp_path, VALID, "plain.yaml")).to_data()
+
+
+def test_labels_of_unknown_levels_or_not_texts_are_problems(tmp_path: Path) -> None:
+    """A label for a name that is no level or attribute, or a label that is no text, is reported
+    with the known names."""
+    path = write(tmp_path, VALID + "labels: {sektor: Sektor}\n")
+    assert problems_of(path) == [
+        (
+            8,
+            "labels: 'sektor' is not a level or attribute; known: cardprofile, mandant, "
+            "product, sector, total",
+        )
+    ]
+    path = write(tmp_path, VALID + "labels: {sector: [a, b]}\n", "list.yaml")
+    assert problems_of(path) == [
+        (8, "labels must map level names to texts, found {'sector': ['a', 'b']}")
+    ]
+
+
+def test_descendants_are_the_subtree_coarse_to_fine(tmp_path: Path) -> None:
+    """A group's descendants are the group, its subgroups and its products in tree order; a
+    product is its own; the total has every entity."""
+    hierarchy = load_hierarchy(write(tmp_path, VALID))
+    assert hierarchy.descendants("B2C") == (
+        "B2C",
+        "Alpine",
+        "Cumulus",
+        "Alpine Visa Gold",
+        "Alpine Visa Prepaid",
+        "Cumulus Card",
+    )
+    assert hierarchy.descendants("Alpine") == ("Alpine", "Alpine Visa Gold", "Alpine Visa Prepaid")
+    assert hierarchy.descendants("Cumulus Card") == ("Cumulus Card",)
+    assert hierarchy.descendants("Kartenwelt AG") == hierarchy.entities
+    with pytest.raises(KeyError):
+        hierarchy.descendants("CC")  # a view's group is not in the tree

@@ -849,6 +849,28 @@ def test_hierarchy_from_a_product_csv_is_stored_with_the_release(tmp_path: Path)
     assert mandant_turnover(opened, "2026-09") == {"Alpha": 1109.0 + 9.0, "Beta": 509.0}
 
 
+def test_labels_of_the_entities_section_are_stored_with_the_release(tmp_path: Path) -> None:
+    """``labels:`` in the config's entities: section names the levels for people; the release
+    keeps them, so the app and the exports of that store say "Sektor", not "Sector"."""
+    sheet = small_sheet(tmp_path)
+    config = sheet.config.read_text(encoding="utf-8").replace(
+        "  attributes: [{cardprofile: kartenprofil}]\n",
+        "  attributes: [{cardprofile: kartenprofil}]\n  labels: {sector: Sektor, cardprofile: Profil}\n",
+    )
+    assert "labels:" in config
+    sheet.config.write_text(config, encoding="utf-8")
+    url = sqlite_url(tmp_path / "kpisheet.db")
+    ingest(
+        sheet.write("history.csv", history_csv([202609])),
+        url,
+        definitions=[sheet.definitions],
+        entities_source=sheet.products,
+        config=sheet.config,
+    )
+    stored = Store(url).hierarchy(1)
+    assert stored is not None and stored.labels == {"sector": "Sektor", "cardprofile": "Profil"}
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def product_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A database (SQLite file, or the suite's PostgreSQL) with the warehouse's product view."""

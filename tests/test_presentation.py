@@ -1,4 +1,5 @@
-"""Tests of kpisheet.presentation: German month names and why a comparison is not shown."""
+"""Tests of kpisheet.presentation: German words, labels from the hierarchy, why a comparison is not
+shown, and that one change here reaches the app, the workbooks and the charts."""
 
 from __future__ import annotations
 
@@ -6,15 +7,22 @@ import pandas as pd
 import pytest
 
 import kpisheet
+from kpisheet.constants import VALUE
 from kpisheet.demo import DEMO_ENTITIES
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.presentation import (
     comparable,
+    formats,
     incomplete_reasons,
+    level_label,
+    level_labels,
     listing,
     members_text,
     month_long,
     month_short,
+    result_notes,
+    stock_note,
+    words,
 )
 
 #: The demo's Alpine products: Classic, Gold, Platinum, Prepaid, Student Prepaid, Corporate.
@@ -111,3 +119,75 @@ def test_without_the_sheet_or_beyond_the_limit_the_reason_is_general(
     general = ["Vorjahr: nicht alle erwarteten Produkte haben gemeldet"]
     assert list(incomplete_reasons(result, sheet.registry)) == general
     assert list(incomplete_reasons(result, sheet.registry, sheet=sheet, limit=0)) == general
+
+
+def test_level_labels_come_from_the_hierarchy() -> None:
+    """Levels and views are named by the hierarchy's labels; product and total by their German
+    words; a level the hierarchy does not label by its name, capitalised."""
+    hierarchy = load_hierarchy(DEMO_ENTITIES)
+    assert level_labels(hierarchy) == {
+        "product": "Produkt",
+        "mandant": "Mandant",
+        "sector": "Sektor",
+        "total": "Total",
+        "cardprofile": "Kartenprofil",
+    }
+    assert level_label("sector") == "Sector"  # without a hierarchy nothing names the level
+    assert level_label("product") == "Produkt"
+    hierarchy.labels["product"] = "Karte"
+    assert level_label("product", hierarchy) == "Karte"
+
+
+def test_one_stock_note_for_the_app_and_the_workbook() -> None:
+    """The stock note names the window, how each stock is taken and its formula in labels; the
+    workbook's notes carry the same text the app shows."""
+    registry = kpisheet.open().registry
+    note = stock_note(["turnover", "active_accounts", "activity_rate"], registry, window="12M")
+    assert note == (
+        "Bestandesgrössen werden nicht über die Zeit summiert. Im Fenster 12M zeigen Anzahl "
+        "aktive Konten (Wert des letzten Monats) und Aktivitätsquote (berechnet als Anzahl aktive "
+        "Konten / Anzahl gültige Konten aus den Fensterwerten). Ein Fenster mit dem Wert des "
+        "letzten Monats ist vollständig, wenn dieser Monat abgedeckt ist."
+    )
+    assert note in result_notes(["active_accounts", "activity_rate"], registry, window="12M")
+    assert stock_note(["turnover"], registry, window="12M") == ""
+
+
+def test_one_change_here_reaches_the_app_the_workbook_and_the_charts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A column word and the currency, changed in kpisheet.presentation alone, reach the app's
+    table, the XLSX (header and number format), the HTML chart and the PNG chart's axis."""
+    import holoviews as hv
+    import openpyxl
+
+    from kpisheet import charts
+    from kpisheet_ui.app import AppView
+    from kpisheet_ui.state import SheetState
+
+    monkeypatch.setitem(words.COLUMN_WORDS, VALUE, "Betrag")
+    monkeypatch.setattr(formats, "CURRENCY", "EUR")
+    sheet = kpisheet.open()
+    state = SheetState(sheet, kpis=["turnover"], entities=[sheet.hierarchy.total])
+
+    table = state.table()
+    assert "Betrag" in table.columns and "Wert" not in table.columns
+    assert table["Betrag"].str.match(r"^EUR \d{1,3}('\d{3})*\.\d\d$").all()
+    shown = AppView(state).table.value
+    assert shown["Betrag"].tolist() == table["Betrag"].tolist()
+
+    workbook = openpyxl.load_workbook(state.table_xlsx())
+    rows = workbook["KPIs"]
+    headers = [cell.value for cell in rows[1]]
+    assert "Betrag" in headers and "Wert" not in headers
+    value_cell = rows.cell(row=2, column=headers.index("Betrag") + 1)
+    assert value_cell.number_format == '"EUR "#,##0.00;"EUR "-#,##0.00'
+
+    html = state.chart_html().read().decode("utf-8")
+    assert '"Betrag"' in html and "Umsatz Total (EUR)" in html and "CHF" not in html
+
+    figure = hv.render(
+        charts.line_chart(state.series(), sheet.registry, "matplotlib"), backend="matplotlib"
+    )
+    assert figure.axes[0].get_ylabel() == "Umsatz Total (EUR)"
+    assert state.chart_png().getvalue().startswith(b"\x89PNG")

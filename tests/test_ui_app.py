@@ -48,7 +48,7 @@ def test_reasons_reach_the_table_as_escaped_tooltips() -> None:
     the change and month cells; the cells' own text is escaped too, and rows without a reason
     stay plain text."""
     from kpisheet_ui.app import with_reasons
-    from kpisheet_ui.state import (
+    from kpisheet_ui.table import (
         CHANGE_COLUMN,
         CHANGE_PCT_COLUMN,
         GROUP_COLUMN,

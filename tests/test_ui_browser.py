@@ -31,9 +31,9 @@ import pytest
 import kpisheet
 from kpisheet.demo import DEMO_ENTITIES, generate_observations
 from kpisheet.hierarchy import load_hierarchy
+from kpisheet.presentation.formats import format_change, format_value
 from kpisheet.store import Store, sqlite_url
 from kpisheet_ui.app import PAGE_ROWS_ENV
-from kpisheet_ui.format import format_change, format_value
 from kpisheet_ui.users import add_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

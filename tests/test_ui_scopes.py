@@ -9,8 +9,9 @@ import openpyxl
 import pytest
 
 import kpisheet
+from kpisheet_ui.choices import ALL
 from kpisheet_ui.scopes import ScopedSheetState, parse_scope, unknown_scopes, visible_entities
-from kpisheet_ui.state import ALL, BY_KPI
+from kpisheet_ui.table import BY_KPI
 from kpisheet_ui.users import AuthError
 
 ALPINE = [

@@ -28,7 +28,7 @@ import yaml
 import kpisheet
 from kpisheet.builtin import builtin_definitions_dir
 from kpisheet.demo import DEMO_ENTITIES, generate_observations
-from kpisheet_ui.format import format_value
+from kpisheet.presentation.formats import format_value
 from kpisheet_ui.headers import SECURITY_HEADERS
 from kpisheet_ui.scopes import visible_entities
 from kpisheet_ui.sessions import SESSION_COOKIE

@@ -13,15 +13,16 @@ import pandas as pd
 import pytest
 
 import kpisheet
-from kpisheet.charts import NO_CHART_MESSAGES, NoChart
+from kpisheet.charts import NoChart, no_chart_message
 from kpisheet.demo import DEMO_ENTITIES, generate_observations
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.presentation import month_long
+from kpisheet.presentation.formats import format_change, format_change_pct, format_value
 from kpisheet.store import Store, sqlite_url
-from kpisheet_ui.format import format_change, format_change_pct, format_value
+from kpisheet_ui.choices import ALL
 from kpisheet_ui.source import SheetConfig, SheetSource
-from kpisheet_ui.state import (
-    ALL,
+from kpisheet_ui.state import PAGE_ROWS, SheetState
+from kpisheet_ui.table import (
     BY_KPI,
     CHANGE_COLUMN,
     CHANGE_PCT_COLUMN,
@@ -33,11 +34,9 @@ from kpisheet_ui.state import (
     KPI_COLUMN,
     MONTHS_COLUMN,
     NOTE_COLUMN,
-    PAGE_ROWS,
     PREVIOUS_COLUMN,
     RISE_STYLE,
     VALUE_COLUMN,
-    SheetState,
 )
 from kpisheet_ui.usage import USAGE_LOGGER, configure_usage_log
 
@@ -318,7 +317,7 @@ def test_chart_for_one_kpi_and_up_to_eight_entities(state: SheetState) -> None:
     assert state.chart_message() == ""
     state.entities = entities[:9]
     assert not state.shows_chart
-    assert state.chart_message() == NO_CHART_MESSAGES[NoChart.TOO_MANY_ENTITIES]
+    assert state.chart_message() == no_chart_message(NoChart.TOO_MANY_ENTITIES)
 
 
 def test_chart_for_one_entity_and_up_to_two_kpis(state: SheetState) -> None:

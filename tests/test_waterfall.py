@@ -12,10 +12,9 @@ from PIL import Image
 
 import kpisheet
 from kpisheet.explain import Explanation
+from kpisheet.presentation.formats import compact
+from kpisheet.presentation.words import CURRENT_BAR, PREVIOUS_BAR
 from kpisheet.waterfall import (
-    CURRENT_LABEL,
-    PREVIOUS_LABEL,
-    compact,
     save_waterfall_png,
     waterfall_chart,
     waterfall_frame,
@@ -36,7 +35,7 @@ def test_bars_walk_from_the_previous_value_to_the_current_one(explanation: Expla
     """Previous value, the eight largest contributions, the rest as one bar, the current value;
     each step starts where the one before ended, and the last step ends at the current value."""
     frame = waterfall_frame(explanation, "currency", bars=8)
-    assert list(frame["label"][:1]) == [PREVIOUS_LABEL] and frame["label"].iloc[-1] == CURRENT_LABEL
+    assert list(frame["label"][:1]) == [PREVIOUS_BAR] and frame["label"].iloc[-1] == CURRENT_BAR
     assert list(frame["label"][1:9]) == list(explanation.members["member"][:8])
     rest = len(explanation.members) - 8
     assert frame["label"].iloc[9] == f"Übrige ({rest})"

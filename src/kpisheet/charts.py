@@ -2,12 +2,13 @@
 
 One rule decides whether a selection gets a chart (:func:`chart_rule`), one palette colours
 every line, and one builder (:func:`line_chart`) draws for both HoloViews backends, so the
-PNG (matplotlib, no browser needed) looks like the interactive chart. This is the only
-module of kpisheet that imports HoloViews.
+PNG (matplotlib, no browser needed) looks like the interactive chart. Titles, axis words, hover
+texts and number formats come from :mod:`kpisheet.presentation`; this module only draws.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -25,9 +26,38 @@ from matplotlib import ticker
 
 from kpisheet.constants import CHANGE, CHANGE_PCT, COVERED, ENTITY, KPI, MONTH, VALUE, Unit
 from kpisheet.errors import QueryError
-from kpisheet.export import SERIES_COLUMNS, month_on_month
-from kpisheet.presentation import month_short
+from kpisheet.presentation import formats, words
 from kpisheet.registry import Registry
+from kpisheet.series import SERIES_COLUMNS, month_on_month
+
+__all__ = [
+    "AXIS_COLOUR",
+    "BOKEH_HEIGHT",
+    "BOKEH_WIDTH",
+    "CHART_MONTHS",
+    "GRID_COLOUR",
+    "LINE_WIDTH",
+    "MARK_SIZE",
+    "MAX_ENTITIES",
+    "MAX_KPIS",
+    "PALETTE",
+    "PNG_DPI",
+    "PNG_HEIGHT",
+    "PNG_WIDTH",
+    "TEXT_COLOUR",
+    "UNCOVERED",
+    "X_ROTATION",
+    "Layout",
+    "NoChart",
+    "SwissFormatter",
+    "chart_layout",
+    "chart_rule",
+    "line_chart",
+    "no_chart_message",
+    "plain_text",
+    "save_html",
+    "save_png",
+]
 
 #: Line colours, in order of the selected entities (or KPIs): one palette for every chart.
 PALETTE: tuple[str, ...] = (
@@ -60,15 +90,6 @@ LINE_WIDTH = 2.5
 #: Month labels are turned so that thirteen of them fit side by side.
 X_ROTATION = 45
 
-X_LABEL = "Monat"
-_UNIT_AXIS: dict[Unit, str] = {
-    Unit.COUNT: "Anzahl",
-    Unit.CURRENCY: "CHF",
-    Unit.PERCENT: "%",
-    Unit.RATIO: "Verhältnis",
-}
-PER_ACCOUNT_TEXT = "Ø pro aktives Konto"
-
 
 class NoChart(StrEnum):
     """Why a selection gets no chart."""
@@ -80,19 +101,9 @@ class NoChart(StrEnum):
     SEVERAL_BOTH = "several_kpis_and_entities"
 
 
-#: What the app tells the user when a selection gets no chart.
-NO_CHART_MESSAGES: dict[NoChart, str] = {
-    NoChart.NO_KPI: "Für ein Diagramm einen KPI wählen.",
-    NoChart.NO_ENTITY: "Für ein Diagramm eine Entität wählen.",
-    NoChart.TOO_MANY_ENTITIES: (
-        f"Ein Diagramm zeigt einen KPI für höchstens {MAX_ENTITIES} Entitäten."
-    ),
-    NoChart.TOO_MANY_KPIS: f"Ein Diagramm zeigt für eine Entität höchstens {MAX_KPIS} KPIs.",
-    NoChart.SEVERAL_BOTH: (
-        f"Ein Diagramm zeigt einen KPI für bis zu {MAX_ENTITIES} Entitäten "
-        f"oder eine Entität mit bis zu {MAX_KPIS} KPIs."
-    ),
-}
+def no_chart_message(reason: NoChart | str) -> str:
+    """What the app tells the user when a selection gets no chart (in German)."""
+    return words.no_chart_text(NoChart(reason), max_entities=MAX_ENTITIES, max_kpis=MAX_KPIS)
 
 
 class Layout(StrEnum):
@@ -134,39 +145,6 @@ def chart_layout(kpis: Sequence[str], registry: Registry) -> Layout:
     return Layout.SHARED if same_group and same_unit else Layout.PANELS
 
 
-def format_number(value: float, unit: Unit | str, *, decimals: int | None = None) -> str:
-    """A value as the charts show it, Swiss style: ``1'234'567``, ``CHF 1'234.50``, ``12.3 %``."""
-    if value is None or not math.isfinite(value):
-        return "–"
-    unit = Unit(unit)
-    if unit is Unit.PERCENT:
-        return f"{_swiss(value * 100, 1 if decimals is None else decimals)} %"
-    if unit is Unit.CURRENCY:
-        return f"CHF {_swiss(value, 2 if decimals is None else decimals)}"
-    if decimals is None:
-        decimals = 0 if unit is Unit.COUNT and float(value).is_integer() else 2
-    return _swiss(value, decimals)
-
-
-def format_change(change: float, change_pct: float, unit: Unit | str) -> str:
-    """A change with its sign, and the relative change: ``+1'234 (+5.6 %)``; shares in points."""
-    if change is None or not math.isfinite(change):
-        return "–"
-    unit = Unit(unit)
-    if unit is Unit.PERCENT:
-        absolute = f"{'+' if change >= 0 else '-'}{_swiss(abs(change) * 100, 1)} Pp."
-    else:
-        absolute = format_number(abs(change), unit)
-        absolute = f"{'+' if change >= 0 else '-'}{absolute}"
-    if change_pct is None or not math.isfinite(change_pct):
-        return absolute
-    return f"{absolute} ({'+' if change_pct >= 0 else '-'}{_swiss(abs(change_pct) * 100, 1)} %)"
-
-
-def _swiss(value: float, decimals: int) -> str:
-    return f"{value:,.{decimals}f}".replace(",", "'")
-
-
 def line_chart(
     series: pd.DataFrame,
     registry: Registry,
@@ -200,9 +178,13 @@ def line_chart(
         )
     frame = _chart_frame(series, registry)
     months = pd.period_range(frame[MONTH].min(), frame[MONTH].max(), freq="M")
-    span = f"{month_short(months[0])} – {month_short(months[-1])}"
-    suffix = f" · {PER_ACCOUNT_TEXT}" if per_account else ""
-    span += f" · {MARK_NOTE}" if frame[UNCOVERED].any() else ""
+    marked = bool(frame[UNCOVERED].any())
+
+    def titled(subject: str) -> str:
+        return title or words.chart_title(
+            subject, months[0], months[-1], per_account=per_account, marked=marked
+        )
+
     layout = chart_layout(kpis, registry)
     style = _Style(backend, months)
 
@@ -215,8 +197,8 @@ def line_chart(
         curves += [m for i, (part, _) in enumerate(lines) for m in style.marks(part, PALETTE[i])]
         return style.overlay(
             curves,
-            title=title or f"{kpi.label}{suffix} · {span}",
-            ylabel=_axis_label(kpi.label, kpi.unit, per_account),
+            title=titled(kpi.label),
+            ylabel=words.axis_label(kpi.label, kpi.unit, per_account=per_account),
             unit=kpi.unit,
             legend=True,
         )
@@ -229,8 +211,10 @@ def line_chart(
         curves += [m for i, part in enumerate(parts) for m in style.marks(part, PALETTE[i])]
         return style.overlay(
             curves,
-            title=title or f"{entities[0]}{suffix} · {span}",
-            ylabel=_axis_label(definitions[0].group, definitions[0].unit, per_account),
+            title=titled(entities[0]),
+            ylabel=words.axis_label(
+                definitions[0].group, definitions[0].unit, per_account=per_account
+            ),
             unit=definitions[0].unit,
             legend=True,
         )
@@ -241,14 +225,14 @@ def line_chart(
                 *style.marks(frame[frame[KPI] == d.id], PALETTE[i]),
             ],
             title=d.label,
-            ylabel=_axis_label(d.label, d.unit, per_account),
+            ylabel=words.axis_label(d.label, d.unit, per_account=per_account),
             unit=d.unit,
             legend=False,
             panel=True,
         )
         for i, d in enumerate(definitions)
     ]
-    return style.layout(panels, title=title or f"{entities[0]}{suffix} · {span}")
+    return style.layout(panels, title=titled(entities[0]))
 
 
 def save_png(
@@ -330,13 +314,6 @@ def _check_kpis(kpis: Sequence[str], registry: Registry) -> None:
         )
 
 
-def _axis_label(name: str, unit: Unit, per_account: bool) -> str:
-    unit_text = _UNIT_AXIS[Unit(unit)]
-    if per_account:
-        unit_text = f"{unit_text}, {PER_ACCOUNT_TEXT}"
-    return f"{name} ({unit_text})"
-
-
 def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
     """Every month of every line (gaps as NaN), with month-on-month change and hover texts."""
     frame = month_on_month(series)
@@ -349,11 +326,13 @@ def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
     frame = grid.merge(frame, on=[KPI, ENTITY, MONTH], how="left")
     units = frame[KPI].map(lambda kpi: Unit(registry[kpi].unit))
     frame["x"] = frame[MONTH].map(lambda m: m.ordinal).astype(np.int64)
-    frame["month_text"] = frame[MONTH].map(month_short)
+    frame["month_text"] = frame[MONTH].map(words.month_short)
     frame["kpi_label"] = frame[KPI].map(lambda kpi: registry[kpi].label)
-    frame["value_text"] = [format_number(v, u) for v, u in zip(frame[VALUE], units, strict=True)]
+    frame["value_text"] = [
+        formats.format_number(v, u) for v, u in zip(frame[VALUE], units, strict=True)
+    ]
     frame["change_text"] = [
-        format_change(c, p, u)
+        formats.format_change_with_pct(c, p, u)
         for c, p, u in zip(frame[CHANGE], frame[CHANGE_PCT], units, strict=True)
     ]
     covered = (
@@ -363,14 +342,12 @@ def _chart_frame(series: pd.DataFrame, registry: Registry) -> pd.DataFrame:
     )
     #: a month with a value although not every expected product reported: marked on the line
     frame[UNCOVERED] = ~covered & frame[VALUE].notna()
-    frame["coverage_text"] = np.where(frame[UNCOVERED], UNCOVERED_TEXT, "")
+    frame["coverage_text"] = np.where(frame[UNCOVERED], words.UNCOVERED_TEXT, "")
     return frame
 
 
 #: Column of the chart frame: the month has a value but not every expected product reported.
 UNCOVERED = "uncovered"
-#: Hover text of such a month, and what the mark on the line means.
-UNCOVERED_TEXT = "unvollständig: nicht alle erwarteten Produkte haben gemeldet"
 _HOVER_COLUMNS = (
     "entity",
     "kpi_label",
@@ -379,16 +356,6 @@ _HOVER_COLUMNS = (
     "change_text",
     "coverage_text",
 )
-_TOOLTIPS = [
-    ("Entität", "@entity"),
-    ("KPI", "@kpi_label"),
-    ("Monat", "@month_text"),
-    ("Wert", "@value_text"),
-    ("Abw. Vormonat", "@change_text"),
-    ("Abdeckung", "@coverage_text"),
-]
-#: Said in the title when a line has marked months.
-MARK_NOTE = "× = nicht alle Produkte gemeldet"
 #: Marker size of an uncovered month (bokeh in screen pixels, matplotlib in points²).
 MARK_SIZE = {"bokeh": 13, "matplotlib": 160}
 
@@ -401,7 +368,7 @@ class _Style:
             raise QueryError(f"unknown chart backend {backend!r}; use 'bokeh' or 'matplotlib'")
         self.backend = backend
         step = 1 if len(months) <= CHART_MONTHS else math.ceil(len(months) / CHART_MONTHS)
-        self.xticks = [(m.ordinal, month_short(m)) for m in months[::step]]
+        self.xticks = [(m.ordinal, words.month_short(m)) for m in months[::step]]
         self.xlim = (months[0].ordinal - 0.3, months[-1].ordinal + 0.3)
 
     def plain(self, text: str, *, title: bool = False) -> str:
@@ -416,8 +383,8 @@ class _Style:
     def curve(self, frame: pd.DataFrame, label: str, colour: str, unit: Unit) -> hv.Curve:
         curve = hv.Curve(
             frame,
-            kdims=[hv.Dimension("x", label=X_LABEL)],
-            vdims=[hv.Dimension(VALUE, label="Wert"), *_HOVER_COLUMNS],
+            kdims=[hv.Dimension("x", label=words.X_WORD)],
+            vdims=[hv.Dimension(VALUE, label=words.column_word(VALUE)), *_HOVER_COLUMNS],
             label=self.plain(label),
         )
         if self.backend == "bokeh":
@@ -425,7 +392,7 @@ class _Style:
                 color=colour,
                 line_width=LINE_WIDTH,
                 tools=["hover"],
-                hover_tooltips=_TOOLTIPS,
+                hover_tooltips=words.chart_tooltips(),
                 yformatter=_bokeh_formatter(unit),
                 backend="bokeh",
             )
@@ -444,13 +411,13 @@ class _Style:
         """
         scatter = hv.Scatter(
             frame[frame[UNCOVERED]],
-            kdims=[hv.Dimension("x", label=X_LABEL)],
-            vdims=[hv.Dimension(VALUE, label="Wert"), *_HOVER_COLUMNS],
+            kdims=[hv.Dimension("x", label=words.X_WORD)],
+            vdims=[hv.Dimension(VALUE, label=words.column_word(VALUE)), *_HOVER_COLUMNS],
         )
         size = MARK_SIZE[self.backend]
         if self.backend == "bokeh":
             options = {"size": size, "line_width": 3, "tools": ["hover"], "marker": "x"}
-            options["hover_tooltips"] = _TOOLTIPS
+            options["hover_tooltips"] = words.chart_tooltips()
         else:
             options = {"s": size, "linewidth": 0, "marker": "X"}  # filled: matplotlib's "x" warns
         return [scatter.opts(color=colour, backend=self.backend, **options)]
@@ -468,7 +435,7 @@ class _Style:
         overlay = hv.Overlay(curves)
         common: dict[str, Any] = {
             "title": self.plain(title, title=True),
-            "xlabel": X_LABEL,
+            "xlabel": words.X_WORD,
             "ylabel": self.plain(ylabel),
             "xticks": self.xticks,
             "xlim": self.xlim,
@@ -520,19 +487,9 @@ class SwissFormatter(ticker.Formatter):
         self.ticks = np.asarray(locs, dtype=float)
 
     def __call__(self, x: float, pos: int | None = None) -> str:
-        decimals = _step_decimals(np.diff(self.ticks) * self.scale)
-        text = _swiss(x * self.scale, decimals)
+        decimals = formats.step_decimals(np.diff(self.ticks) * self.scale)
+        text = formats.swiss(x * self.scale, decimals)
         return f"{text} %" if self.unit is Unit.PERCENT else text
-
-
-def _step_decimals(steps: np.ndarray) -> int:
-    """Decimals that show a tick step exactly (at most 4)."""
-    step = float(np.abs(steps[0])) if len(steps) else 1.0
-    for decimals in range(5):
-        scaled = step * 10**decimals
-        if step == 0 or abs(scaled - round(scaled)) < 1e-6 * max(scaled, 1):
-            return decimals
-    return 4
 
 
 def _bokeh_formatter(unit: Unit) -> Any:
@@ -541,6 +498,7 @@ def _bokeh_formatter(unit: Unit) -> Any:
 
     scale = 100 if Unit(unit) is Unit.PERCENT else 1
     suffix = " %" if Unit(unit) is Unit.PERCENT else ""
+    separator = json.dumps(formats.THOUSANDS)
     code = f"""
         const scale = {scale};
         const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) * scale : 1;
@@ -552,7 +510,7 @@ def _bokeh_formatter(unit: Unit) -> Any:
         }}
         const value = tick * scale;
         const parts = Math.abs(value).toFixed(decimals).split(".");
-        parts[0] = parts[0].replace(/\\B(?=(\\d{{3}})+(?!\\d))/g, "'");
+        parts[0] = parts[0].replace(/\\B(?=(\\d{{3}})+(?!\\d))/g, {separator});
         const sign = value < 0 && Number(parts.join(".")) !== 0 ? "-" : "";
         return sign + parts.join(".") + "{suffix}";
     """

@@ -22,6 +22,35 @@ from kpisheet.plugins import get_plugin_manager, load_kpis
 if TYPE_CHECKING:
     import pluggy
 
+#: What plugins adding commands (``kpisheet_cli_commands``) may use.
+__all__ = [
+    "APP_COMMANDS",
+    "APP_PACKAGE",
+    "KpisheetGroup",
+    "UserError",
+    "add_plugin_commands",
+    "as_of_option",
+    "data_option",
+    "definitions_arg",
+    "definitions_option",
+    "entities_option",
+    "entity_names_option",
+    "kpis_option",
+    "main",
+    "open_sheet",
+    "output_option",
+    "output_path",
+    "per_account_option",
+    "refuse_memory_store",
+    "release_option",
+    "shared_option",
+    "sheet_options",
+    "store_option",
+    "table_format_option",
+    "window_option",
+    "writing",
+]
+
 #: A click decorator that adds a parameter to a command.
 Decorator = Callable[[Any], Any]
 
@@ -429,7 +458,11 @@ def explain_command(
         assert output is not None
         with writing(output):
             write_explanation_xlsx(
-                explanation, output, registry=sheet.registry, release=sheet.release
+                explanation,
+                output,
+                registry=sheet.registry,
+                release=sheet.release,
+                hierarchy=sheet.hierarchy,
             )
         click.echo(f"Wrote {len(members)} rows to {output}", err=True)
         return

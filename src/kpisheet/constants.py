@@ -4,6 +4,34 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+__all__ = [
+    "AS_OF",
+    "CHANGE",
+    "CHANGE_PCT",
+    "COMPLETE",
+    "COVERED",
+    "ENTITY",
+    "KPI",
+    "LEVEL",
+    "MONTH",
+    "MONTHS",
+    "MONTH_TEXT_FORMAT",
+    "OBSERVATION_COLUMNS",
+    "PREVIOUS_COMPLETE",
+    "PREVIOUS_MONTHS",
+    "PREVIOUS_VALUE",
+    "PREVIOUS_YEAR_OFFSET",
+    "PRODUCT_LEVEL",
+    "RESULT_COLUMNS",
+    "TOTAL_LEVEL",
+    "VALUE",
+    "WINDOW",
+    "EntityAggregation",
+    "TimeAggregation",
+    "Unit",
+    "Window",
+]
+
 
 class Unit(StrEnum):
     """How a KPI's numbers are formatted."""

@@ -56,6 +56,37 @@ from kpisheet.observations import validate_observations
 from kpisheet.plugins import load_kpis
 from kpisheet.store import SCHEMA_VERSION, ReleaseInfo, Store, sqlite_url
 
+__all__ = [
+    "ACTIVE_ACCOUNTS",
+    "CACHE_DIR_ENV",
+    "DEFAULT_END",
+    "DEFAULT_SEED",
+    "DEFAULT_START",
+    "DEMO_ENTITIES",
+    "DEMO_KPIS",
+    "DEMO_SOURCE",
+    "LAUNCHED",
+    "MISSING_MONTH",
+    "NCA_APPROVED",
+    "NCA_KPIS",
+    "NCA_RECEIVED",
+    "RETIRED",
+    "TRANSACTIONS",
+    "TRANSACTIONS_ABROAD",
+    "TRANSACTIONS_DOMESTIC",
+    "TURNOVER",
+    "TURNOVER_ABROAD",
+    "TURNOVER_DOMESTIC",
+    "VALID_ACCOUNTS",
+    "cache_dir",
+    "demo_products",
+    "demo_store_key",
+    "demo_store_url",
+    "generate_observations",
+    "write_demo_csv",
+    "write_demo_store",
+]
+
 #: The demo sheet's entity hierarchy (SPEC §5), shipped inside the package.
 DEMO_ENTITIES: Path = Path(__file__).resolve().parent / "data" / "demo_entities.yaml"
 

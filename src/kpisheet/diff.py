@@ -19,6 +19,16 @@ from kpisheet.constants import ENTITY, KPI, MONTH, MONTH_TEXT_FORMAT, VALUE
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.plausibility import number
 
+__all__ = [
+    "CHANGE",
+    "CHANGE_COLUMNS",
+    "LARGEST",
+    "NEW",
+    "OLD",
+    "ReleaseDiff",
+    "diff_releases",
+]
+
 #: How many of the largest restatements the summary lists.
 LARGEST = 10
 OLD = "old"

@@ -17,6 +17,35 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
     from pydantic_core import ErrorDetails
 
+__all__ = [
+    "FAILURE_COLUMNS",
+    "MESSAGE_LINE_CHARS",
+    "QUOTED_CHARS",
+    "QUOTED_ROWS",
+    "WHERE",
+    "ChecksumError",
+    "DataError",
+    "DefinitionError",
+    "FormulaError",
+    "HierarchyError",
+    "IngestConfigError",
+    "KpisheetError",
+    "Location",
+    "Problem",
+    "Problems",
+    "ProblemsError",
+    "QueryError",
+    "RowProblems",
+    "StoreError",
+    "close_matches",
+    "did_you_mean",
+    "printable",
+    "quoted",
+    "quoted_rows",
+    "validation_problems",
+    "with_suggestion",
+]
+
 #: Characters of a value that a message quotes; a longer value is cut and its length given.
 QUOTED_CHARS = 200
 #: Characters of one line of a message; a longer line is cut and what was left out counted.

@@ -57,6 +57,26 @@ from kpisheet.registry import Registry
 if TYPE_CHECKING:
     from kpisheet.sheet import KPISheet
 
+__all__ = [
+    "CONTRIBUTION",
+    "EXPLAIN_COLUMNS",
+    "MEMBER",
+    "MIX_EFFECT",
+    "NAMED_MEMBERS",
+    "RATE_EFFECT",
+    "SPLITTABLE_TIME",
+    "ExplainKind",
+    "Explanation",
+    "Member",
+    "decompose",
+    "default_by",
+    "entity_level",
+    "explain",
+    "members_of",
+    "sheet_window",
+    "split_of",
+]
+
 #: Column of an explanation: the member (child) of the explained group.
 MEMBER = "member"
 #: Column of an explanation: the member's share of the group's change.
@@ -128,6 +148,17 @@ class Explanation:
     def is_ratio(self) -> bool:
         """True when the members carry rate and mix effects."""
         return self.kind is ExplainKind.RATIO
+
+    def shares(self) -> pd.Series:
+        """Each member's contribution as a fraction of the group's change (index of ``members``);
+        missing when the change is missing or zero."""
+        change = self.change
+        explained = bool(np.isfinite(change)) and change != 0
+        return pd.Series(
+            self.members[CONTRIBUTION] / change if explained else np.nan,
+            index=self.members.index,
+            dtype=float,
+        )
 
 
 # -- which KPIs split, and how ---------------------------------------------------------------

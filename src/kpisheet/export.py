@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,6 @@ from kpisheet.constants import (
     CHANGE,
     CHANGE_PCT,
     COMPLETE,
-    ENTITY,
     KPI,
     LEVEL,
     MONTH,
@@ -33,101 +32,41 @@ from kpisheet.constants import (
     PREVIOUS_COMPLETE,
     PREVIOUS_MONTHS,
     PREVIOUS_VALUE,
-    PRODUCT_LEVEL,
     RESULT_COLUMNS,
-    TOTAL_LEVEL,
     VALUE,
     WINDOW,
-    TimeAggregation,
     Unit,
 )
 from kpisheet.errors import QueryError
-from kpisheet.explain import CONTRIBUTION, MEMBER, MIX_EFFECT, RATE_EFFECT, Explanation
-from kpisheet.presentation import (
-    FLAGS_NOTE,
-    NOT_COMPARABLE,
-    comparable,
-    incomplete_reasons,
-    members_text,
-)
+from kpisheet.explain import CONTRIBUTION, MIX_EFFECT, RATE_EFFECT, Explanation
+from kpisheet.presentation import formats, words
+from kpisheet.presentation.reasons import comparable, incomplete_reasons
+from kpisheet.presentation.words import LABEL, NOTE, SHARE
 from kpisheet.registry import Registry
+from kpisheet.series import SERIES_COLUMNS, month_on_month
 
-#: Column of the KPI label, written next to the KPI id.
-LABEL = "label"
-#: Column of the reason why a row's change is not shown.
-NOTE = "note"
-#: Columns of a chart series with its month-on-month change (see :func:`month_on_month`).
-PREVIOUS_MONTH_VALUE = "previous_month_value"
-SERIES_COLUMNS: tuple[str, ...] = (MONTH, ENTITY, KPI, VALUE)
+if TYPE_CHECKING:
+    from kpisheet.hierarchy import Hierarchy
 
-#: Sheet names.
-RESULT_SHEET = "KPIs"
-SERIES_SHEET = "Verlauf"
-SELECTION_SHEET = "Auswahl"
 
-#: German headers of the result sheet, in column order.
-RESULT_HEADERS: dict[str, str] = {
-    AS_OF: "Stichtag",
-    WINDOW: "Fenster",
-    LEVEL: "Ebene",
-    ENTITY: "Entität",
-    KPI: "KPI",
-    LABEL: "KPI-Bezeichnung",
-    VALUE: "Wert",
-    PREVIOUS_VALUE: "Vorjahr",
-    CHANGE: "Abw. VJ",
-    CHANGE_PCT: "Abw. VJ %",
-    MONTHS: "Monate",
-    COMPLETE: "Vollständig",
-    PREVIOUS_MONTHS: "Monate VJ",
-    PREVIOUS_COMPLETE: "Vollständig VJ",
-    NOTE: "Hinweis",
-}
-#: German headers of the series sheet, in column order.
-SERIES_HEADERS: dict[str, str] = {
-    MONTH: "Monat",
-    ENTITY: "Entität",
-    KPI: "KPI",
-    LABEL: "KPI-Bezeichnung",
-    VALUE: "Wert",
-    CHANGE: "Abw. Vormonat",
-    CHANGE_PCT: "Abw. Vormonat %",
-}
-
-#: German names of levels; other levels (hierarchy attributes) are shown capitalised.
-LEVEL_LABELS: dict[str, str] = {
-    PRODUCT_LEVEL: "Produkt",
-    TOTAL_LEVEL: "Total",
-    "mandant": "Mandant",
-    "sector": "Sektor",
-    "cardprofile": "Kartenprofil",
-}
-YES, NO = "ja", "nein"
-
-# Excel number formats. Thousands separators follow the reader's regional settings
-# (1'234'567 in Switzerland), so a number stays a number in every locale.
-_COUNT = "#,##0"
-_DECIMAL = "#,##0.00"
-_CURRENCY = '"CHF "#,##0.00;"CHF "-#,##0.00'
-_PERCENT = "0.0%"
-#: Number format of a value, by the KPI's unit.
-NUMBER_FORMATS: dict[Unit, str] = {
-    Unit.COUNT: _COUNT,
-    Unit.CURRENCY: _CURRENCY,
-    Unit.PERCENT: _PERCENT,
-    Unit.RATIO: _DECIMAL,
-}
-#: Number format of a change (value − comparison value), by the KPI's unit: always signed.
-CHANGE_FORMATS: dict[Unit, str] = {
-    Unit.COUNT: "+#,##0;-#,##0;0",
-    Unit.CURRENCY: '"CHF "+#,##0.00;"CHF "-#,##0.00;"CHF "0.00',
-    Unit.PERCENT: "+0.0%;-0.0%;0.0%",
-    Unit.RATIO: "+#,##0.00;-#,##0.00;0.00",
-}
-#: Number format of a relative change.
-CHANGE_PCT_FORMAT = "+0.0%;-0.0%;0.0%"
-MONTH_FORMAT = "mmm yyyy"
-INTEGER_FORMAT = "0"
+__all__ = [
+    "BOLD",
+    "FORMULA_PREFIXES",
+    "HEADER_FILL",
+    "HEADER_FONT",
+    "INCOMPLETE_FILL",
+    "MAX_WIDTH",
+    "MIN_WIDTH",
+    "TEXT_PREFIX",
+    "TITLE_FONT",
+    "ReleaseLike",
+    "Target",
+    "neutralise_formulas",
+    "set_text",
+    "write_explanation_xlsx",
+    "write_result_xlsx",
+    "write_series_xlsx",
+]
 
 #: Text starting with one of these could run as a formula in a spreadsheet.
 FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
@@ -139,22 +78,6 @@ INCOMPLETE_FILL = PatternFill("solid", fgColor="FFE699")
 TITLE_FONT = Font(bold=True, size=12)
 BOLD = Font(bold=True)
 MIN_WIDTH, MAX_WIDTH = 8, 60
-
-#: How a window combines the months of a KPI, in the words of the app and the XLSX notes.
-TIME_AGGREGATION_TEXT: dict[TimeAggregation, str] = {
-    TimeAggregation.SUM: "Summe der Monate",
-    TimeAggregation.LAST: "Wert des letzten Monats",
-    TimeAggregation.FIRST: "Wert des ersten Monats",
-    TimeAggregation.MEAN: "Durchschnitt der Monate",
-    TimeAggregation.MIN: "kleinster Monatswert",
-    TimeAggregation.MAX: "grösster Monatswert",
-}
-_UNIT_TEXT: dict[Unit, str] = {
-    Unit.COUNT: "Anzahl",
-    Unit.CURRENCY: "CHF",
-    Unit.PERCENT: "Prozent",
-    Unit.RATIO: "Verhältnis",
-}
 
 Target = str | Path | IO[bytes]
 
@@ -175,6 +98,7 @@ def write_result_xlsx(
     release: ReleaseLike | None = None,
     selection: Mapping[str, object] | None = None,
     reasons: pd.Series | None = None,
+    hierarchy: Hierarchy | None = None,
 ) -> None:
     """Write a query result as a formatted workbook to a path or binary buffer.
 
@@ -187,6 +111,8 @@ def write_result_xlsx(
     :func:`kpisheet.presentation.incomplete_reasons` with the sheet, naming missing members),
     or by default the reasons that the result's own flags and month counts give.
 
+    Levels are named by the ``hierarchy``'s labels (:func:`kpisheet.presentation.level_label`).
+
     :raises QueryError: when the result lacks a column of a query result.
     """
     _require_columns(result, RESULT_COLUMNS, "a query result")
@@ -198,11 +124,11 @@ def write_result_xlsx(
 
     table = result.loc[:, list(RESULT_COLUMNS)].copy()
     table.insert(table.columns.get_loc(KPI) + 1, LABEL, _labels(table[KPI], registry))
-    table[LEVEL] = table[LEVEL].map(level_label)
+    table[LEVEL] = _level_labels(table[LEVEL], hierarchy)
     incomplete = ~table[COMPLETE].fillna(False).astype(bool)
     previous_incomplete = ~table[PREVIOUS_COMPLETE].fillna(False).astype(bool)
-    table[COMPLETE] = incomplete.map({True: NO, False: YES})
-    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: NO, False: YES})
+    table[COMPLETE] = incomplete.map({True: words.NO, False: words.YES})
+    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: words.NO, False: words.YES})
     if reasons is None:
         reasons = incomplete_reasons(result, registry, per_account=per_account)
     table[NOTE] = np.asarray(reasons, dtype=object)
@@ -211,19 +137,24 @@ def write_result_xlsx(
     hidden = ~comparable(result)
     if hidden.any():
         table = table.astype({CHANGE: object, CHANGE_PCT: object})
-        table.loc[hidden, [CHANGE, CHANGE_PCT]] = NOT_COMPARABLE
+        table.loc[hidden, [CHANGE, CHANGE_PCT]] = words.NOT_COMPARABLE
 
+    headers = words.result_headers()
     workbook = Workbook()
     sheet = workbook.active
-    sheet.title = RESULT_SHEET
-    _write_table(sheet, table, RESULT_HEADERS)
-    columns = list(RESULT_HEADERS)
+    sheet.title = words.RESULT_SHEET
+    _write_table(sheet, table, headers)
+    columns = list(headers)
     for column in (VALUE, PREVIOUS_VALUE):
-        _format_column(sheet, columns.index(column), _value_formats(units, per_account))
-    _format_column(sheet, columns.index(CHANGE), _change_formats(units, per_account))
-    _format_column(sheet, columns.index(CHANGE_PCT), [CHANGE_PCT_FORMAT] * len(table))
+        _format_column(
+            sheet, columns.index(column), formats.excel_formats(units, per_account=per_account)
+        )
+    _format_column(
+        sheet, columns.index(CHANGE), formats.excel_change_formats(units, per_account=per_account)
+    )
+    _format_column(sheet, columns.index(CHANGE_PCT), [formats.EXCEL_CHANGE_PCT] * len(table))
     for column in (MONTHS, PREVIOUS_MONTHS):
-        _format_column(sheet, columns.index(column), [INTEGER_FORMAT] * len(table))
+        _format_column(sheet, columns.index(column), [formats.EXCEL_INTEGER] * len(table))
     for column in (VALUE, COMPLETE):
         _fill_rows(sheet, columns.index(column), incomplete.to_numpy(), INCOMPLETE_FILL)
     for column in (PREVIOUS_VALUE, PREVIOUS_COMPLETE):
@@ -234,11 +165,15 @@ def write_result_xlsx(
         _align(sheet, columns.index(column), "right", len(table))
     for column in (MONTHS, COMPLETE, PREVIOUS_MONTHS, PREVIOUS_COMPLETE):
         _align(sheet, columns.index(column), "center", len(table))
-    _fit_widths(sheet, numeric, RESULT_HEADERS, units, per_account)
+    _fit_widths(sheet, numeric, headers, units, per_account)
 
     kpis = list(dict.fromkeys(table[KPI]))
-    notes = result_notes(kpis, registry, window=selection.get(WINDOW), per_account=per_account)
-    _write_selection_sheet(workbook, selection, kpis, registry, release, notes, rows=len(table))
+    notes = words.result_notes(
+        kpis, registry, window=selection.get(WINDOW), per_account=per_account
+    )
+    _write_selection_sheet(
+        workbook, selection, kpis, registry, release, notes, rows=len(table), hierarchy=hierarchy
+    )
     _save(workbook, target)
 
 
@@ -263,118 +198,36 @@ def write_series_xlsx(
     if selection.get(AS_OF) is None and len(table):
         selection[AS_OF] = str(months.max())
     if len(table):
-        selection.setdefault("months", f"{months.min()} bis {months.max()}")
+        selection.setdefault(
+            "months", words.MONTHS_SPAN.format(first=months.min(), last=months.max())
+        )
     table[MONTH] = months.dt.to_timestamp().dt.date
     table.insert(table.columns.get_loc(KPI) + 1, LABEL, _labels(table[KPI], registry))
-    table = table.loc[:, list(SERIES_HEADERS)]
+    headers = words.series_headers()
+    table = table.loc[:, list(headers)]
     units = table[KPI].map(lambda kpi: _unit(kpi, registry))
 
     workbook = Workbook()
     sheet = workbook.active
-    sheet.title = SERIES_SHEET
-    _write_table(sheet, table, SERIES_HEADERS)
-    columns = list(SERIES_HEADERS)
-    _format_column(sheet, columns.index(MONTH), [MONTH_FORMAT] * len(table))
-    _format_column(sheet, columns.index(VALUE), _value_formats(units, per_account))
-    _format_column(sheet, columns.index(CHANGE), _change_formats(units, per_account))
-    _format_column(sheet, columns.index(CHANGE_PCT), [CHANGE_PCT_FORMAT] * len(table))
+    sheet.title = words.SERIES_SHEET
+    _write_table(sheet, table, headers)
+    columns = list(headers)
+    _format_column(sheet, columns.index(MONTH), [formats.EXCEL_MONTH] * len(table))
+    _format_column(
+        sheet, columns.index(VALUE), formats.excel_formats(units, per_account=per_account)
+    )
+    _format_column(
+        sheet, columns.index(CHANGE), formats.excel_change_formats(units, per_account=per_account)
+    )
+    _format_column(sheet, columns.index(CHANGE_PCT), [formats.EXCEL_CHANGE_PCT] * len(table))
     for column in (VALUE, CHANGE, CHANGE_PCT):
         _align(sheet, columns.index(column), "right", len(table), header_only=True)
-    _fit_widths(sheet, table, SERIES_HEADERS, units, per_account)
+    _fit_widths(sheet, table, headers, units, per_account)
 
     kpis = list(dict.fromkeys(table[KPI]))
-    notes = [
-        "Abw. Vormonat: Wert minus Wert des Vormonats; Abw. Vormonat % bezogen auf den Betrag "
-        "des Vormonatswerts. Leer, wenn der Vormonat keinen Wert hat oder null ist.",
-        "Gruppen (Mandant, Sektor, Total) zeigen je Monat die Summe ihrer Produkte mit Wert.",
-    ]
-    if per_account:
-        notes.append(
-            "Ø pro aktives Konto: Monatswert geteilt durch die aktiven Konten derselben Entität "
-            "im selben Monat; KPIs ohne Bezugsgrösse bleiben leer."
-        )
+    notes = words.series_notes(per_account=per_account)
     _write_selection_sheet(workbook, selection, kpis, registry, release, notes, rows=len(table))
     _save(workbook, target)
-
-
-#: Sheet name of an explanation ("Warum?").
-EXPLAIN_SHEET = "Warum"
-#: Column of an explanation export: the member's contribution as a share of the group's change.
-SHARE = "share"
-#: German headers of an explanation, in column order (rate and mix only for ratios).
-EXPLAIN_HEADERS: dict[str, str] = {
-    AS_OF: "Stichtag",
-    WINDOW: "Fenster",
-    KPI: "KPI",
-    LABEL: "KPI-Bezeichnung",
-    ENTITY: "Gruppe",
-    MEMBER: "Mitglied",
-    LEVEL: "Ebene",
-    VALUE: "Wert",
-    PREVIOUS_VALUE: "Vorjahr",
-    CHANGE: "Abw. VJ",
-    CONTRIBUTION: "Beitrag zur Abw.",
-    SHARE: "Anteil an der Abw.",
-    RATE_EFFECT: "Rateneffekt",
-    MIX_EFFECT: "Mixeffekt",
-    COMPLETE: "Vollständig",
-    PREVIOUS_COMPLETE: "Vollständig VJ",
-}
-#: Number format of a contribution to a percentage's change (percentage points, finer).
-_POINTS = "+0.00%;-0.00%;0.00%"
-
-
-def explanation_notes(explanation: Explanation, registry: Registry) -> list[str]:
-    """How to read an explanation, in German: whether the change is fully explained, what a
-    contribution is, and for a ratio what rate and mix effects are."""
-    label = registry[explanation.kpi].label if explanation.kpi in registry else explanation.kpi
-    notes = [explanation_status(explanation, label)]
-    notes.append(
-        "Beitrag zur Abw.: der Teil der Abweichung der Gruppe zum Vorjahr, den das Mitglied "
-        "erklärt; die Beiträge ergeben zusammen genau die Abweichung der Gruppe. Ein Mitglied "
-        "mit Wert nur im aktuellen Fenster (neu) trägt seinen Wert bei, eines mit Wert nur im "
-        "Vorjahr (eingestellt) minus seinen Vorjahreswert."
-    )
-    if explanation.is_ratio:
-        notes.append(
-            f"{label} ist ein Verhältnis (Formel: {registry[explanation.kpi].formula}). Seine "
-            "Abweichung teilt sich je Mitglied in den Rateneffekt (das Verhältnis des Mitglieds "
-            "selbst hat sich verändert, bei mittlerem Gewicht) und den Mixeffekt (das Gewicht "
-            "des Mitglieds im Nenner hat sich verschoben; positiv, wenn ein Mitglied mit "
-            "überdurchschnittlichem Verhältnis an Gewicht gewinnt). Rateneffekt + Mixeffekt = "
-            "Beitrag."
-        )
-    return notes
-
-
-def explanation_status(explanation: Explanation, label: str) -> str:
-    """One German sentence: the group's change and whether the members explain it fully."""
-    if not explanation.fully_explained and not np.isfinite(explanation.change):
-        return (
-            f"{label} von {explanation.entity}: keine Abweichung zum Vorjahr (ein Fensterwert "
-            "fehlt), daher nichts zu erklären."
-        )
-    if explanation.fully_explained:
-        return (
-            f"{label} von {explanation.entity}: die Beiträge der {len(explanation.members)} "
-            "Mitglieder erklären die Abweichung zum Vorjahr vollständig."
-        )
-    windows = [
-        word
-        for word, ok in (
-            ("das aktuelle Fenster", explanation.complete),
-            ("das Vorjahresfenster", explanation.previous_complete),
-        )
-        if not ok
-    ]
-    members = explanation.members
-    gaps = members.loc[~(members[COMPLETE] & members[PREVIOUS_COMPLETE]), MEMBER].tolist()
-    named = f" Mitglieder mit Lücken: {members_text(gaps)}." if gaps else ""
-    return (
-        f"{label} von {explanation.entity}: nicht vollständig erklärt, weil "
-        f"{' und '.join(windows)} der Gruppe unvollständig ist (ein erwartetes Produkt hat "
-        f"nicht gemeldet).{named}"
-    )
 
 
 def write_explanation_xlsx(
@@ -384,6 +237,7 @@ def write_explanation_xlsx(
     registry: Registry,
     release: ReleaseLike | None = None,
     selection: Mapping[str, object] | None = None,
+    hierarchy: Hierarchy | None = None,
 ) -> None:
     """Write an explanation ("Warum?") as a formatted workbook: one row per member, largest
     contribution first, with its share of the group's change; rate and mix effects for a ratio.
@@ -391,39 +245,33 @@ def write_explanation_xlsx(
     The "Auswahl" sheet records the group, its values, whether the change is fully explained
     and how to read the numbers.
     """
-    members = explanation.members
-    table = members.copy()
+    table = explanation.members.copy()
     table.insert(table.columns.get_loc(KPI) + 1, LABEL, _labels(table[KPI], registry))
-    table[LEVEL] = table[LEVEL].map(level_label)
-    change = explanation.change
-    explained = np.isfinite(change) and change != 0
-    table[SHARE] = table[CONTRIBUTION] / change if explained else np.nan
+    table[LEVEL] = _level_labels(table[LEVEL], hierarchy)
+    table[SHARE] = explanation.shares()
     incomplete = ~table[COMPLETE].astype(bool)
     previous_incomplete = ~table[PREVIOUS_COMPLETE].astype(bool)
-    table[COMPLETE] = incomplete.map({True: NO, False: YES})
-    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: NO, False: YES})
-    headers = {
-        column: header
-        for column, header in EXPLAIN_HEADERS.items()
-        if explanation.is_ratio or column not in (RATE_EFFECT, MIX_EFFECT)
-    }
+    table[COMPLETE] = incomplete.map({True: words.NO, False: words.YES})
+    table[PREVIOUS_COMPLETE] = previous_incomplete.map({True: words.NO, False: words.YES})
+    headers = words.explain_headers(ratio=explanation.is_ratio)
     table = table.loc[:, list(headers)]
     unit = _unit(explanation.kpi, registry)
     units = pd.Series([unit] * len(table), index=table.index, dtype=object)
 
     workbook = Workbook()
     sheet = workbook.active
-    sheet.title = EXPLAIN_SHEET
+    sheet.title = words.EXPLAIN_SHEET
     _write_table(sheet, table, headers)
     columns = list(headers)
-    points = [_POINTS if unit is Unit.PERCENT else CHANGE_FORMATS[unit]] * len(table)
+    point = formats.EXCEL_POINTS if unit is Unit.PERCENT else formats.excel_change_format(unit)
+    points = [point] * len(table)
     for column in (VALUE, PREVIOUS_VALUE):
-        _format_column(sheet, columns.index(column), _value_formats(units, False))
-    _format_column(sheet, columns.index(CHANGE), _change_formats(units, False))
+        _format_column(sheet, columns.index(column), formats.excel_formats(units))
+    _format_column(sheet, columns.index(CHANGE), formats.excel_change_formats(units))
     for column in (CONTRIBUTION, RATE_EFFECT, MIX_EFFECT):
         if column in headers:
             _format_column(sheet, columns.index(column), points)
-    _format_column(sheet, columns.index(SHARE), [CHANGE_PCT_FORMAT] * len(table))
+    _format_column(sheet, columns.index(SHARE), [formats.EXCEL_CHANGE_PCT] * len(table))
     for column in (VALUE, COMPLETE):
         _fill_rows(sheet, columns.index(column), incomplete.to_numpy(), INCOMPLETE_FILL)
     for column in (PREVIOUS_VALUE, PREVIOUS_COMPLETE):
@@ -435,112 +283,38 @@ def write_explanation_xlsx(
         _align(sheet, columns.index(column), "center", len(table))
     _fit_widths(sheet, table, headers, units, False)
 
+    members_word, value_word, previous_word, change_word, explained_word = (
+        words.EXPLAIN_SELECTION_WORDS
+    )
     recorded: dict[str, object] = {
         AS_OF: explanation.as_of,
         WINDOW: explanation.window,
         "kpis": [explanation.kpi],
         "entities": [explanation.entity],
-        "Mitglieder": level_label(explanation.by),
-        "Wert der Gruppe": _number_text(explanation.value),
-        "Vorjahr der Gruppe": _number_text(explanation.previous_value),
-        "Abw. VJ der Gruppe": _number_text(explanation.change),
-        "Vollständig erklärt": YES if explanation.fully_explained else NO,
+        members_word: words.level_label(explanation.by, hierarchy),
+        value_word: _number_text(explanation.value),
+        previous_word: _number_text(explanation.previous_value),
+        change_word: _number_text(explanation.change),
+        explained_word: words.yes_no(explanation.fully_explained),
     }
     recorded.update({k: v for k, v in (selection or {}).items() if k not in recorded})
-    notes = explanation_notes(explanation, registry)
+    notes = words.explanation_notes(explanation, registry)
     _write_selection_sheet(
-        workbook, recorded, [explanation.kpi], registry, release, notes, rows=len(table)
+        workbook,
+        recorded,
+        [explanation.kpi],
+        registry,
+        release,
+        notes,
+        rows=len(table),
+        hierarchy=hierarchy,
     )
     _save(workbook, target)
 
 
 def _number_text(value: float) -> str:
     """A number for the "Auswahl" sheet: rounded to two decimals, "–" when missing."""
-    return "–" if not np.isfinite(value) else f"{value:,.2f}".replace(",", "'")
-
-
-def month_on_month(series: pd.DataFrame) -> pd.DataFrame:
-    """The series sorted by KPI, entity and month, with the change against the calendar month before.
-
-    Adds ``previous_month_value``, ``change`` and ``change_pct`` (a fraction of the previous
-    value's magnitude; missing when the previous month has no value or a zero value). Months
-    are matched by calendar, so a gap in the data never compares with an earlier month.
-    """
-    frame = series.loc[:, list(SERIES_COLUMNS)].copy()
-    frame[MONTH] = pd.PeriodIndex(frame[MONTH], freq="M")
-    previous = frame.assign(**{MONTH: frame[MONTH] + 1}).rename(
-        columns={VALUE: PREVIOUS_MONTH_VALUE}
-    )
-    frame = frame.merge(previous, on=[MONTH, ENTITY, KPI], how="left", validate="one_to_one")
-    frame[CHANGE] = frame[VALUE] - frame[PREVIOUS_MONTH_VALUE]
-    divisor = frame[PREVIOUS_MONTH_VALUE].abs().where(lambda v: v != 0)
-    frame[CHANGE_PCT] = frame[CHANGE] / divisor
-    ranks = {
-        "_kpi_rank": pd.Categorical(frame[KPI], categories=pd.unique(frame[KPI])).codes,
-        "_entity_rank": pd.Categorical(frame[ENTITY], categories=pd.unique(frame[ENTITY])).codes,
-    }
-    frame = frame.assign(**ranks).sort_values([*ranks, MONTH], kind="stable").drop(columns=[*ranks])
-    return frame.reset_index(drop=True)
-
-
-def level_label(level: str) -> str:
-    """The German name of a level, e.g. ``Produkt`` for ``product``."""
-    return LEVEL_LABELS.get(level, level[:1].upper() + level[1:])
-
-
-def number_format(unit: Unit | str, *, per_account: bool = False) -> str:
-    """The Excel number format of a KPI value of this unit (counts get decimals per account)."""
-    unit = Unit(unit)
-    if per_account and unit is Unit.COUNT:
-        return _DECIMAL
-    return NUMBER_FORMATS[unit]
-
-
-def result_notes(
-    kpis: Sequence[str], registry: Registry, *, window: object = None, per_account: bool = False
-) -> list[str]:
-    """How to read a result: stock KPIs, incomplete windows, previous year, per-account values."""
-    notes: list[str] = []
-    stocks = [kpi for kpi in kpis if kpi in registry and registry.is_stock(kpi)]
-    if stocks:
-        named = ", ".join(_stock_text(kpi, registry) for kpi in stocks)
-        notes.append(
-            "Bestandesgrössen werden nicht über die Zeit summiert; ein Fenster über mehrere "
-            f"Monate zeigt: {named}. {STOCK_COMPLETE_NOTE}"
-        )
-    notes.append(
-        "Unvollständige Fenster stehen in der Spalte „Vollständig“ (Vorjahr: „Vollständig VJ“) "
-        "auf „nein“ und sind gelb hinterlegt; „Monate“ zählt die Monate mit Wert."
-    )
-    notes.append(FLAGS_NOTE)
-    notes.append(
-        "Vorjahr: dasselbe Fenster zwölf Monate früher. Abw. VJ % ist die Abweichung bezogen "
-        "auf den Betrag des Vorjahreswerts; leer, wenn der Vorjahreswert fehlt oder null ist."
-    )
-    if per_account:
-        notes.append(_PER_ACCOUNT_NOTE)
-    if window is not None:
-        notes.append(f"Fenster {window}: alle Fenster enden mit dem Stichtag (inklusive).")
-    return notes
-
-
-#: How a stock's window is judged, for the stock notes of the XLSX and the app.
-STOCK_COMPLETE_NOTE = (
-    "Ein Fenster mit dem Wert des letzten Monats ist vollständig, wenn dieser Monat abgedeckt ist."
-)
-_PER_ACCOUNT_NOTE = (
-    "Ø pro aktives Konto: Wert geteilt durch den Durchschnitt der aktiven Konten derselben "
-    "Entität über die Monate des Fensters; KPIs ohne Bezugsgrösse bleiben leer."
-)
-
-
-def _stock_text(kpi: str, registry: Registry) -> str:
-    definition = registry[kpi]
-    if definition.is_derived:
-        how = f"berechnet als {definition.formula} aus den Fensterwerten"
-    else:
-        how = TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
-    return f"{definition.label} ({how})"
+    return formats.MISSING if not np.isfinite(value) else formats.swiss(value, 2)
 
 
 def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -553,21 +327,15 @@ def _require_columns(frame: pd.DataFrame, columns: Iterable[str], what: str) -> 
 
 
 def _labels(kpis: pd.Series, registry: Registry) -> pd.Series:
-    return kpis.map(lambda kpi: registry[kpi].label if kpi in registry else kpi)
+    return kpis.map(lambda kpi: words.kpi_label(kpi, registry))
+
+
+def _level_labels(levels: pd.Series, hierarchy: Hierarchy | None) -> pd.Series:
+    return levels.map(lambda level: words.level_label(level, hierarchy))
 
 
 def _unit(kpi: str, registry: Registry) -> Unit:
     return Unit(registry[kpi].unit) if kpi in registry else Unit.RATIO
-
-
-def _value_formats(units: pd.Series, per_account: bool) -> list[str]:
-    return [number_format(unit, per_account=per_account) for unit in units]
-
-
-def _change_formats(units: pd.Series, per_account: bool) -> list[str]:
-    return [
-        CHANGE_FORMATS[Unit.RATIO if per_account and unit is Unit.COUNT else unit] for unit in units
-    ]
 
 
 def set_text(cell: Cell, text: str) -> None:
@@ -698,7 +466,7 @@ def _shown_number_width(values: pd.Series, units: pd.Series, column: str, per_ac
     extra = units.map(
         {
             Unit.COUNT: 3 if per_account else 0,
-            Unit.CURRENCY: 7,
+            Unit.CURRENCY: len(formats.CURRENCY) + 4,  # "CHF " and ".00"
             Unit.PERCENT: 4,
             Unit.RATIO: 3,
         }
@@ -717,32 +485,35 @@ def _write_selection_sheet(
     notes: Sequence[str],
     *,
     rows: int,
+    hierarchy: Hierarchy | None = None,
 ) -> None:
     """The "Auswahl" sheet: what was selected, which data, when, and how to read it."""
-    sheet = workbook.create_sheet(SELECTION_SHEET)
+    sheet = workbook.create_sheet(words.SELECTION_SHEET)
     lines: list[tuple[str, object]] = []
     described = dict(selection)
-    for key, (title, render) in _SELECTION_FIELDS.items():
+    for key, render in _SELECTION_FIELDS.items():
+        title = words.SELECTION_WORDS[key]
         if key in described:
-            lines.append((title, render(described.pop(key), registry)))
+            lines.append((title, render(described.pop(key), registry, hierarchy)))
         elif key in _SELECTION_DEFAULTS:
-            lines.append((title, _SELECTION_DEFAULTS[key]))
+            lines.append((title, _SELECTION_DEFAULTS[key]()))
     lines += [(str(key), _text(value)) for key, value in described.items()]
-    lines.append(("Zeilen", rows))
+    lines.append((words.ROWS_WORD, rows))
     if release is None:
-        lines.append(("Datenstand", "ohne Release (Daten direkt gelesen)"))
+        lines.append(words.NO_RELEASE_WORDS)
     else:
+        release_word, newest_word, created_word = words.RELEASE_WORDS
         lines += [
-            ("Datenstand (Release)", _text(getattr(release, "id", None))),
-            ("Neuester Monat", _text(getattr(release, "newest_month", None))),
-            ("Release erstellt", _text(getattr(release, "created_at", None))),
+            (release_word, _text(getattr(release, "id", None))),
+            (newest_word, _text(getattr(release, "newest_month", None))),
+            (created_word, _text(getattr(release, "created_at", None))),
         ]
-    lines.append(("Exportiert am", _text(dt.datetime.now().astimezone())))
+    lines.append((words.EXPORTED_WORD, _text(dt.datetime.now().astimezone())))
 
     for letter, width in _SELECTION_WIDTHS.items():
         sheet.column_dimensions[letter].width = width
     title = sheet.cell(row=1, column=1)
-    set_text(title, "Auswahl")
+    set_text(title, words.SELECTION_TITLE)
     title.font = TITLE_FONT
     row = 3
     for key, value in lines:
@@ -754,7 +525,7 @@ def _write_selection_sheet(
         row += 1
 
     row += 1
-    set_text(sheet.cell(row=row, column=1), "Hinweise")
+    set_text(sheet.cell(row=row, column=1), words.NOTES_TITLE)
     sheet.cell(row=row, column=1).font = TITLE_FONT
     for number, note in enumerate(notes, start=1):
         row += 1
@@ -763,10 +534,10 @@ def _write_selection_sheet(
         _write_wide(sheet, row, note)
 
     row += 2
-    set_text(sheet.cell(row=row, column=1), "KPIs in diesem Export")
+    set_text(sheet.cell(row=row, column=1), words.KPIS_TITLE)
     sheet.cell(row=row, column=1).font = TITLE_FONT
     row += 1
-    for col, header in enumerate(("KPI", "Bezeichnung", "Einheit", "Über die Zeit"), start=1):
+    for col, header in enumerate(words.KPI_TABLE_WORDS, start=1):
         set_text(sheet.cell(row=row, column=col), header)
         sheet.cell(row=row, column=col).font = BOLD
     for kpi in kpis:
@@ -778,10 +549,10 @@ def _write_selection_sheet(
             else (
                 kpi,
                 definition.label,
-                _UNIT_TEXT[Unit(definition.unit)],
-                f"Formel: {definition.formula}"
+                words.unit_word(definition.unit),
+                f"{words.FORMULA_WORD}: {definition.formula}"
                 if definition.is_derived
-                else TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)],
+                else words.time_aggregation_word(definition.time_aggregation),
             )
         )
         for col, text in enumerate(cells, start=1):
@@ -810,60 +581,64 @@ def _write_wide(sheet: Worksheet, row: int, value: object) -> None:
 
 def _text(value: object) -> str:
     if value is None:
-        return "–"
+        return formats.MISSING
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M %Z").strip()
     return str(value)
 
 
-def _listed(value: object, registry: Registry) -> str:
+def _listed(value: object, registry: Registry, hierarchy: Hierarchy | None) -> str:
     if value is None:
-        return "alle"
+        return words.ALL_WORD
     if isinstance(value, str):
         return value
     items = [str(item) for item in value]  # type: ignore[attr-defined]
-    return ", ".join(items) if items else "alle"
+    return ", ".join(items) if items else words.ALL_WORD
 
 
-def _listed_kpis(value: object, registry: Registry) -> str:
+def _listed_kpis(value: object, registry: Registry, hierarchy: Hierarchy | None) -> str:
     if value is None or isinstance(value, str):
-        return _listed(value, registry)
+        return _listed(value, registry, hierarchy)
     items = list(value)  # type: ignore[call-overload]
     if not items:
-        return "alle"
+        return words.ALL_WORD
     return ", ".join(
         f"{registry[kpi].label} ({kpi})" if kpi in registry else str(kpi) for kpi in items
     )
 
 
-def _listed_levels(value: object, registry: Registry) -> str:
-    if value is None or isinstance(value, str):
-        return level_label(value) if isinstance(value, str) else "alle"
-    items = [level_label(str(item)) for item in value]  # type: ignore[attr-defined]
-    return ", ".join(items) if items else "alle"
+def _listed_levels(value: object, registry: Registry, hierarchy: Hierarchy | None) -> str:
+    if value is None:
+        return words.ALL_WORD
+    if isinstance(value, str):
+        return words.level_label(value, hierarchy)
+    items = [words.level_label(str(item), hierarchy) for item in value]  # type: ignore[attr-defined]
+    return ", ".join(items) if items else words.ALL_WORD
 
 
-def _yes_no(value: object, registry: Registry) -> str:
-    return YES if value else NO
+def _yes_no(value: object, registry: Registry, hierarchy: Hierarchy | None) -> str:
+    return words.yes_no(value)
 
 
-def _as_text(value: object, registry: Registry) -> str:
+def _as_text(value: object, registry: Registry, hierarchy: Hierarchy | None) -> str:
     return _text(value)
 
 
-_SELECTION_FIELDS: dict[str, tuple[str, Callable[[object, Registry], object]]] = {
-    AS_OF: ("Stichtag", _as_text),
-    "months": ("Monate", _as_text),
-    WINDOW: ("Fenster", _as_text),
-    "kpis": ("KPIs", _listed_kpis),
-    "entities": ("Entitäten", _listed),
-    "levels": ("Ebenen", _listed_levels),
-    "per_account": ("Ø pro aktives Konto", _yes_no),
+#: How each recorded selection key is written, in the order the sheet lists them (titles:
+#: :data:`kpisheet.presentation.words.SELECTION_WORDS`).
+_SELECTION_FIELDS: dict[str, Callable[[object, Registry, Hierarchy | None], object]] = {
+    AS_OF: _as_text,
+    "months": _as_text,
+    WINDOW: _as_text,
+    "kpis": _listed_kpis,
+    "entities": _listed,
+    "levels": _listed_levels,
+    "per_account": _yes_no,
 }
-_SELECTION_DEFAULTS: dict[str, str] = {
-    "kpis": "alle",
-    "entities": "alle",
-    "per_account": NO,
+_SELECTION_DEFAULTS: dict[str, Callable[[], str]] = {
+    "kpis": lambda: words.ALL_WORD,
+    "entities": lambda: words.ALL_WORD,
+    "per_account": lambda: words.NO,
 }
 
 

@@ -6,8 +6,11 @@ Declared in YAML (SPEC §5)::
     levels: [sector, mandant]          # group levels, coarse to fine; leaves are level "product"
     entities:
       Alpine Visa Gold: {mandant: Alpine, sector: B2C, cardprofile: CC}
+    labels: {sector: Sektor, cardprofile: Kartenprofil}   # optional: how people read the names
 
 Attributes that are not levels (``cardprofile``) are *views*: the same leaves grouped another way.
+``labels`` names levels and views for people (the app, the XLSX exports); a level without one is
+shown by its name, capitalised (:func:`kpisheet.presentation.level_label`).
 
 The same structure can come from a table, e.g. the warehouse's product table, one row per
 product with a column per level and attribute (:func:`hierarchy_from_table`); each release of the
@@ -48,11 +51,30 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 
+__all__ = [
+    "Attributes",
+    "Hierarchy",
+    "HierarchyFile",
+    "Name",
+    "hierarchy_from_table",
+    "load_hierarchy",
+    "parse_hierarchy",
+]
+
+
 class Hierarchy:
     """Leaves with their attributes and the groups they roll up to."""
 
-    def __init__(self, total: str, levels: Sequence[str], attributes: pd.DataFrame) -> None:
+    def __init__(
+        self,
+        total: str,
+        levels: Sequence[str],
+        attributes: pd.DataFrame,
+        labels: Mapping[str, str] | None = None,
+    ) -> None:
         self.total = total
+        #: How people read the names of levels and views (from the file's ``labels``).
+        self.labels: dict[str, str] = dict(labels or {})
         self.levels: tuple[str, ...] = tuple(levels)
         self.attributes = attributes
         self.leaves: tuple[str, ...] = tuple(attributes.index)
@@ -104,6 +126,21 @@ class Hierarchy:
             return self.leaves
         return tuple(self.attributes.index[self.attributes[level] == name])
 
+    def descendants(self, name: str) -> tuple[str, ...]:
+        """The entity and every group and product under it, coarse to fine (as :attr:`entities`).
+
+        A view's groups are not part of the tree; raises ``KeyError`` for unknown names.
+        """
+        level = self._level_of[name]
+        if level == TOTAL_LEVEL:
+            return self.entities
+        leaves = self.members(name)
+        under = {name, *leaves}
+        if level != PRODUCT_LEVEL:
+            for finer in self.levels[self.levels.index(level) + 1 :]:
+                under.update(self.attributes.loc[list(leaves), finer])
+        return tuple(entity for entity in self.entities if entity in under)
+
     def parent_of(self, name: str) -> str | None:
         """The next coarser group of an entity (``None`` for the total)."""
         level = self._level_of[name]
@@ -123,7 +160,7 @@ class Hierarchy:
         does not have is left out.
         """
         rows = self.attributes.to_dict(orient="index")
-        return {
+        data: dict[str, Any] = {
             "total": self.total,
             "levels": list(self.levels),
             "entities": {
@@ -131,6 +168,9 @@ class Hierarchy:
                 for name, row in rows.items()
             },
         }
+        if self.labels:
+            data["labels"] = dict(self.labels)
+        return data
 
     def moves(self, newer: Hierarchy) -> pd.DataFrame:
         """Products of both hierarchies whose group changed, one row per product and level or view.
@@ -201,6 +241,8 @@ class HierarchyFile(BaseModel):
     entities: Annotated[
         dict[Annotated[str, BeforeValidator(_name)], Attributes], Field(min_length=1)
     ]
+    #: How people read the names of levels and views (``{sector: Sektor}``), optional.
+    labels: dict[Name, Name] = {}
 
     @field_validator("levels")
     @classmethod
@@ -238,6 +280,8 @@ def _message_of(data: Any) -> Callable[[ErrorDetails, str], str | None]:
             return f"entity '{loc[1]}': expected a mapping of attributes, found {quoted(error['input'])}"
         if loc[0] == "entities" and kind == "value_error":
             return f"entity '{loc[1]}': attribute '{loc[2]}' {reason}"
+        if loc[0] == "labels":
+            return f"labels must map level names to texts, found {quoted(data.get('labels'))}"
         return None
 
     return message_of
@@ -249,7 +293,7 @@ def _valid_part(data: Any, errors: list[ErrorDetails]) -> HierarchyFile | None:
     if not isinstance(data, Mapping):
         return None
     bad = {error["loc"][0] for error in errors if len(error["loc"]) == 1}
-    bad |= {"levels"} & {error["loc"][0] for error in errors if error["loc"]}
+    bad |= {"levels", "labels"} & {error["loc"][0] for error in errors if error["loc"]}
     bad_entities = {
         e["loc"][1] for e in errors if e["loc"][:1] == ("entities",) and len(e["loc"]) > 1
     }
@@ -320,9 +364,17 @@ def parse_hierarchy(data: Any, file: str, node: yaml.Node | None = None) -> Hier
     frame = frame[[*levels, *[c for c in frame.columns if c not in levels]]]
     total_line = line_of(("total",))
     _check_tree(frame, declared.total, levels, lines, problems, total_line)
+    named = {*levels, *frame.columns, PRODUCT_LEVEL, TOTAL_LEVEL}
+    for level in declared.labels:
+        if level not in named:
+            problems.add(
+                f"labels: '{level}' is not a level or attribute; known: {', '.join(sorted(named))}",
+                line=line_of(("labels",)),
+                field="labels",
+            )
     problems.raise_if_any(HierarchyError)
     frame.index.name = "entity"
-    return Hierarchy(declared.total, levels, frame)
+    return Hierarchy(declared.total, levels, frame, declared.labels)
 
 
 def _check_tree(
@@ -411,6 +463,7 @@ def hierarchy_from_table(
     total: str,
     file: str,
     where: Callable[[pd.Index], list[str]] | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> Hierarchy:
     """A hierarchy from a product table: one row per leaf, a column per level and attribute.
 
@@ -418,6 +471,7 @@ def hierarchy_from_table(
     :param levels: ``(level name, column)`` pairs, coarse to fine.
     :param attributes: ``(attribute name, column)`` pairs of views such as ``cardprofile``.
     :param file: the table's name in messages; ``where`` names its rows (``line 7``).
+    :param labels: how people read the level and attribute names (as ``labels`` in YAML).
     :raises HierarchyError: listing every problem: missing columns, products listed twice with
         different groups, and everything :func:`parse_hierarchy` checks.
     """
@@ -459,4 +513,6 @@ def hierarchy_from_table(
         for row in frame.to_dict(orient="records")
     }
     data = {"total": total, "levels": [level for level, _ in levels], "entities": entities}
+    if labels:
+        data["labels"] = dict(labels)
     return parse_hierarchy(data, file)

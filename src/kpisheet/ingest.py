@@ -193,6 +193,8 @@ class EntityColumns(BaseModel):
     levels: list[str | dict[str, str]] = []
     attributes: list[str | dict[str, str]] = []
     exclude: list[ExcludeRule] = []
+    #: How people read the levels and attributes (``{sector: Sektor}``), as in ``entities.yaml``.
+    labels: dict[str, str] = {}
 
     @field_validator("levels", "attributes")
     @classmethod
@@ -807,6 +809,7 @@ def read_entities(
         total=columns.total,
         file=table.source,
         where=table.where,
+        labels=columns.labels,
     )
 
 

@@ -21,6 +21,13 @@ from kpisheet.definitions import (
 )
 from kpisheet.errors import DefinitionError, Problem, Problems, did_you_mean, quoted
 
+__all__ = [
+    "MAX_DERIVED_DEPTH",
+    "Registry",
+    "check_references",
+    "load_registry",
+]
+
 #: Derived KPIs that may build on each other in a chain (a formula of a formula of ...).
 MAX_DERIVED_DEPTH = 50
 

@@ -346,6 +346,7 @@ class KPISheet:
             release=self.release,
             selection=selection,
             reasons=reasons,
+            hierarchy=self.hierarchy,
         )
 
 

@@ -18,6 +18,12 @@ from kpisheet.constants import CHANGE, CHANGE_PCT, KPI
 from kpisheet.presentation import comparable
 from kpisheet.registry import Registry
 
+__all__ = [
+    "flags",
+    "has_threshold",
+    "thresholds",
+]
+
 
 def thresholds(registry: Registry, kpis: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the KPI's ``min_abs_change`` and ``min_pct_change`` (NaN where not declared)."""

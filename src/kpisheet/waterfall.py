@@ -29,21 +29,38 @@ from kpisheet.charts import (
     _bokeh_look,
     _is_buffer,
     _polish_figure,
-    format_change,
-    format_number,
     plain_text,
 )
 from kpisheet.constants import Unit
 from kpisheet.errors import QueryError
 from kpisheet.explain import CONTRIBUTION, MEMBER, Explanation
-from kpisheet.presentation import month_long
+from kpisheet.presentation import formats, words
 from kpisheet.registry import Registry
+
+__all__ = [
+    "BAR_WIDTH",
+    "CUT_AXIS_BELOW",
+    "END",
+    "FALL",
+    "FALL_COLOUR",
+    "KIND",
+    "LABEL",
+    "LABEL_ROTATION",
+    "POSITION",
+    "RISE",
+    "RISE_COLOUR",
+    "START",
+    "TEXT",
+    "TOTAL",
+    "TOTAL_COLOUR",
+    "WATERFALL_BARS",
+    "save_waterfall_png",
+    "waterfall_chart",
+    "waterfall_frame",
+]
 
 #: Members drawn as bars of their own (largest contributions first); the rest are one bar.
 WATERFALL_BARS = 8
-PREVIOUS_LABEL = "Vorjahr"
-CURRENT_LABEL = "Aktuell"
-OTHERS_LABEL = "Übrige"
 TOTAL_COLOUR = "#1F5F8B"
 RISE_COLOUR = "#3A9E6F"
 FALL_COLOUR = "#C8414B"
@@ -78,40 +95,21 @@ def waterfall_frame(
     steps = list(zip(shown[MEMBER].astype(str), shown[CONTRIBUTION].astype(float), strict=True))
     rest = members.iloc[bars:]
     if len(rest):
-        steps.append((f"{OTHERS_LABEL} ({len(rest)})", math.fsum(rest[CONTRIBUTION])))
+        steps.append((f"{words.OTHERS_BAR} ({len(rest)})", math.fsum(rest[CONTRIBUTION])))
     levels = explanation.previous_value + np.cumsum([0.0, *[amount for _, amount in steps]])
-    rows = [(PREVIOUS_LABEL, 0.0, explanation.previous_value, TOTAL)]
+    rows = [(words.PREVIOUS_BAR, 0.0, explanation.previous_value, TOTAL)]
     for (label, amount), start in zip(steps, levels[:-1], strict=True):
         rows.append((label, start, start + amount, RISE if amount >= 0 else FALL))
-    rows.append((CURRENT_LABEL, 0.0, explanation.value, TOTAL))
+    rows.append((words.CURRENT_BAR, 0.0, explanation.value, TOTAL))
     frame = pd.DataFrame(rows, columns=[LABEL, START, END, KIND])
     frame.insert(0, POSITION, np.arange(len(frame), dtype=float))
     frame[TEXT] = [
-        compact(end, unit) if kind == TOTAL else compact(end - start, unit, signed=True)
+        formats.compact(end, unit)
+        if kind == TOTAL
+        else formats.compact(end - start, unit, signed=True)
         for start, end, kind in zip(frame[START], frame[END], frame[KIND], strict=True)
     ]
     return frame
-
-
-#: Large amounts on the bars: in millions and billions, so that the labels stay short.
-_SCALES = ((1e9, "Mrd."), (1e6, "Mio."))
-
-
-def compact(value: float, unit: Unit | str, *, signed: bool = False) -> str:
-    """A bar's amount, short: ``CHF 5.44 Mrd.``, ``+186.9 Mio.``, ``+0.45 Pp.``, ``-12.34``."""
-    unit = Unit(unit)
-    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
-    magnitude = abs(value)
-    if unit is Unit.PERCENT:
-        points = f"{format_number(magnitude, unit, decimals=2)}"
-        return f"{sign}{points.removesuffix(' %')} Pp." if signed else f"{sign}{points}"
-    prefix = "CHF " if unit is Unit.CURRENCY and not signed else ""
-    for scale, word in _SCALES:
-        if magnitude >= scale:
-            return f"{sign}{prefix}{format_number(magnitude / scale, Unit.RATIO)} {word}"
-    return (
-        f"{sign}{prefix}{format_number(magnitude, Unit.RATIO if unit is Unit.CURRENCY else unit)}"
-    )
 
 
 def _axis_range(frame: pd.DataFrame) -> tuple[float, float, bool]:
@@ -189,15 +187,12 @@ def waterfall_chart(
             horizontalalignment="center",
             backend="matplotlib",
         )
-    title = (
-        f"Warum? {definition.label} · {explanation.entity} · {explanation.window} bis "
-        f"{month_long(explanation.as_of)}\nAbw. VJ "
-        f"{format_change(explanation.change, _pct(explanation), unit)}"
+    title = words.waterfall_title(
+        definition.label,
+        explanation,
+        formats.format_change_with_pct(explanation.change, _pct(explanation), unit),
+        cut=cut,
     )
-    if cut:
-        title += " · Achse beginnt nicht bei 0"
-    if not explanation.fully_explained:
-        title += " · nicht vollständig erklärt"
     xticks = [
         (position, plain_text(label, backend))
         for position, label in zip(frame[POSITION], frame[LABEL], strict=True)

@@ -25,27 +25,25 @@ import panel as pn
 import param
 
 from kpisheet.errors import ChecksumError, KpisheetError
-from kpisheet.presentation import NOT_COMPARABLE
+from kpisheet.presentation import words
 from kpisheet_ui.escape import html_column, html_text, markdown_text
 from kpisheet_ui.explain_view import ExplainPanel, ExplainState
 from kpisheet_ui.sessions import LoginSession, session_of
 from kpisheet_ui.source import SheetConfig, SheetSource, get_source, refusal_notice
-from kpisheet_ui.state import (
+from kpisheet_ui.state import PAGE_ROWS, SheetState
+from kpisheet_ui.table import (
     CHANGE_COLUMN,
     CHANGE_PCT_COLUMN,
     ENTITY_COLUMN,
     GROUP_COLUMN,
     HIGHLIGHT_COUNT,
-    INCOMPLETE_MARK,
     KPI_COLUMN,
     LEVEL_COLUMN,
     MONTHS_COLUMN,
     NOTE_COLUMN,
     NUMBER_COLUMNS,
-    PAGE_ROWS,
     PREVIOUS_COLUMN,
     VALUE_COLUMN,
-    SheetState,
 )
 from kpisheet_ui.usage import USAGE_LOG_ENV, USAGE_LOGGER, configure_usage_log
 from kpisheet_ui.widgets import TextMultiChoice
@@ -79,18 +77,7 @@ TABLE_CSS = """
 .tabulator-group { font-weight: 600; background: #EEF3F8; }
 """
 
-LEGEND = (
-    f"{INCOMPLETE_MARK} und gelb: Fenster unvollständig — nicht jeder massgebende Monat ist "
-    "abgedeckt (ein Monat ohne Wert, oder ein Produkt, das in diesem Monat erwartet wurde, hat "
-    "nicht gemeldet); gelber Vorjahreswert: das Vorjahresfenster ist unvollständig. "
-    f"„{NOT_COMPARABLE}“ bei Abw. VJ: die Abweichung wird nur gezeigt, wenn beide Fenster "
-    "vollständig sind; der Grund erscheint beim Darüberfahren mit der Maus. "
-    "Grün und rot hinterlegt: Abweichungen zum Vorjahr über dem Schwellenwert des KPI, bei "
-    "KPIs ohne Schwellenwert die grössten prozentualen Abweichungen "
-    f"(höchstens {HIGHLIGHT_COUNT}, eine je fünf Zeilen); nur vollständige Vergleiche. "
-    "Ein Klick auf eine Zeile einer Gruppe zeigt unten unter «Warum?», welche Mitglieder die "
-    "Abweichung erklären."
-)
+LEGEND = words.table_legend(HIGHLIGHT_COUNT)
 #: Columns whose cells carry the row's reason as a tooltip: they are rendered as (escaped) HTML.
 REASON_COLUMNS = (CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
 
@@ -372,7 +359,7 @@ class AppView(param.Parameterized):
                 p.display, name="Tabelle gruppiert", css_classes=["darstellung"], **buttons
             ),
             pn.widgets.Checkbox.from_param(
-                p.per_account, name="Ø pro aktives Konto", css_classes=["pro-konto"]
+                p.per_account, name=words.PER_ACCOUNT_WORD, css_classes=["pro-konto"]
             ),
             TextMultiChoice.from_param(
                 p.entities,

@@ -34,27 +34,35 @@ from kpisheet.constants import (
 )
 from kpisheet.errors import KpisheetError, QueryError
 from kpisheet.explain import CONTRIBUTION, MEMBER, MIX_EFFECT, RATE_EFFECT, Explanation, split_of
-from kpisheet.waterfall import compact, save_waterfall_png, waterfall_chart
+from kpisheet.presentation import SHARE, words
+from kpisheet.presentation.formats import (
+    MISSING,
+    compact,
+    format_changes,
+    format_changes_pct,
+    format_values,
+)
+from kpisheet.waterfall import save_waterfall_png, waterfall_chart
 from kpisheet_ui.escape import html_text
-from kpisheet_ui.format import format_changes, format_changes_pct, format_values
 from kpisheet_ui.state import SheetState
 
 #: "Mitglieder" choices: the next finer level (""), every product, or a view of the sheet.
 NEXT_LEVEL = ""
-NEXT_LEVEL_LABEL = "nächste Ebene"
-PRODUCTS_LABEL = "Produkte"
+NEXT_LEVEL_LABEL = words.EXPLAIN_VIEW_WORDS["next_level"]
+PRODUCTS_LABEL = words.EXPLAIN_VIEW_WORDS["products"]
 
 # Columns of the explanation table (German, as in the XLSX).
-MEMBER_COLUMN = export.EXPLAIN_HEADERS[MEMBER]
-LEVEL_COLUMN = export.EXPLAIN_HEADERS[LEVEL]
-VALUE_COLUMN = export.EXPLAIN_HEADERS[VALUE]
-PREVIOUS_COLUMN = export.EXPLAIN_HEADERS[PREVIOUS_VALUE]
-CHANGE_COLUMN = export.EXPLAIN_HEADERS[CHANGE]
-CONTRIBUTION_COLUMN = export.EXPLAIN_HEADERS[CONTRIBUTION]
-SHARE_COLUMN = export.EXPLAIN_HEADERS[export.SHARE]
-RATE_COLUMN = export.EXPLAIN_HEADERS[RATE_EFFECT]
-MIX_COLUMN = export.EXPLAIN_HEADERS[MIX_EFFECT]
-COMPLETE_COLUMN = "Vollständig (Fenster / VJ)"
+_HEADERS = words.explain_headers()
+MEMBER_COLUMN = _HEADERS[MEMBER]
+LEVEL_COLUMN = _HEADERS[LEVEL]
+VALUE_COLUMN = _HEADERS[VALUE]
+PREVIOUS_COLUMN = _HEADERS[PREVIOUS_VALUE]
+CHANGE_COLUMN = _HEADERS[CHANGE]
+CONTRIBUTION_COLUMN = _HEADERS[CONTRIBUTION]
+SHARE_COLUMN = _HEADERS[SHARE]
+RATE_COLUMN = _HEADERS[RATE_EFFECT]
+MIX_COLUMN = _HEADERS[MIX_EFFECT]
+COMPLETE_COLUMN = f"{_HEADERS[COMPLETE]} ({words.CURRENT_WINDOW_WORD} / VJ)"
 NUMBER_COLUMNS = (
     VALUE_COLUMN,
     PREVIOUS_COLUMN,
@@ -67,7 +75,7 @@ NUMBER_COLUMNS = (
 
 
 #: Said when the table shows values per active account: the explanation explains the values.
-PER_ACCOUNT_NOTE = "Erklärt werden die Werte selbst, nicht «Ø pro aktives Konto»."
+PER_ACCOUNT_NOTE = words.EXPLAIN_PER_ACCOUNT_NOTE
 #: Look of the status and message lines (HTML panes fed escaped text only).
 TEXT_STYLE = {"font-size": "14px", "margin": "4px 0"}
 #: Most pixels the members' table takes; a short table takes a row height per row.
@@ -79,9 +87,11 @@ TABLE_ROW_HEIGHT = 34
 class ExplainState(param.Parameterized):
     """What the "Warum?" view explains and everything it shows, for one session's table."""
 
-    entity = param.Selector(default=None, objects=[], label="Gruppe")
+    entity = param.Selector(default=None, objects=[], label=words.EXPLAIN_VIEW_WORDS["group"])
     kpi = param.Selector(default=None, objects=[], label="KPI")
-    by = param.Selector(default=NEXT_LEVEL, objects=[NEXT_LEVEL], label="Mitglieder")
+    by = param.Selector(
+        default=NEXT_LEVEL, objects=[NEXT_LEVEL], label=words.EXPLAIN_VIEW_WORDS["members"]
+    )
     explanation = param.ClassSelector(class_=Explanation, default=None, allow_None=True)
     message = param.String(default="", doc="Why there is no explanation (empty when there is).")
 
@@ -100,8 +110,9 @@ class ExplainState(param.Parameterized):
         if result is None or result.empty:
             return {}
         groups = result.loc[result[LEVEL] != PRODUCT_LEVEL, [ENTITY, LEVEL]].drop_duplicates()
+        hierarchy = self.state.sheet.hierarchy
         return {
-            f"{name} ({export.level_label(level)})": name
+            f"{name} ({words.level_label(level, hierarchy)})": name
             for name, level in zip(groups[ENTITY], groups[LEVEL], strict=True)
         }
 
@@ -135,7 +146,7 @@ class ExplainState(param.Parameterized):
         """How members are chosen: the next finer level, every product, or a view."""
         options = {NEXT_LEVEL_LABEL: NEXT_LEVEL, PRODUCTS_LABEL: PRODUCT_LEVEL}
         for view in self.state.sheet.views:
-            options[export.level_label(view)] = view
+            options[words.level_label(view, self.state.sheet.hierarchy)] = view
         return options
 
     def _sync(self) -> None:
@@ -170,14 +181,9 @@ class ExplainState(param.Parameterized):
         exact split, gets a message instead."""
         label = self.state.registry[kpi].label if kpi in self.state.registry else kpi
         if level == PRODUCT_LEVEL:
-            message = (
-                f"{entity} ist ein Produkt: erklärt werden Gruppen (Total, Sektor, Mandant …)."
-            )
+            message = words.explain_product_text(entity, self.state.sheet.hierarchy)
         elif kpi not in self.param.kpi.objects.values():
-            message = (
-                f"{label} lässt sich nicht nach Mitgliedern aufteilen: erklärt werden KPIs, die "
-                "über die Produkte summiert werden, und Verhältnisse zweier solcher KPIs."
-            )
+            message = words.explain_unsplittable_text(label)
         else:
             self.param.update(entity=entity, kpi=kpi)
             self.explain()
@@ -191,12 +197,14 @@ class ExplainState(param.Parameterized):
         if self.entity is None or self.kpi is None:
             self.param.update(
                 explanation=None,
-                message="Keine Gruppe mit einem erklärbaren KPI in der Tabelle.",
+                message=words.EXPLAIN_VIEW_WORDS["nothing"],
             )
             return
         visible = getattr(state, "visible", None)  # a scoped user's entities
         if visible is not None and self.entity not in visible:
-            self.param.update(explanation=None, message="Keine Erklärung möglich.")
+            self.param.update(
+                explanation=None, message=f"{words.EXPLAIN_VIEW_WORDS['impossible']}."
+            )
             return
         try:
             explanation = state.sheet.explain(
@@ -207,7 +215,8 @@ class ExplainState(param.Parameterized):
                 by=self.by or None,
             )
         except KpisheetError as exc:
-            self.param.update(explanation=None, message=f"Keine Erklärung möglich: {exc}")
+            impossible = words.EXPLAIN_VIEW_WORDS["impossible"]
+            self.param.update(explanation=None, message=f"{impossible}: {exc}")
             return
         self.param.update(explanation=explanation, message="")
         state._log("warum", start, entity=self.entity, kpi=self.kpi, by=self.by or None)
@@ -218,7 +227,7 @@ class ExplainState(param.Parameterized):
         if explanation is None:
             return self.message
         label = self.state.registry[explanation.kpi].label
-        status = export.explanation_status(explanation, label)
+        status = words.explanation_status(explanation, label)
         if self.state.per_account:
             status += f" {PER_ACCOUNT_NOTE}"
         return status
@@ -232,21 +241,20 @@ class ExplainState(param.Parameterized):
         members = explanation.members
         unit = str(self.state.registry[explanation.kpi].unit)
         units = np.full(len(members), unit)
-        change = explanation.change
-        share = members[CONTRIBUTION] / change if np.isfinite(change) and change else np.nan
+        hierarchy = self.state.sheet.hierarchy
         columns: dict[str, Any] = {
             MEMBER_COLUMN: members[MEMBER].astype(str),
-            LEVEL_COLUMN: members[LEVEL].map(export.level_label),
+            LEVEL_COLUMN: members[LEVEL].map(lambda level: words.level_label(level, hierarchy)),
             VALUE_COLUMN: format_values(members[VALUE], units),
             PREVIOUS_COLUMN: format_values(members[PREVIOUS_VALUE], units),
             CHANGE_COLUMN: format_changes(members[CHANGE], units),
             CONTRIBUTION_COLUMN: _effects(members[CONTRIBUTION], unit),
-            SHARE_COLUMN: format_changes_pct(pd.Series(share, index=members.index, dtype=float)),
+            SHARE_COLUMN: format_changes_pct(explanation.shares()),
         }
         if explanation.is_ratio:
             columns[RATE_COLUMN] = _effects(members[RATE_EFFECT], unit)
             columns[MIX_COLUMN] = _effects(members[MIX_EFFECT], unit)
-        yes_no = {True: export.YES, False: export.NO}
+        yes_no = {True: words.YES, False: words.NO}
         columns[COMPLETE_COLUMN] = (
             members[COMPLETE].map(yes_no) + " / " + members[PREVIOUS_COMPLETE].map(yes_no)
         )
@@ -265,8 +273,9 @@ class ExplainState(param.Parameterized):
     def filename(self, suffix: str) -> str:
         """File name of a download (``xlsx`` or ``png``)."""
         explanation = self.explanation
-        name = f"{explanation.kpi}" if explanation is not None else "warum"
-        return f"{self.state._file_stem()}_warum_{name}.{suffix}"
+        word = words.FILE_WORDS["explain"]
+        name = f"{explanation.kpi}" if explanation is not None else word
+        return f"{self.state._file_stem()}_{word}_{name}.{suffix}"
 
     def xlsx(self) -> io.BytesIO:
         """The explanation as a formatted XLSX workbook (with the "Auswahl" sheet)."""
@@ -278,7 +287,8 @@ class ExplainState(param.Parameterized):
                 buffer,
                 registry=self.state.registry,
                 release=self.state.sheet.release,
-                selection={"Erklärt von": self.state.user or "–"},
+                selection={words.EXPLAIN_VIEW_WORDS["explained_by"]: self.state.user or MISSING},
+                hierarchy=self.state.sheet.hierarchy,
             )
 
         return self.state._download("warum_xlsx", write)
@@ -300,7 +310,7 @@ def _effects(values: pd.Series, unit: str) -> pd.Series:
     """Contributions as changes of the KPI; of a percentage in points with two decimals, since
     a member's part of a change of a few points is often below a tenth of a point."""
     if unit == Unit.PERCENT:
-        return values.map(lambda v: compact(v, unit, signed=True) if np.isfinite(v) else "–")
+        return values.map(lambda v: compact(v, unit, signed=True) if np.isfinite(v) else MISSING)
     return format_changes(values, np.full(len(values), unit))
 
 
@@ -311,14 +321,19 @@ class ExplainPanel:
         self.state = state
         p = state.param
         self.entity = pn.widgets.Select.from_param(
-            p.entity, name="Gruppe", css_classes=["warum-gruppe"]
+            p.entity, name=words.EXPLAIN_VIEW_WORDS["group"], css_classes=["warum-gruppe"]
         )
-        self.kpi = pn.widgets.Select.from_param(p.kpi, name="KPI", css_classes=["warum-kpi"])
+        self.kpi = pn.widgets.Select.from_param(
+            p.kpi, name=words.EXPLAIN_VIEW_WORDS["kpi"], css_classes=["warum-kpi"]
+        )
         self.by = pn.widgets.Select.from_param(
-            p.by, name="Mitglieder", css_classes=["warum-mitglieder"]
+            p.by, name=words.EXPLAIN_VIEW_WORDS["members"], css_classes=["warum-mitglieder"]
         )
         self.button = pn.widgets.Button(
-            name="Warum?", button_type="primary", css_classes=["warum-button"], align="end"
+            name=words.EXPLAIN_VIEW_WORDS["button"],
+            button_type="primary",
+            css_classes=["warum-button"],
+            align="end",
         )
         self.button.on_click(lambda event: state.explain())
         self.status = pn.pane.HTML("", css_classes=["warum-status"], styles=TEXT_STYLE)
@@ -339,14 +354,14 @@ class ExplainPanel:
         self.xlsx = pn.widgets.FileDownload(
             callback=guard(state.xlsx),
             filename=state.filename("xlsx"),
-            label="Erklärung als XLSX",
+            label=words.EXPLAIN_VIEW_WORDS["xlsx"],
             button_type="primary",
             css_classes=["download-warum-xlsx"],
         )
         self.png = pn.widgets.FileDownload(
             callback=guard(state.png),
             filename=state.filename("png"),
-            label="Wasserfall als PNG",
+            label=words.EXPLAIN_VIEW_WORDS["png"],
             css_classes=["download-warum-png"],
         )
         self.body = pn.Column(
@@ -387,7 +402,7 @@ class ExplainPanel:
     def view(self) -> pn.Column:
         """The section: a heading, the choices and the button, then the explanation."""
         return pn.Column(
-            pn.pane.Markdown("### Warum? Abweichung zum Vorjahr erklären"),
+            pn.pane.Markdown(f"### {words.EXPLAIN_VIEW_WORDS['heading']}"),
             pn.Row(self.entity, self.kpi, self.by, self.button),
             self.message,
             self.body,

@@ -19,6 +19,7 @@ import kpisheet
 from kpisheet.diff import ReleaseDiff, diff_releases
 from kpisheet.errors import ChecksumError
 from kpisheet.presentation import month_long
+from kpisheet.presentation.formats import swiss_count
 from kpisheet.store import Store
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,6 @@ class SheetSource:
         return self.sheet(self.latest_release_id(max_age=max_age))
 
 
-def _count(number: int) -> str:
-    return f"{number:,}".replace(",", "'")
-
-
 def changes_text(changes: ReleaseDiff) -> str:
     """A release's changes as the app's short German note: restated values per month (newest
     first), products added, removed or moved; empty when there is nothing to say."""
@@ -201,7 +198,7 @@ def changes_text(changes: ReleaseDiff) -> str:
     per_month = sorted(changes.restated_per_month.items(), reverse=True)
     if per_month:
         shown = [
-            f"{_count(n)} {'Wert' if n == 1 else 'Werte'} aus {month_long(month)}"
+            f"{swiss_count(n)} {'Wert' if n == 1 else 'Werte'} aus {month_long(month)}"
             for month, n in per_month[:RESTATED_MONTHS_SHOWN]
         ]
         rest = len(per_month) - RESTATED_MONTHS_SHOWN
@@ -213,7 +210,7 @@ def changes_text(changes: ReleaseDiff) -> str:
         (len(set(changes.moves["entity"])), "umgruppiert"),
     ):
         if count:
-            parts.append(f"{_count(count)} Produkt{'e' if count != 1 else ''} {word}")
+            parts.append(f"{swiss_count(count)} Produkt{'e' if count != 1 else ''} {word}")
     return "; ".join(parts) + "." if parts else ""
 
 

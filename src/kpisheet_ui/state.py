@@ -8,7 +8,6 @@ sheet (``sheet.query``, ``sheet.series``); this module only chooses, orders and 
 from __future__ import annotations
 
 import io
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,87 +20,25 @@ import param
 
 import kpisheet
 from kpisheet import charts, export
-from kpisheet.constants import (
-    CHANGE,
-    CHANGE_PCT,
-    COMPLETE,
-    ENTITY,
-    KPI,
-    LEVEL,
-    MONTHS,
-    PREVIOUS_COMPLETE,
-    PREVIOUS_VALUE,
-    TOTAL_LEVEL,
-    VALUE,
-    TimeAggregation,
-    Window,
-)
-from kpisheet.presentation import (
-    NOT_COMPARABLE,
-    comparable,
-    incomplete_reasons,
-    listing,
-    month_long,
-)
-from kpisheet.thresholds import flags, has_threshold
-from kpisheet_ui.format import (
-    format_changes,
-    format_changes_pct,
-    format_values,
-)
+from kpisheet.constants import KPI, PREVIOUS_VALUE, VALUE, Window
+from kpisheet.presentation import incomplete_reasons, words
+from kpisheet_ui import choices, table
+from kpisheet_ui.choices import ALL
+from kpisheet_ui.table import BY_ENTITY, BY_KPI
 from kpisheet_ui.usage import log_interaction
 
-#: Key of "everything" in the entity-grouping and KPI-group choices.
-ALL = "*"
-#: Prefix of a view (another grouping of the products, e.g. by card profile) in the grouping keys.
-VIEW_PREFIX = "view:"
+__all__ = ["CHART_MONTHS", "DISPLAY_LABELS", "PAGE_ROWS", "WINDOW_LABELS", "SheetState"]
+
 #: Months the chart shows, ending with the as-of month.
 CHART_MONTHS = charts.CHART_MONTHS
-#: Rows whose change against the previous year (in %) is largest are highlighted: at most this
-#: many, and one per :data:`HIGHLIGHT_PER_ROWS` rows shown.
-HIGHLIGHT_COUNT = 5
-HIGHLIGHT_PER_ROWS = 5
 #: Rows of the table shown at once (formatted, styled and sent to the browser); a larger
 #: selection is shown page by page. The old dashboard's largest table (2,106 rows) fits on one.
 PAGE_ROWS = 2_500
 
-# How a display is grouped.
-BY_ENTITY = "entity"
-BY_KPI = "kpi"
-
-# Columns of the displayed table.
-GROUP_COLUMN = "Gruppe"
-ENTITY_COLUMN = "Entität"
-LEVEL_COLUMN = "Ebene"
-KPI_COLUMN = "KPI"
-VALUE_COLUMN = "Wert"
-PREVIOUS_COLUMN = "Vorjahr"
-CHANGE_COLUMN = "Abw. VJ"
-CHANGE_PCT_COLUMN = "Abw. VJ %"
-MONTHS_COLUMN = "Monate"
-#: Why a change is not shown ("" when it is); hidden in the table, shown on hover and in the notes.
-NOTE_COLUMN = "Hinweis"
-NUMBER_COLUMNS = (VALUE_COLUMN, PREVIOUS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN, MONTHS_COLUMN)
-#: Marks the month count of a window that is not complete.
-INCOMPLETE_MARK = "⚠"
-#: Rows of a page whose reason may be looked up member by member (each lookup takes ~3 ms).
-REASON_LOOKUPS = 200
-#: Most distinct reasons the notes list.
-LISTED_REASONS = 5
-
-# Cell styles of the table.
-INCOMPLETE_STYLE = "background-color: #FFE699"
-RISE_STYLE = "background-color: #C6EFCE; color: #006100; font-weight: bold"
-FALL_STYLE = "background-color: #FFC7CE; color: #9C0006; font-weight: bold"
-
-#: Windows as the app offers them (the SPEC's words: 1M, 3M, 6M, 12M, YTD).
-WINDOW_LABELS: dict[str, str] = {window.value: window.value for window in Window}
-DISPLAY_LABELS: dict[str, str] = {"nach Entität": BY_ENTITY, "nach KPI": BY_KPI}
-
-
-def _count(number: int) -> str:
-    """A count with Swiss thousands separators: ``58'170``."""
-    return f"{number:,}".replace(",", "'")
+#: Windows as the app offers them, label → window.
+WINDOW_LABELS: dict[str, str] = words.window_labels()
+#: How the table is grouped, label → key.
+DISPLAY_LABELS: dict[str, str] = words.DISPLAY_WORDS
 
 
 @dataclass(frozen=True)
@@ -128,20 +65,24 @@ class _Page:
 class SheetState(param.Parameterized):
     """One session's selection of a sheet, and the table, chart, notes and downloads it yields."""
 
-    as_of = param.Selector(default=None, objects=[], label="Stichtag")
-    window = param.Selector(default=Window.M1.value, objects=WINDOW_LABELS, label="Fenster")
-    grouping = param.Selector(default=ALL, objects=[ALL], label="Entitäten")
-    kpi_group = param.Selector(default=ALL, objects=[ALL], label="KPI-Gruppe")
-    display = param.Selector(default=BY_ENTITY, objects=DISPLAY_LABELS, label="Darstellung")
-    per_account = param.Boolean(default=False, label="Ø pro aktives Konto")
-    entities = param.ListSelector(default=[], objects=[], label="Entitäten auswählen")
-    kpis = param.ListSelector(default=[], objects=[], label="KPIs auswählen")
+    as_of = param.Selector(default=None, objects=[], label=words.CHOICE_WORDS["as_of"])
+    window = param.Selector(
+        default=Window.M1.value, objects=WINDOW_LABELS, label=words.CHOICE_WORDS["window"]
+    )
+    grouping = param.Selector(default=ALL, objects=[ALL], label=words.CHOICE_WORDS["grouping"])
+    kpi_group = param.Selector(default=ALL, objects=[ALL], label=words.CHOICE_WORDS["kpi_group"])
+    display = param.Selector(
+        default=BY_ENTITY, objects=DISPLAY_LABELS, label=words.CHOICE_WORDS["display"]
+    )
+    per_account = param.Boolean(default=False, label=words.CHOICE_WORDS["per_account"])
+    entities = param.ListSelector(default=[], objects=[], label=words.CHOICE_WORDS["entities"])
+    kpis = param.ListSelector(default=[], objects=[], label=words.CHOICE_WORDS["kpis"])
 
     sheet = param.ClassSelector(class_=kpisheet.KPISheet, precedence=-1)
     user = param.String(default=None, allow_None=True, precedence=-1)
     result = param.DataFrame(default=None, allow_None=True, precedence=-1)
     notice = param.String(default="", precedence=-1, doc="Shown once after a new release loaded.")
-    page = param.Integer(default=1, bounds=(1, None), label="Seite")
+    page = param.Integer(default=1, bounds=(1, None), label=words.CHOICE_WORDS["page"])
     page_rows = param.Integer(default=PAGE_ROWS, bounds=(1, None), precedence=-1)
 
     _SELECTION = (
@@ -162,7 +103,6 @@ class SheetState(param.Parameterized):
         self._busy = False
         self._shown_cache: _Shown | None = None
         self._page_cache: _Page | None = None
-        self._tree_cache: tuple[kpisheet.KPISheet, pd.DataFrame] | None = None
         self._set_options(keep=False)
         self.param.update(**{k: v for k, v in params.items() if k != "user"})
         self._sync_choices()
@@ -177,73 +117,30 @@ class SheetState(param.Parameterized):
         """The sheet's KPI registry."""
         return self.sheet.registry
 
-    def _tree(self) -> pd.DataFrame:
-        """The entities of the hierarchy (not of the views), computed once per sheet."""
-        if self._tree_cache is None or self._tree_cache[0] is not self.sheet:
-            entities = self.sheet.entities
-            self._tree_cache = (self.sheet, entities[entities[LEVEL].isin(self.sheet.levels)])
-        return self._tree_cache[1]
-
     def grouping_options(self) -> dict[str, str]:
         """Entity groupings, label → key: all, the total, each group of each level, each view."""
-        options = {"Alle Entitäten": ALL}
-        hierarchy = self.sheet.hierarchy
-        for level in reversed(self.sheet.levels[1:]):
-            for name in hierarchy.groups(level):
-                options[f"{export.level_label(level)}: {name}"] = f"{level}:{name}"
-        for view in self.sheet.views:
-            options[f"Sicht {export.level_label(view)}"] = f"{VIEW_PREFIX}{view}"
-        return options
+        return choices.grouping_options(self.sheet)
 
     def grouping_entities(self, key: str | None = None) -> list[str]:
-        """The entities of a grouping (default: the chosen one), coarse to fine.
-
-        All: every entity of the tree. The total: the total alone. A group: the group, its
-        subgroups and its products. A view: the total and the view's groups.
-        """
-        key = self.grouping if key is None else key
-        tree = self._tree()
-        hierarchy = self.sheet.hierarchy
-        if key == ALL:
-            return list(tree[ENTITY])
-        if key.startswith(VIEW_PREFIX):
-            return [hierarchy.total, *hierarchy.groups(key.removeprefix(VIEW_PREFIX))]
-        level, name = key.split(":", 1)
-        if level == TOTAL_LEVEL:
-            return [name]
-        chosen = {name}
-        frontier = {name}
-        while frontier:
-            children = set(tree.loc[tree["parent"].isin(frontier), ENTITY])
-            frontier = children - chosen
-            chosen |= frontier
-        return [entity for entity in tree[ENTITY] if entity in chosen]
+        """The entities of a grouping (default: the chosen one), coarse to fine
+        (:func:`kpisheet_ui.choices.grouping_entities`)."""
+        return choices.grouping_entities(self.sheet, self.grouping if key is None else key)
 
     def entity_options(self) -> dict[str, str]:
         """The chosen grouping's entities, label (name and level) → name."""
-        levels = dict(zip(self.sheet.entities[ENTITY], self.sheet.entities[LEVEL], strict=False))
-        return {
-            f"{name} ({export.level_label(levels[name])})": name
-            for name in self.grouping_entities()
-        }
+        return choices.entity_options(self.sheet, self.grouping_entities())
 
     def kpi_group_options(self) -> dict[str, str]:
         """KPI groups, label → key."""
-        return {"Alle KPI-Gruppen": ALL, **{group: group for group in self.registry.groups}}
+        return choices.kpi_group_options(self.registry)
 
     def kpi_options(self) -> dict[str, str]:
         """The chosen KPI group's KPIs, label → id, in declared order."""
-        definitions = (
-            list(self.registry)
-            if self.kpi_group == ALL
-            else list(self.registry.in_group(self.kpi_group))
-        )
-        return {definition.label: definition.id for definition in definitions}
+        return choices.kpi_options(self.registry, self.kpi_group)
 
     def month_options(self) -> dict[str, str]:
         """Months of the sheet, newest first, label → ``YYYY-MM``."""
-        months = [str(month) for month in self.sheet.months[::-1]]
-        return {month_long(month): month for month in months}
+        return choices.month_options(self.sheet)
 
     def _set_options(self, *, keep: bool) -> None:
         """Options of every choice from the sheet; with ``keep``, selections that still exist stay."""
@@ -304,15 +201,16 @@ class SheetState(param.Parameterized):
     def selection(self) -> dict[str, Any]:
         """The selection as recorded in exports and in the usage log."""
         groupings = {key: label for label, key in self.grouping_options().items()}
+        displays = {key: label for label, key in DISPLAY_LABELS.items()}
         return {
             "as_of": self.as_of,
             "window": self.window,
             "kpis": list(self.kpis),
             "entities": list(self.entities),
             "per_account": self.per_account,
-            "Entitäten-Gruppe": groupings.get(self.grouping, self.grouping),
-            "KPI-Gruppe": "alle" if self.kpi_group == ALL else self.kpi_group,
-            "Darstellung": "nach KPI" if self.display == BY_KPI else "nach Entität",
+            words.GROUPING_RECORD: groupings.get(self.grouping, self.grouping),
+            words.KPI_GROUP_RECORD: words.ALL_WORD if self.kpi_group == ALL else self.kpi_group,
+            words.DISPLAY_RECORD: displays[self.display],
         }
 
     # -- reacting --------------------------------------------------------------------------
@@ -372,10 +270,7 @@ class SheetState(param.Parameterized):
             self._busy = False
         release = sheet.release
         if release is not None:
-            self.notice = (
-                f"Neue Daten geladen: Release {release.id}, "
-                f"neuester Monat {month_long(release.newest_month)}."
-            )
+            self.notice = words.new_data_text(release.id, release.newest_month)
         self._log("neue_daten", start, release=getattr(release, "id", None))
 
     # -- what is shown ---------------------------------------------------------------------
@@ -383,13 +278,8 @@ class SheetState(param.Parameterized):
     @property
     def data_version(self) -> str:
         """The "Datenstand": newest month and release of the sheet."""
-        newest = self.sheet.newest_month
-        text = f"Datenstand: {month_long(newest) if newest is not None else 'keine Daten'}"
-        release = self.sheet.release
-        if release is None:
-            return f"{text} · ohne Release ({self.sheet.source or 'Daten'})"
-        created = release.created_at.astimezone().strftime("%d.%m.%Y %H:%M")
-        return f"{text} · Release {release.id} vom {created}"
+        sheet = self.sheet
+        return words.data_version_text(sheet.newest_month, sheet.release, sheet.source)
 
     def _shown(self) -> _Shown:
         """The result in display order and its highlights, built once per result."""
@@ -398,7 +288,8 @@ class SheetState(param.Parameterized):
             return cached
         source = self.result if self.result is not None else pd.DataFrame()
         result = self._order(source)
-        self._shown_cache = _Shown(source, self.display, result, self._highlights(result))
+        marks = table.highlights(result, self.registry, per_account=self.per_account)
+        self._shown_cache = _Shown(source, self.display, result, marks)
         return self._shown_cache
 
     def _page(self) -> _Page:
@@ -414,9 +305,15 @@ class SheetState(param.Parameterized):
         ):
             return cached
         result = shown.result.iloc[rows.start : rows.stop]
-        table = self._build_table(result)
-        styles = self._styles(result, table, shown.marks.iloc[rows.start : rows.stop])
-        self._page_cache = _Page(shown, rows, self.per_account, table, styles)
+        built = table.build_table(
+            result,
+            self.sheet,
+            display=self.display,
+            per_account=self.per_account,
+            hierarchy=self.sheet.hierarchy,
+        )
+        styles = table.styles(result, built, shown.marks.iloc[rows.start : rows.stop])
+        self._page_cache = _Page(shown, rows, self.per_account, built, styles)
         return self._page_cache
 
     def _order(self, result: pd.DataFrame) -> pd.DataFrame:
@@ -446,10 +343,8 @@ class SheetState(param.Parameterized):
         """Which rows the page shows, e.g. ``Zeilen 2'501–5'000 von 58'170 · Seite 2 von 24``."""
         rows = self.page_range()
         total = len(self.result) if self.result is not None else 0
-        return (
-            f"Zeilen {_count(rows.start + 1 if rows else 0)}–{_count(rows.stop)} "
-            f"von {_count(total)} · Seite {min(self.page, self.pages)} von {self.pages}"
-        )
+        first = rows.start + 1 if rows else 0
+        return words.page_text(first, rows.stop, total, min(self.page, self.pages), self.pages)
 
     def table(self) -> pd.DataFrame:
         """The current page of the result as displayed: grouped by entity or KPI, numbers
@@ -462,80 +357,17 @@ class SheetState(param.Parameterized):
         """
         return self._page().table.copy(deep=False)
 
-    def _build_table(self, result: pd.DataFrame) -> pd.DataFrame:
-        """The table of some rows of the result: every cell formatted, a column at a time."""
-        kpi_codes, kpis = pd.factorize(result[KPI])
-        definitions = [self.registry[kpi] for kpi in kpis]
-        units = np.array([str(d.unit) for d in definitions], dtype=str)[kpi_codes]
-        labels = pd.Index([d.label for d in definitions], dtype="str").take(kpi_codes)
-        level_codes, level_names = pd.factorize(result[LEVEL])
-        levels = pd.Index([export.level_label(name) for name in level_names], dtype="str")
-        levels = levels.take(level_codes)
-        per_account = self.per_account
-        months = result[MONTHS].astype("Int64").astype(str)
-        incomplete = ~result[COMPLETE].fillna(False).astype(bool)
-        hidden = ~comparable(result)
-        changes = format_changes(result[CHANGE], units, per_account=per_account)
-        changes_pct = format_changes_pct(result[CHANGE_PCT])
-        reasons = incomplete_reasons(
-            result,
-            self.registry,
-            sheet=self.sheet,
-            per_account=per_account,
-            limit=REASON_LOOKUPS,
-        )
-        shown = {
-            VALUE_COLUMN: format_values(result[VALUE], units, per_account=per_account),
-            PREVIOUS_COLUMN: format_values(result[PREVIOUS_VALUE], units, per_account=per_account),
-            CHANGE_COLUMN: changes.where(~hidden, NOT_COMPARABLE),
-            CHANGE_PCT_COLUMN: changes_pct.where(~hidden, NOT_COMPARABLE),
-            MONTHS_COLUMN: months.where(~incomplete, months + f" {INCOMPLETE_MARK}"),
-            NOTE_COLUMN: pd.Series(reasons.to_numpy(dtype=str), index=result.index, dtype="str"),
-        }
-        entities = result[ENTITY].astype("str")
-        if self.display == BY_KPI:
-            leading = {GROUP_COLUMN: labels, ENTITY_COLUMN: entities, LEVEL_COLUMN: levels}
-        else:
-            leading = {GROUP_COLUMN: entities + " (" + levels + ")", KPI_COLUMN: labels}
-        columns = {name: column.array for name, column in {**leading, **shown}.items()}
-        return pd.DataFrame(columns, index=result.index)
-
     def highlighted(self) -> pd.Series:
         """Per row of the result in display order (all pages): ``1`` for a highlighted rise,
         ``-1`` for a highlighted fall, else 0.
 
         Rows of a KPI that declares ``highlight`` thresholds are highlighted when their change
         passes them (:func:`kpisheet.thresholds.flags`). Among the other rows, the largest
-        changes are those with the largest absolute change against the previous year in percent:
-        one per :data:`HIGHLIGHT_PER_ROWS` such rows, at most :data:`HIGHLIGHT_COUNT`. Only rows
-        whose two windows are both complete qualify.
+        changes are those with the largest absolute change against the previous year in percent
+        (:func:`kpisheet_ui.table.largest`). Only rows whose two windows are both complete
+        qualify.
         """
         return self._shown().marks.copy()
-
-    def _highlights(self, result: pd.DataFrame) -> pd.Series:
-        if result.empty:
-            return pd.Series(dtype="int64")
-        with_threshold = has_threshold(self.registry, result[KPI])
-        over = flags(result, self.registry, per_account=self.per_account)
-        marks = self._largest(result[~with_threshold])
-        marks = marks.reindex(result.index, fill_value=0)
-        signs = np.sign(result[CHANGE].to_numpy(dtype=float)[over]).astype("int64")
-        marks.iloc[np.flatnonzero(over)] = signs
-        return marks
-
-    @staticmethod
-    def _largest(result: pd.DataFrame) -> pd.Series:
-        """The largest relative changes of ``result`` (the rule for KPIs without thresholds)."""
-        if result.empty:
-            return pd.Series(dtype="int64")
-        # a change whose windows are not both complete is never among the largest
-        change = result[CHANGE_PCT].astype(float).where(comparable(result))
-        magnitude = change.abs().where(change.ne(0))
-        count = min(HIGHLIGHT_COUNT, -(-len(result) // HIGHLIGHT_PER_ROWS))
-        largest = magnitude.dropna().nlargest(count, keep="first").index
-        marks = pd.Series(0, index=result.index, dtype="int64")
-        marks[largest] = np.sign(change[largest]).astype("int64")
-        return marks
 
     def table_styles(self) -> pd.DataFrame:
         """CSS of the styled cells of :meth:`table` (the current page): incomplete windows and the
@@ -546,31 +378,6 @@ class SheetState(param.Parameterized):
         frame, so a table of many rows costs only as much as its styled cells.
         """
         return self._page().styles.copy()
-
-    @staticmethod
-    def _styles(result: pd.DataFrame, table: pd.DataFrame, marks: pd.Series) -> pd.DataFrame:
-        columns = [VALUE_COLUMN, PREVIOUS_COLUMN, MONTHS_COLUMN, CHANGE_COLUMN, CHANGE_PCT_COLUMN]
-        if table.empty:
-            return pd.DataFrame(columns=columns, dtype="str")
-        incomplete = ~result[COMPLETE].fillna(False).astype(bool).to_numpy()
-        previous_incomplete = ~result[PREVIOUS_COMPLETE].fillna(False).astype(bool).to_numpy()
-        rises, falls = marks.eq(1).to_numpy(), marks.eq(-1).to_numpy()
-        rows = np.flatnonzero(incomplete | previous_incomplete | rises | falls)
-        empty = np.full(len(rows), "", dtype=object)
-        incomplete_css = np.where(incomplete[rows], INCOMPLETE_STYLE, empty)
-        previous_css = np.where(previous_incomplete[rows], INCOMPLETE_STYLE, empty)
-        change_css = np.where(rises[rows], RISE_STYLE, np.where(falls[rows], FALL_STYLE, empty))
-        return pd.DataFrame(
-            {
-                VALUE_COLUMN: incomplete_css,
-                PREVIOUS_COLUMN: previous_css,
-                MONTHS_COLUMN: incomplete_css,
-                CHANGE_COLUMN: change_css,
-                CHANGE_PCT_COLUMN: change_css,
-            },
-            index=table.index[rows],
-            dtype="str",
-        )
 
     def notes(self) -> list[str]:
         """How to read what is shown: stock KPIs over several months, per-account gaps, and why
@@ -589,29 +396,12 @@ class SheetState(param.Parameterized):
                 if self.registry[kpi].average_per is None
             ]
             if without:
-                notes.append(
-                    "Ø pro aktives Konto: ohne Bezugsgrösse und daher ohne Wert: "
-                    f"{listing(without)}."
-                )
+                notes.append(words.without_reference_note(without))
         return notes
 
     def comparison_note(self) -> str:
         """Why changes on the current page read "–": the distinct reasons, most frequent first."""
-        table = self._page().table
-        reasons = table.loc[table[NOTE_COLUMN] != "", NOTE_COLUMN]
-        if reasons.empty:
-            return ""
-        counts = reasons.value_counts(sort=True)
-        listed = [
-            f"{reason} ({_count(int(n))} Zeilen)"
-            for reason, n in counts.head(LISTED_REASONS).items()
-        ]
-        more = len(counts) - LISTED_REASONS
-        tail = f"; und {_count(more)} weitere Gründe" if more > 0 else ""
-        return (
-            f"„{NOT_COMPARABLE}“ bei Abw. VJ: Vergleich nicht vollständig (Grund beim Darüberfahren "
-            f"mit der Maus): {'; '.join(listed)}{tail}."
-        )
+        return table.comparison_note(self._page().table)
 
     def stock_note(self) -> str:
         """The note for stock KPIs in a window over several months (empty when none is shown)."""
@@ -621,32 +411,9 @@ class SheetState(param.Parameterized):
         shown = set(
             result.loc[result[VALUE].notna() | result[PREVIOUS_VALUE].notna(), KPI].unique()
         )
-        stocks = [kpi for kpi in self.selected_kpis if kpi in shown and self.registry.is_stock(kpi)]
-        if not stocks:
-            return ""
-        parts = []
-        for kpi in stocks:
-            definition = self.registry[kpi]
-            if definition.is_derived:
-                how = (
-                    f"berechnet als {self._formula_text(definition.formula)} aus den Fensterwerten"
-                )
-            else:
-                how = export.TIME_AGGREGATION_TEXT[TimeAggregation(definition.time_aggregation)]
-            parts.append(f"{definition.label} ({how})")
-        return (
-            "Hinweis: Bestandesgrössen werden nicht über die Zeit summiert. "
-            f"Im Fenster {self.window} zeigen {listing(parts)}. {export.STOCK_COMPLETE_NOTE}"
-        )
-
-    def _formula_text(self, formula: str) -> str:
-        """A formula with KPI labels in place of KPI ids."""
-        registry = self.registry
-        return re.sub(
-            r"\b[a-z][a-z0-9_]*\b",
-            lambda match: registry[match[0]].label if match[0] in registry else match[0],
-            formula,
-        )
+        kpis = [kpi for kpi in self.selected_kpis if kpi in shown]
+        note = words.stock_note(kpis, self.registry, window=self.window)
+        return f"{words.NOTE_PREFIX}{note}" if note else ""
 
     # -- the chart -------------------------------------------------------------------------
 
@@ -662,7 +429,7 @@ class SheetState(param.Parameterized):
     def chart_message(self) -> str:
         """Why there is no chart, in German (empty when there is one)."""
         reason = self.chart_reason()
-        return "" if reason is None else charts.NO_CHART_MESSAGES[charts.NoChart(reason)]
+        return "" if reason is None else charts.no_chart_message(reason)
 
     def series(self) -> pd.DataFrame:
         """The chart's monthly values: 13 months ending with the as-of month."""
@@ -689,11 +456,11 @@ class SheetState(param.Parameterized):
 
     def series_filename(self) -> str:
         """File name of the chart-series download."""
-        return f"{self._file_stem()}_verlauf.xlsx"
+        return f"{self._file_stem()}_{words.FILE_WORDS['series']}.xlsx"
 
     def chart_filename(self, suffix: str) -> str:
         """File name of the chart as PNG or HTML (``suffix`` ``png`` or ``html``)."""
-        return f"{self._file_stem()}_diagramm.{suffix}"
+        return f"{self._file_stem()}_{words.FILE_WORDS['chart']}.{suffix}"
 
     def _download(self, kind: str, write: Callable[[io.BytesIO], None]) -> io.BytesIO:
         start = time.perf_counter()
@@ -717,6 +484,7 @@ class SheetState(param.Parameterized):
                 reasons=incomplete_reasons(
                     result, self.registry, sheet=self.sheet, per_account=self.per_account
                 ),
+                hierarchy=self.sheet.hierarchy,
             )
 
         return self._download("xlsx", write)

@@ -1,4 +1,4 @@
-"""Tests of kpisheet_ui.format: whole columns are formatted exactly as one number at a time."""
+"""Tests of kpisheet.presentation.formats: whole columns are formatted exactly as one number at a time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kpisheet.constants import Unit
-from kpisheet_ui.format import (
+from kpisheet.presentation.formats import (
     format_change,
     format_change_pct,
     format_changes,

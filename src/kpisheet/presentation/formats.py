@@ -1,8 +1,9 @@
-"""Numbers and months as the app shows them: Swiss style (1'234'567, CHF, %), German month names.
+"""How numbers are written for people: Swiss style in the app and the charts (``1'234'567``,
+``CHF 1'234.50``, ``12.3 %``), and as Excel number formats in the XLSX exports.
 
-Values and changes are formatted exactly as the chart's hover shows them
-(:func:`kpisheet.charts.format_number`), so table and chart read alike. Formatting only: every
-number shown comes from the sheet.
+The thousands separator (:data:`THOUSANDS`) and the currency (:data:`CURRENCY`) are read when a
+number is formatted, so changing them here changes the app's table, the chart's axes and hover,
+and the workbooks' number formats alike.
 
 ``format_value``, ``format_change`` and ``format_change_pct`` format one number;
 ``format_values``, ``format_changes`` and ``format_changes_pct`` format a whole column at once,
@@ -13,17 +14,123 @@ cells).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from kpisheet import charts
 from kpisheet.constants import Unit
 
-#: Shown for a missing value.
+__all__ = [
+    "CURRENCY",
+    "EXCEL_CHANGE_PCT",
+    "EXCEL_COUNT",
+    "EXCEL_DECIMAL",
+    "EXCEL_INTEGER",
+    "EXCEL_MONTH",
+    "EXCEL_PERCENT",
+    "EXCEL_POINTS",
+    "MISSING",
+    "POINTS",
+    "SCALES",
+    "THOUSANDS",
+    "compact",
+    "excel_change_format",
+    "excel_change_formats",
+    "excel_format",
+    "excel_formats",
+    "format_change",
+    "format_change_pct",
+    "format_change_with_pct",
+    "format_changes",
+    "format_changes_pct",
+    "format_number",
+    "format_value",
+    "format_values",
+    "step_decimals",
+    "swiss",
+    "swiss_count",
+]
+
+#: Between groups of three digits: ``1'234'567`` (Swiss style).
+THOUSANDS = "'"
+#: The currency of amounts: ``CHF 1'234.50``.
+CURRENCY = "CHF"
+#: Shown for a missing number.
 MISSING = "–"
+#: A change of a percentage, in percentage points: ``+0.4 Pp.``.
+POINTS = "Pp."
+#: Large amounts, short (the waterfall's bars): in billions and millions.
+SCALES: tuple[tuple[float, str], ...] = ((1e9, "Mrd."), (1e6, "Mio."))
+
+
+def swiss(value: float, decimals: int) -> str:
+    """A number with :data:`THOUSANDS` between groups of three digits: ``1'234.50``."""
+    return f"{value:,.{decimals}f}".replace(",", THOUSANDS)
+
+
+def swiss_count(number: int) -> str:
+    """A count with thousands separators: ``58'170``."""
+    return f"{number:,}".replace(",", THOUSANDS)
+
+
+def format_number(value: float, unit: Unit | str, *, decimals: int | None = None) -> str:
+    """A value by its unit: ``1'234'567``, ``CHF 1'234.50``, ``12.3 %``; "–" when missing.
+
+    Counts without decimals when whole; ``decimals`` overrides the unit's default.
+    """
+    if value is None or not math.isfinite(value):
+        return MISSING
+    unit = Unit(unit)
+    if unit is Unit.PERCENT:
+        return f"{swiss(value * 100, 1 if decimals is None else decimals)} %"
+    if unit is Unit.CURRENCY:
+        return f"{CURRENCY} {swiss(value, 2 if decimals is None else decimals)}"
+    if decimals is None:
+        decimals = 0 if unit is Unit.COUNT and float(value).is_integer() else 2
+    return swiss(value, decimals)
+
+
+def format_change_with_pct(change: float, change_pct: float, unit: Unit | str) -> str:
+    """A change with its sign, and the relative change: ``+1'234 (+5.6 %)``; shares in points."""
+    if change is None or not math.isfinite(change):
+        return MISSING
+    unit = Unit(unit)
+    if unit is Unit.PERCENT:
+        absolute = f"{'+' if change >= 0 else '-'}{swiss(abs(change) * 100, 1)} {POINTS}"
+    else:
+        absolute = f"{'+' if change >= 0 else '-'}{format_number(abs(change), unit)}"
+    if change_pct is None or not math.isfinite(change_pct):
+        return absolute
+    return f"{absolute} ({'+' if change_pct >= 0 else '-'}{swiss(abs(change_pct) * 100, 1)} %)"
+
+
+def compact(value: float, unit: Unit | str, *, signed: bool = False) -> str:
+    """An amount, short: ``CHF 5.44 Mrd.``, ``+186.9 Mio.``, ``+0.45 Pp.``, ``-12.34``."""
+    unit = Unit(unit)
+    sign = ("+" if value >= 0 else "-") if signed else ("-" if value < 0 else "")
+    magnitude = abs(value)
+    if unit is Unit.PERCENT:
+        points = f"{format_number(magnitude, unit, decimals=2)}"
+        return f"{sign}{points.removesuffix(' %')} {POINTS}" if signed else f"{sign}{points}"
+    prefix = f"{CURRENCY} " if unit is Unit.CURRENCY and not signed else ""
+    for scale, word in SCALES:
+        if magnitude >= scale:
+            return f"{sign}{prefix}{format_number(magnitude / scale, Unit.RATIO)} {word}"
+    return (
+        f"{sign}{prefix}{format_number(magnitude, Unit.RATIO if unit is Unit.CURRENCY else unit)}"
+    )
+
+
+def step_decimals(steps: np.ndarray) -> int:
+    """Decimals that show a step between axis ticks exactly (at most 4)."""
+    step = float(np.abs(steps[0])) if len(steps) else 1.0
+    for decimals in range(5):
+        scaled = step * 10**decimals
+        if step == 0 or abs(scaled - round(scaled)) < 1e-6 * max(scaled, 1):
+            return decimals
+    return 4
 
 
 def _number(value: object) -> float | None:
@@ -42,7 +149,7 @@ def format_value(value: object, unit: Unit | str, *, per_account: bool = False) 
     if number is None:
         return MISSING
     decimals = 2 if per_account and Unit(unit) is Unit.COUNT else None
-    return charts.format_number(number, unit, decimals=decimals)
+    return format_number(number, unit, decimals=decimals)
 
 
 def format_change(value: object, unit: Unit | str, *, per_account: bool = False) -> str:
@@ -51,7 +158,7 @@ def format_change(value: object, unit: Unit | str, *, per_account: bool = False)
     if number is None:
         return MISSING
     if Unit(unit) is Unit.PERCENT:
-        return charts.format_change(number, math.nan, unit)
+        return format_change_with_pct(number, math.nan, unit)
     sign = "-" if number < 0 else "+"
     return f"{sign}{format_value(abs(number), unit, per_account=per_account)}"
 
@@ -62,7 +169,57 @@ def format_change_pct(value: object) -> str:
     if number is None:
         return MISSING
     sign = "-" if number < 0 else "+"
-    return f"{sign}{charts.format_number(abs(number), Unit.PERCENT)}"
+    return f"{sign}{format_number(abs(number), Unit.PERCENT)}"
+
+
+# -- Excel number formats -----------------------------------------------------------------------
+#
+# Thousands separators in a workbook follow the reader's regional settings (1'234'567 in
+# Switzerland), so a number stays a number in every locale.
+
+EXCEL_COUNT = "#,##0"
+EXCEL_DECIMAL = "#,##0.00"
+EXCEL_PERCENT = "0.0%"
+#: A relative change, always signed.
+EXCEL_CHANGE_PCT = "+0.0%;-0.0%;0.0%"
+#: A contribution to a percentage's change (percentage points, finer).
+EXCEL_POINTS = "+0.00%;-0.00%;0.00%"
+EXCEL_MONTH = "mmm yyyy"
+EXCEL_INTEGER = "0"
+
+
+def excel_format(unit: Unit | str, *, per_account: bool = False) -> str:
+    """The Excel number format of a KPI value of this unit (counts get decimals per account)."""
+    unit = Unit(unit)
+    if unit is Unit.CURRENCY:
+        return f'"{CURRENCY} "#,##0.00;"{CURRENCY} "-#,##0.00'
+    if unit is Unit.PERCENT:
+        return EXCEL_PERCENT
+    if unit is Unit.COUNT and not per_account:
+        return EXCEL_COUNT
+    return EXCEL_DECIMAL
+
+
+def excel_change_format(unit: Unit | str, *, per_account: bool = False) -> str:
+    """The Excel number format of a change (value − comparison value): always signed."""
+    unit = Unit(unit)
+    if unit is Unit.CURRENCY:
+        return f'"{CURRENCY} "+#,##0.00;"{CURRENCY} "-#,##0.00;"{CURRENCY} "0.00'
+    if unit is Unit.PERCENT:
+        return "+0.0%;-0.0%;0.0%"
+    if unit is Unit.COUNT and not per_account:
+        return "+#,##0;-#,##0;0"
+    return "+#,##0.00;-#,##0.00;0.00"
+
+
+def excel_formats(units: Sequence[Unit | str], *, per_account: bool = False) -> list[str]:
+    """:func:`excel_format` of each unit."""
+    return [excel_format(unit, per_account=per_account) for unit in units]
+
+
+def excel_change_formats(units: Sequence[Unit | str], *, per_account: bool = False) -> list[str]:
+    """:func:`excel_change_format` of each unit."""
+    return [excel_change_format(unit, per_account=per_account) for unit in units]
 
 
 # -- many numbers at once ----------------------------------------------------------------------
@@ -73,14 +230,11 @@ def format_change_pct(value: object) -> str:
 # bytes, handed to Arrow as one buffer.
 
 _PAD = 0
-_PREFIX_WIDTH = 4  # "CHF "
-_SUFFIX_WIDTH = 4  # " %", " Pp."
 _MAX_DECIMALS = 2
 #: Numbers below this magnitude (about 9 × 10**15) are rounded exactly in 64-bit integers;
 #: larger ones are left to :func:`format_value` and friends, one by one.
 _EXACT_BELOW = 2.0**53
 _POWERS_OF_TEN = 10 ** np.arange(19, dtype=np.int64)
-_MISSING_BYTES = np.frombuffer(MISSING.encode("utf-8"), dtype=np.uint8)
 #: "000" to "999" as bytes, one column per number.
 _THREE_DIGITS = np.array([list(f"{i:03d}".encode()) for i in range(1000)], dtype=np.uint8).T
 
@@ -101,7 +255,7 @@ def format_changes(values: object, units: object, *, per_account: bool = False) 
         _unit_array(units, len(numbers)),
         per_account=per_account,
         signed=True,
-        percent_suffix=" Pp.",
+        percent_suffix=f" {POINTS}",
         scalar=format_change,
     )
 
@@ -147,6 +301,10 @@ def _format(
 ) -> pd.Series:
     """The texts of ``numbers``: unsigned as values, or ``signed`` (``+``/``-``) as changes."""
     finite = np.isfinite(numbers)
+    separator = THOUSANDS.encode("utf-8")
+    if len(separator) != 1:  # the byte matrix holds one byte per position: one by one instead
+        texts = [scalar(n, u, per_account=per_account) for n, u in zip(numbers, units, strict=True)]
+        return pd.Series(texts, dtype="str")
     percent = units == Unit.PERCENT.value
     currency = units == Unit.CURRENCY.value
     count = units == Unit.COUNT.value
@@ -161,17 +319,19 @@ def _format(
     if signed:
         outer_sign[0] = np.where(numbers < 0, ord("-"), ord("+"))
     inner_sign = np.where(np.signbit(shown), ord("-"), _PAD).astype(np.uint8)[None, :]
+    prefix = f"{CURRENCY} "
     matrix = np.vstack(
         [
             outer_sign,
-            _affix(_PREFIX_WIDTH, {"CHF ": currency}),
+            _affix(len(prefix.encode("utf-8")), {prefix: currency}),
             inner_sign,
-            _digits(np.where(exact, shown, 0.0), decimals),
-            _affix(_SUFFIX_WIDTH, {percent_suffix: percent}),
+            _digits(np.where(exact, shown, 0.0), decimals, separator[0]),
+            _affix(len(percent_suffix.encode("utf-8")), {percent_suffix: percent}),
         ]
     )
+    missing = np.frombuffer(MISSING.encode("utf-8"), dtype=np.uint8)
     matrix[:, ~finite] = _PAD
-    matrix[: len(_MISSING_BYTES), ~finite] = _MISSING_BYTES[:, None]
+    matrix[: len(missing), ~finite] = missing[:, None]
     texts = _texts(matrix)
     large = np.flatnonzero(finite & ~exact)
     if len(large):
@@ -198,13 +358,13 @@ def _rounded(magnitudes: np.ndarray, decimals: np.ndarray) -> np.ndarray:
     return quotient + up
 
 
-def _digits(numbers: np.ndarray, decimals: np.ndarray) -> np.ndarray:
+def _digits(numbers: np.ndarray, decimals: np.ndarray, separator: int) -> np.ndarray:
     """The digits of ``numbers`` (below 2**53) such as ``1'234.5``, right-aligned, by position."""
     rounded = _rounded(np.abs(numbers), decimals)
     whole, fraction = np.divmod(rounded, _POWERS_OF_TEN[decimals])
     length = 1 + np.searchsorted(_POWERS_OF_TEN[1:], whole, side="right")
     groups = -(-int(length.max(initial=1)) // 3)
-    width = 4 * groups - 1  # digits and the ' between groups of three
+    width = 4 * groups - 1  # digits and the separator between groups of three
     matrix = np.empty((width + 1 + _MAX_DECIMALS, len(numbers)), dtype=np.uint8)
     rest = whole
     for group in range(groups):
@@ -212,7 +372,7 @@ def _digits(numbers: np.ndarray, decimals: np.ndarray) -> np.ndarray:
         bottom = width - 4 * group
         matrix[bottom - 3 : bottom] = _THREE_DIGITS[:, three]
         if group:
-            matrix[bottom] = ord("'")
+            matrix[bottom] = separator
     # Position i of the integer part shows when the number has more digits than lie right of it.
     needs = np.array([(width - 1 - i) - (width - 1 - i) // 4 for i in range(width)])
     matrix[:width] = np.where(needs[:, None] < length, matrix[:width], _PAD)

@@ -1,13 +1,9 @@
-"""Words shown to people, in German: month names and why a comparison with last year is not shown.
-
-The web app, the XLSX export and the charts take these texts from here, so a word is changed in
-one place. Everything interpolated from data (entity names) stays plain text; whoever shows it
-as markup escapes it.
+"""Why a row's comparison with last year is not shown, in German: the reason for each window
+that is not complete, naming the members that did not report where the sheet can tell.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -24,88 +20,26 @@ from kpisheet.constants import (
     WINDOW,
     Window,
 )
+from kpisheet.presentation.words import (
+    CURRENT_WINDOW_WORD,
+    PREVIOUS_WINDOW_WORD,
+    members_text,
+    month_long,
+)
 from kpisheet.registry import Registry
 
 if TYPE_CHECKING:
     from kpisheet.sheet import KPISheet
 
-MONTH_NAMES: tuple[str, ...] = (
-    "Januar",
-    "Februar",
-    "März",
-    "April",
-    "Mai",
-    "Juni",
-    "Juli",
-    "August",
-    "September",
-    "Oktober",
-    "November",
-    "Dezember",
-)
-MONTH_ABBREVIATIONS: tuple[str, ...] = (
-    "Jan",
-    "Feb",
-    "Mär",
-    "Apr",
-    "Mai",
-    "Jun",
-    "Jul",
-    "Aug",
-    "Sep",
-    "Okt",
-    "Nov",
-    "Dez",
-)
+__all__ = [
+    "LOOKUP_LIMIT",
+    "comparable",
+    "incomplete_reasons",
+]
 
-#: Shown in place of a change whose windows are not both complete.
-NOT_COMPARABLE = "–"
-#: How the two windows of a row are named in a reason.
-CURRENT_WINDOW_WORD = "Fenster"
-PREVIOUS_WINDOW_WORD = "Vorjahr"
-#: Most members a reason names; more are counted ("und 3 weitere").
-NAMED_MEMBERS = 3
 #: Most rows of one call whose reason is looked up month by month (:meth:`KPISheet.coverage`);
 #: further rows get the general reason, which needs no lookup.
 LOOKUP_LIMIT = 500
-
-#: Explains the flags, for the XLSX "Auswahl" sheet and the app's legend.
-FLAGS_NOTE = (
-    "Vollständig heisst: jeder massgebende Monat des Fensters ist abgedeckt — die Entität hat "
-    "einen Wert und jedes Produkt darunter, das in diesem Monat erwartet wird (zwischen seinem "
-    "ersten und letzten Monat mit Wert), hat gemeldet. Zeigt ein KPI den Wert des letzten "
-    "Monats, zählt nur dieser Monat. „Vollständig VJ“ beurteilt das Vorjahresfenster "
-    "ebenso. Abw. VJ und Abw. VJ % stehen nur, wenn beide Fenster vollständig sind; sonst steht "
-    "„–“ und der Grund unter „Hinweis“."
-)
-
-
-def month_long(month: str | pd.Period) -> str:
-    """``2019-05`` as ``Mai 2019``; ``2026-10`` as ``Oktober 2026``."""
-    period = pd.Period(month, freq="M")
-    return f"{MONTH_NAMES[period.month - 1]} {period.year}"
-
-
-def month_short(month: str | pd.Period) -> str:
-    """``2021-03`` as ``Mär 2021`` (charts, where thirteen months stand side by side)."""
-    period = pd.Period(month, freq="M")
-    return f"{MONTH_ABBREVIATIONS[period.month - 1]} {period.year}"
-
-
-def listing(items: Sequence[str]) -> str:
-    """``a``, ``a und b``, ``a, b und c``."""
-    items = list(items)
-    if len(items) <= 1:
-        return "".join(items)
-    return f"{', '.join(items[:-1])} und {items[-1]}"
-
-
-def members_text(names: Sequence[str]) -> str:
-    """At most :data:`NAMED_MEMBERS` names, the rest counted: ``A, B, C und 2 weitere``."""
-    names = list(names)
-    if len(names) <= NAMED_MEMBERS:
-        return listing(names)
-    return f"{', '.join(names[:NAMED_MEMBERS])} und {len(names) - NAMED_MEMBERS} weitere"
 
 
 def comparable(result: pd.DataFrame) -> np.ndarray:
