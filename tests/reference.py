@@ -164,7 +164,7 @@ class Reference:
         found += [(leaf, "product") for leaf in self.project.entities]
         return found
 
-    # --- SPEC §6 -------------------------------------------------------------------------------
+    # --- docs/semantics.md -------------------------------------------------------------------------------
 
     def is_group(self, entity: str) -> bool:
         return entity not in self.project.entities
@@ -323,7 +323,7 @@ class Reference:
         levels: Iterable[str] | None = None,
         kpis: Iterable[str] | None = None,
     ) -> pd.DataFrame:
-        """The SPEC §7 table; rows for every (entity, KPI) with a value in either window."""
+        """The table of docs/semantics.md, "The result table"; rows for every (entity, KPI) with a value in either window."""
         wanted = set(levels) if levels is not None else None
         kpi_ids = list(kpis) if kpis is not None else list(self.kpis)
         as_of_number = month_number(as_of)

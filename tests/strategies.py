@@ -577,7 +577,7 @@ class Project:
         return yaml.safe_dump(self.kpis, sort_keys=False, allow_unicode=True)
 
     def hierarchy_yaml(self) -> str:
-        """The entity hierarchy as YAML (SPEC §5)."""
+        """The entity hierarchy as YAML (docs/semantics.md)."""
         data = {"total": self.total, "levels": self.levels, "entities": self.entities}
         return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

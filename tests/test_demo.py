@@ -77,7 +77,7 @@ def test_other_seed_gives_other_values(observations: pd.DataFrame) -> None:
 
 
 def test_canonical_long_format(observations: pd.DataFrame) -> None:
-    """Columns, types and keys are those of SPEC §5: one row per month, KPI and product."""
+    """Columns, types and keys are those of docs/semantics.md, "Observations": one row per month, KPI and product."""
     assert tuple(observations.columns) == OBSERVATION_COLUMNS
     assert observations[MONTH].dtype == pd.PeriodDtype("M")
     assert observations[VALUE].dtype == np.float64

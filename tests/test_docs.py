@@ -163,3 +163,19 @@ def test_plugin_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert len(registry) == 16
     assert len(registry.groups) == 4
     assert "OK: 16 KPIs in 4 groups." in PLUGINS_DOC.read_text(encoding="utf-8")
+
+
+def test_sources_cite_only_documents_in_the_repository() -> None:
+    """Docstrings and comments cite docs/*.md files and semantics sections that exist, and no
+    outside specification."""
+    cited: set[str] = set()
+    sections: set[str] = set()
+    for path in sorted((REPO / "src").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert "SPEC §" not in text, f"{path.relative_to(REPO)} cites a document kpisheet lacks"
+        cited.update(re.findall(r"docs/[\w.-]+\.md", text))
+        sections.update(re.findall(r'docs/semantics\.md, "([^"]+)"', text))
+    assert "docs/semantics.md" in cited
+    assert sorted(name for name in cited if not (REPO / name).is_file()) == []
+    semantics = {title for _, title in headings((DOCS / "semantics.md").read_text("utf-8"))}
+    assert sections and sorted(sections - semantics) == []

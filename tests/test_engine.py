@@ -586,7 +586,7 @@ def test_coverage_of_a_derived_kpi_per_account_lists_every_source(
 
 
 def test_result_columns_and_dtypes(year_sheet: kpisheet.sheet.KPISheet) -> None:
-    """Exactly the SPEC §7 columns in order: text, floats, an integer count and a boolean."""
+    """Exactly the columns of docs/semantics.md in order: text, floats, an integer count and a boolean."""
     for result in (
         year_sheet.query(as_of="2023-01", window="YTD"),
         year_sheet.query(as_of="2023-01", window="YTD", kpis="opening"),  # no rows

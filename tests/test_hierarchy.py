@@ -1,4 +1,4 @@
-"""Tests of the entity hierarchy (SPEC §5): the tree it builds and the problems it reports."""
+"""Tests of the entity hierarchy (docs/semantics.md, "Entity hierarchy"): the tree it builds and the problems it reports."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of reading and validating observations (SPEC §5): formats, month forms, data problems."""
+"""Tests of reading and validating observations (docs/semantics.md, "Observations"): formats, month forms, data problems."""
 
 from __future__ import annotations
 

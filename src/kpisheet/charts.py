@@ -1,4 +1,4 @@
-"""The 13-month line chart of a selection (SPEC §7), on screen (Bokeh), as PNG and as HTML.
+"""The 13-month line chart of a selection (docs/semantics.md, "Charts"), on screen (Bokeh), as PNG and as HTML.
 
 One rule decides whether a selection gets a chart (:func:`chart_rule`), one palette colours
 every line, and one builder (:func:`line_chart`) draws for both HoloViews backends, so the

@@ -83,14 +83,14 @@ TOTAL_LEVEL = "total"
 #: Months between a window and its previous-year comparison window.
 PREVIOUS_YEAR_OFFSET = 12
 
-# Columns of the canonical observations (SPEC §5).
+# Columns of the canonical observations (docs/semantics.md, "Observations").
 MONTH = "month"
 KPI = "kpi"
 ENTITY = "entity"
 VALUE = "value"
 OBSERVATION_COLUMNS: tuple[str, ...] = (MONTH, KPI, ENTITY, VALUE)
 
-# Columns of a query result (SPEC §7), in order.
+# Columns of a query result (docs/semantics.md, "The result table"), in order.
 AS_OF = "as_of"
 WINDOW = "window"
 LEVEL = "level"

@@ -81,7 +81,7 @@ class Highlight(BaseModel):
 
 
 class KPIDefinition(BaseModel):
-    """One KPI as declared in YAML (SPEC §3)."""
+    """One KPI as declared in YAML (docs/kpi-definitions.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 

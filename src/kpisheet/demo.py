@@ -29,7 +29,7 @@ this story, month by month from November 2021 to October 2026 (five years):
 The demo store (:func:`demo_store_url`) keeps these observations, validated, as a release of a
 SQLite store in kpisheet's cache directory, built once and shared by every process.
 
-The output is the canonical long format of SPEC §5 (``month``, ``kpi``, ``entity``, ``value``)
+The output is the canonical long format of docs/semantics.md, "Observations" (``month``, ``kpi``, ``entity``, ``value``)
 for the source KPIs of the demo sheet; derived KPIs are the engine's business. The same seed
 gives the same table, bit for bit.
 """
@@ -87,7 +87,7 @@ __all__ = [
     "write_demo_store",
 ]
 
-#: The demo sheet's entity hierarchy (SPEC §5), shipped inside the package.
+#: The demo sheet's entity hierarchy (docs/semantics.md, "Entity hierarchy"), shipped inside the package.
 DEMO_ENTITIES: Path = Path(__file__).resolve().parent / "data" / "demo_entities.yaml"
 
 #: Default first and last month: five years ending with the last complete month before the

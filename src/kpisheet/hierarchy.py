@@ -1,6 +1,6 @@
 """The entity hierarchy: leaves (card products) with attributes, rolled up level by level to a total.
 
-Declared in YAML (SPEC §5)::
+Declared in YAML (docs/semantics.md, "Entity hierarchy")::
 
     total: Kartenwelt AG
     levels: [sector, mandant]          # group levels, coarse to fine; leaves are level "product"

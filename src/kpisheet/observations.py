@@ -1,4 +1,4 @@
-"""Canonical observations (SPEC §5): one row per month, KPI and leaf entity, as declared in pandera.
+"""Canonical observations (docs/semantics.md, "Observations"): one row per month, KPI and leaf entity, as declared in pandera.
 
 Readers accept CSV (comma or semicolon, UTF-8 with or without BOM), Parquet and DataFrames, with months
 as ``YYYY-MM``, ``YYYYMM`` or a date inside the month (the forms :mod:`kpisheet.months` reads).

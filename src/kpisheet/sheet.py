@@ -209,7 +209,7 @@ class KPISheet:
         levels: str | Iterable[str] | None = None,
         per_account: bool = False,
     ) -> pd.DataFrame:
-        """The KPI table for one window, with the previous-year comparison (SPEC §6–§7).
+        """The KPI table for one window, with the previous-year comparison (docs/semantics.md, "Groups first, then time").
 
         :param as_of: last month of the window (``YYYY-MM``); default the newest month.
         :param window: ``1M``, ``3M``, ``6M``, ``12M`` or ``YTD``.

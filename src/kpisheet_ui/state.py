@@ -423,7 +423,7 @@ class SheetState(param.Parameterized):
 
     @property
     def shows_chart(self) -> bool:
-        """True when the selection gets the 13-month chart (SPEC §7)."""
+        """True when the selection gets the 13-month chart (docs/semantics.md, "Charts")."""
         return self.chart_reason() is None
 
     def chart_message(self) -> str:
