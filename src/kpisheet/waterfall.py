@@ -236,7 +236,7 @@ def _plain_tick_labels(plot: Any, element: Any) -> None:
 
     for axis in plot.state.xaxis:
         axis.major_label_overrides = {
-            position: PlainText(label) if isinstance(label, str) else label
+            position: PlainText(text=label) if isinstance(label, str) else label
             for position, label in axis.major_label_overrides.items()
         }
 
