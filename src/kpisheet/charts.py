@@ -535,7 +535,7 @@ def _bokeh_look(plot: Any, element: Any) -> None:
     figure.title.text_color = TEXT_COLOUR
     for axis in (*figure.xaxis, *figure.yaxis):
         if isinstance(axis.axis_label, str):  # never TeX, whatever delimiters a label holds
-            axis.axis_label = PlainText(axis.axis_label)
+            axis.axis_label = PlainText(text=axis.axis_label)
         axis.axis_label_text_font_style = "normal"
         axis.axis_label_text_color = TEXT_COLOUR
         axis.major_label_text_color = TEXT_COLOUR
