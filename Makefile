@@ -49,4 +49,4 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format src tests
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis .mypy_cache
