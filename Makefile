@@ -19,6 +19,7 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
 	$(BIN)/python -m pytest --durations=15
 
 # Benchmarks on synthetic sheets (see docs/performance.md); never part of `make test`. Each
@@ -48,4 +49,4 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format src tests
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis .mypy_cache

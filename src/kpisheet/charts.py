@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from enum import StrEnum
@@ -251,7 +252,7 @@ def save_png(
     figure = hv.render(chart, backend="matplotlib")
     try:
         _polish_figure(figure)
-        path = None if _is_buffer(target) else Path(target)  # type: ignore[arg-type]
+        path = _target_path(target)
         figure.savefig(path or target, format="png", dpi=PNG_DPI, facecolor="white")
     finally:
         plt.close(figure)
@@ -278,16 +279,17 @@ def save_html(
     page_title = title or _chart_title(chart)
     html = file_html(model, resources=INLINE, title=page_title)
     html = _EXTERNAL_RESOURCE.sub("", html).replace('<html lang="en">', '<html lang="de">', 1)
-    if _is_buffer(target):
-        target.write(html.encode("utf-8"))  # type: ignore[union-attr]
+    if not isinstance(target, str | os.PathLike):
+        target.write(html.encode("utf-8"))
         return None
-    path = Path(target)  # type: ignore[arg-type]
+    path = Path(target)
     path.write_text(html, encoding="utf-8")
     return path
 
 
-def _is_buffer(target: object) -> bool:
-    return hasattr(target, "write") and not isinstance(target, str | Path)
+def _target_path(target: str | Path | IO[bytes]) -> Path | None:
+    """The file a chart is written to; ``None`` for a binary buffer."""
+    return Path(target) if isinstance(target, str | os.PathLike) else None
 
 
 #: A line that only loads a script or stylesheet file: Bokeh adds these for extensions that other
@@ -535,7 +537,7 @@ def _bokeh_look(plot: Any, element: Any) -> None:
     figure.title.text_color = TEXT_COLOUR
     for axis in (*figure.xaxis, *figure.yaxis):
         if isinstance(axis.axis_label, str):  # never TeX, whatever delimiters a label holds
-            axis.axis_label = PlainText(axis.axis_label)
+            axis.axis_label = PlainText(text=axis.axis_label)
         axis.axis_label_text_font_style = "normal"
         axis.axis_label_text_color = TEXT_COLOUR
         axis.major_label_text_color = TEXT_COLOUR

@@ -126,7 +126,8 @@ class KPIDefinition(BaseModel):
     @property
     def references(self) -> tuple[str, ...]:
         """KPI ids this KPI depends on: formula components and the ``average_per`` denominator."""
-        refs = list(self.parsed_formula.references) if self.formula is not None else []
+        formula = self.parsed_formula
+        refs = list(formula.references) if formula is not None else []
         if self.average_per is not None and self.average_per not in refs:
             refs.append(self.average_per)
         return tuple(refs)

@@ -320,12 +320,14 @@ def _ages(names: np.ndarray, months_by_name: dict[str, str], default: int) -> np
     ages = {
         name: parse_month(month).ordinal - _ANCHOR.ordinal for name, month in months_by_name.items()
     }
-    return pd.Series(names).map(ages).fillna(default).to_numpy(np.int64)
+    months: np.ndarray = pd.Series(names).map(ages).fillna(default).to_numpy(np.int64)
+    return months
 
 
 def _count_for(amount: np.ndarray) -> np.ndarray:
     """Whole transactions for an amount: rounded, and at least one where there is any amount."""
-    return np.maximum(np.rint(amount), amount > 0).astype(float)
+    count: np.ndarray = np.maximum(np.rint(amount), amount > 0).astype(float)
+    return count
 
 
 # -- the demo store --------------------------------------------------------------------------

@@ -119,7 +119,8 @@ class ReleaseDiff:
 
         def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             clean = frame.astype(object).where(frame.notna(), None)
-            return clean.to_dict(orient="records")
+            rows: list[dict[str, Any]] = clean.to_dict(orient="records")
+            return rows
 
         return {
             "old_release": self.old_id,

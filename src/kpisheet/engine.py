@@ -185,7 +185,7 @@ class Cube:
         # Views may reuse a level's group name only if validation allowed it; index the first.
         self.entities: tuple[str, ...] = tuple(names)
         self.entity_levels = np.array(levels, dtype=object)
-        self.entity_index = {}
+        self.entity_index: dict[str, int] = {}
         #: position of the first leaf on the entity axis (the leaves come last)
         self.leaf_offset = len(names) - len(hierarchy.leaves)
         for i, name in enumerate(names):
@@ -253,8 +253,10 @@ class Cube:
             for k in registry.source_kpis
             if k.entity_aggregation is EntityAggregation.NONE
         ]
-        groups = np.flatnonzero(self.entity_levels != PRODUCT_LEVEL)
-        by_month[:, np.array(no_roll_up, dtype=np.int64)[:, None], groups[None, :]] = np.nan
+        group_positions = np.flatnonzero(self.entity_levels != PRODUCT_LEVEL)
+        by_month[:, np.array(no_roll_up, dtype=np.int64)[:, None], group_positions[None, :]] = (
+            np.nan
+        )
         present = ~np.isnan(by_month)
         # _counts[t] = months with a value before month t, so a window's count is a difference
         # (and whether month t has a value, _counts[t + 1] > _counts[t]).
@@ -284,7 +286,8 @@ class Cube:
 
     def month_position(self, month: pd.Period) -> int:
         """Position of a month on the month axis (may be outside the data)."""
-        return (month.year - self.first.year) * 12 + month.month - self.first.month
+        position: int = (month.year - self.first.year) * 12 + month.month - self.first.month
+        return position
 
     def _values(self, lo: int, hi: int) -> np.ndarray:
         """The values of months ``lo..hi`` (inside the data), NaN where missing: (months, KPIs,
@@ -338,7 +341,8 @@ class Cube:
         slab = self._filled[lo : hi + 1]
         if len(kpis) * count * 4 >= slab.shape[1] * slab.shape[2]:
             return _slab(slab.sum(axis=0), kpis, entities)
-        return _slab(slab, kpis, entities).sum(axis=0)
+        total: np.ndarray = _slab(slab, kpis, entities).sum(axis=0)
+        return total
 
     def _running(
         self,
@@ -349,9 +353,8 @@ class Cube:
         hi: int,
     ) -> np.ndarray:
         """Months ``lo..hi`` counted by a running count (``_counts``, ``_covered``): (KPIs, entities)."""
-        return (_slab(array[hi + 1], kpis, entities) - _slab(array[lo], kpis, entities)).astype(
-            np.int64
-        )
+        counts: np.ndarray = _slab(array[hi + 1], kpis, entities) - _slab(array[lo], kpis, entities)
+        return counts.astype(np.int64)
 
     def _plan(self, kpi_ids: Sequence[str]) -> _Plan:
         """What a window of these KPIs needs, worked out once per selection of KPIs."""
@@ -415,10 +418,10 @@ class Cube:
         if lo > hi or len(value) == 0:
             none = np.zeros(shape, dtype=bool)
             return WindowValues(value, np.zeros(shape, dtype=np.int64), none, none, length)
-        entities = _selector(entities)  # worked out once for every slab below
+        columns = _selector(entities)  # worked out once for every slab below
         every = _selector(kpis)
-        months = self._running(self._counts, every, entities, lo, hi)
-        covered = self._running(self._covered, every, entities, lo, hi) == length
+        months = self._running(self._counts, every, columns, lo, hi)
+        covered = self._running(self._covered, every, columns, lo, hi) == length
         complete = covered.copy()
         summed = [
             rows
@@ -428,7 +431,7 @@ class Cube:
         if summed:
             rows = np.concatenate(summed)
             sums = np.empty(shape)
-            sums[rows] = self._window_sum(kpis[rows], entities, shape[1], lo, hi)
+            sums[rows] = self._window_sum(kpis[rows], columns, shape[1], lo, hi)
         for rule, rows in plan.rules.items():
             part = _selector(kpis[rows])
             if rule in (TimeAggregation.LAST, TimeAggregation.FIRST):
@@ -437,18 +440,18 @@ class Cube:
                 if not lo <= month <= hi:
                     complete[rows] = False
                     continue
-                has_value = _slab(self._counts[month + 1], part, entities) != _slab(
-                    self._counts[month], part, entities
+                has_value = _slab(self._counts[month + 1], part, columns) != _slab(
+                    self._counts[month], part, columns
                 )
-                result = np.where(has_value, _slab(self._filled[month], part, entities), np.nan)
-                complete[rows] = self._running(self._covered, part, entities, month, month) == 1
+                result = np.where(has_value, _slab(self._filled[month], part, columns), np.nan)
+                complete[rows] = self._running(self._covered, part, columns, month, month) == 1
             elif rule is TimeAggregation.SUM:
                 result = sums[rows]
             elif rule is TimeAggregation.MEAN:
                 result = sums[rows] / np.maximum(months[rows], 1)
             else:
                 reduce = np.fmin if rule is TimeAggregation.MIN else np.fmax
-                result = reduce.reduce(_slab(self._values(lo, hi), part, entities))
+                result = reduce.reduce(_slab(self._values(lo, hi), part, columns))
             value[rows] = np.where(months[rows] > 0, result, np.nan)
         return WindowValues(value, months, complete, covered, length)
 
@@ -459,10 +462,8 @@ class Cube:
         arrays, any shape with entities first), in evaluation order; returns their ids."""
         derived = []
         for kpi in self.registry.derived_kpis:
-            if kpi.id in needed:
-                values[kpi.id] = self._mask_groups(
-                    kpi.id, entities, kpi.parsed_formula.evaluate(values)
-                )
+            if kpi.id in needed and (formula := kpi.parsed_formula) is not None:
+                values[kpi.id] = self._mask_groups(kpi.id, entities, formula.evaluate(values))
                 derived.append(kpi.id)
         return derived
 
@@ -496,7 +497,9 @@ class Cube:
         steps = np.diff(self._covered[lo : hi + 2], axis=0) > 0  # (months, KPIs, entities)
         for i, kpi in enumerate(kpi_ids):
             sources = [self.kpi_index[k] for k in self.registry.leaf_components(kpi)]
-            block = _slab(steps, np.array(sources, dtype=np.int64), entities).all(axis=1)
+            block = np.asarray(
+                _slab(steps, np.array(sources, dtype=np.int64), entities).all(axis=1)
+            )
             out[i, :, lo - start : hi - start + 1] = self._mask_groups(
                 kpi, entities, block.T, missing=False
             )
@@ -520,9 +523,9 @@ class Cube:
             kpi = stack.pop()
             if kpi not in wanted:
                 wanted.add(kpi)
-                definition = self.registry[kpi]
-                if definition.is_derived:
-                    stack += definition.parsed_formula.references
+                formula = self.registry[kpi].parsed_formula
+                if formula is not None:
+                    stack += formula.references
         return [k for k in self.registry.evaluation_order if k in wanted]
 
     def _mask_groups(
@@ -555,7 +558,7 @@ class Cube:
                 kpi, entities, base.complete[rows].all(axis=0), missing=False
             )
             covered[kpi] = self._mask_groups(
-                kpi, entities, base.covered[rows].all(axis=0), missing=False
+                kpi, entities, np.asarray(base.covered[rows].all(axis=0)), missing=False
             )
         parts = (values, months, complete, covered)
         out = [
@@ -568,7 +571,7 @@ class Cube:
             array[plan.picked] = whole[plan.picked_rows]
             for row, kpi in plan.picked_derived:
                 array[row] = part[kpi]
-        return WindowValues(*out, length=base.length)
+        return WindowValues(out[0], out[1], out[2], out[3], length=base.length)
 
     def per_account(
         self,
@@ -614,7 +617,7 @@ class Cube:
         broadcast against ``values``) and its denominator's coverage.
         """
         per = [self.registry[k].average_per for k in kpi_ids]
-        wanted = sorted(set(per) - {None})
+        wanted = sorted({p for p in per if p is not None})
         has_denominator = np.array([p is not None for p in per]).reshape(
             -1, *(1,) * (values.ndim - 1)
         )

@@ -427,7 +427,8 @@ class ChecksumError(StoreError):
         self.url = url
         self.release = release
         self.stored = stored
-        self.actual = actual
+        #: the checksum the release's rows give now; ``None`` for a changed snapshot
+        self.actual: str | None = actual
         super().__init__(
             f"store {url}: release {release} does not match its checksum (written "
             f"{stored[:12]}…, now {actual[:12]}…): its values were changed outside kpisheet; "

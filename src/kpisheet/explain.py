@@ -49,12 +49,14 @@ from kpisheet.constants import (
     WINDOW,
     EntityAggregation,
     TimeAggregation,
+    Window,
 )
 from kpisheet.errors import QueryError
 from kpisheet.formula import Binary, Node, Number, Ref, Unary
 from kpisheet.registry import Registry
 
 if TYPE_CHECKING:
+    from kpisheet.months import MonthLike
     from kpisheet.sheet import KPISheet
 
 __all__ = [
@@ -198,9 +200,10 @@ def _linear_kpi(kpi_id: str, registry: Registry) -> dict[str, float]:
     definition = registry[kpi_id]
     if definition.entity_aggregation is EntityAggregation.NONE:
         raise _NotSplittable(f"KPI '{kpi_id}' has entity_aggregation none: it has no group values")
-    if definition.is_derived:
-        return _linear(definition.parsed_formula.tree, registry)
-    rule = TimeAggregation(definition.time_aggregation)
+    if (formula := definition.parsed_formula) is not None:
+        return _linear(formula.tree, registry)
+    rule = definition.time_aggregation
+    assert rule is not None  # every source KPI has one (checked when the definitions load)
     if rule not in SPLITTABLE_TIME:
         raise _NotSplittable(
             f"KPI '{kpi_id}' takes the {rule.value} over the window's months, which is not a sum "
@@ -220,7 +223,8 @@ def split_of(
     try:
         if definition.entity_aggregation is EntityAggregation.NONE:
             raise _NotSplittable("it has entity_aggregation none: there is no group value")
-        tree = definition.parsed_formula.tree if definition.is_derived else Ref(kpi_id)
+        formula = definition.parsed_formula
+        tree = formula.tree if formula is not None else Ref(kpi_id)
         if isinstance(tree, Binary) and tree.op == "/" and not isinstance(tree.right, Number):
             numerator = _linear(tree.left, registry)
             denominator = _linear(tree.right, registry)
@@ -339,7 +343,11 @@ _PART_PREFIX = "\x00part-"
 
 
 def _partial_rows(
-    sheet: KPISheet, members: list[Member], as_of: object, window: object, kpis: list[str]
+    sheet: KPISheet,
+    members: list[Member],
+    as_of: MonthLike | None,
+    window: str | Window,
+    kpis: list[str],
 ) -> pd.DataFrame:
     """Query rows of members that are parts of groups, computed like any group of the sheet.
 
@@ -383,12 +391,13 @@ class _Rows:
     row) and for the group (``group``, ``None`` when it has no row)."""
 
     members: Mapping[str, np.ndarray]
-    group: Mapping[str, object] | None
+    group: Mapping[str, float] | None
 
     @property
     def listed(self) -> np.ndarray:
         """Members that have a row."""
-        return ~np.isnan(self.members[MONTHS])
+        listed: np.ndarray = ~np.isnan(self.members[MONTHS])
+        return listed
 
 
 _ROW_COLUMNS = (VALUE, PREVIOUS_VALUE, CHANGE, MONTHS, PREVIOUS_MONTHS, COMPLETE, PREVIOUS_COMPLETE)
@@ -464,8 +473,8 @@ def explain(
     sheet: KPISheet,
     kpi: str,
     entity: str,
-    as_of: object = None,
-    window: object = "1M",
+    as_of: MonthLike | None = None,
+    window: str | Window = "1M",
     by: str | None = None,
 ) -> Explanation:
     """The explanation of one group's change (see :meth:`kpisheet.KPISheet.explain`)."""
@@ -554,11 +563,11 @@ def explain(
     )
 
 
-def sheet_window(window: object) -> str:
+def sheet_window(window: str | Window) -> str:
     """The window word of a query argument (``"12m"`` → ``12M``)."""
     from kpisheet.sheet import parse_window
 
-    return parse_window(window).value  # type: ignore[arg-type]
+    return parse_window(window).value
 
 
 def decompose(

@@ -543,18 +543,18 @@ def _write_selection_sheet(
     for kpi in kpis:
         row += 1
         definition = registry.get(kpi)
-        cells = (
-            (kpi, "", "", "")
-            if definition is None
-            else (
+        if definition is None:
+            cells = (kpi, "", "", "")
+        else:
+            aggregation = definition.time_aggregation
+            cells = (
                 kpi,
                 definition.label,
                 words.unit_word(definition.unit),
-                f"{words.FORMULA_WORD}: {definition.formula}"
-                if definition.is_derived
-                else words.time_aggregation_word(definition.time_aggregation),
+                words.time_aggregation_word(aggregation)
+                if aggregation is not None  # a source KPI; a derived one has a formula instead
+                else f"{words.FORMULA_WORD}: {definition.formula}",
             )
-        )
         for col, text in enumerate(cells, start=1):
             set_text(sheet.cell(row=row, column=col), text)
     sheet.page_setup.fitToWidth = 1

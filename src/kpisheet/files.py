@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from kpisheet.errors import Problem
+
+if TYPE_CHECKING:
+    from yaml._yaml import Mark as _LibyamlMark
 
 #: Bytes a YAML file (KPI definitions, entity hierarchy, ingest configuration) may have.
 MAX_YAML_BYTES = 10 * 2**20
@@ -35,7 +38,7 @@ def display_path(path: Path) -> str:
 class _LimitExceeded(yaml.YAMLError):
     """A limit of :func:`read_yaml` was exceeded at ``mark``."""
 
-    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+    def __init__(self, message: str, mark: yaml.Mark | _LibyamlMark | None) -> None:
         super().__init__(message)
         self.message = message
         self.mark = mark
@@ -51,14 +54,23 @@ class _DepthLimit(yaml.composer.Composer):
     _depth = 0
     has_aliases = False
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    if TYPE_CHECKING:  # supplied by the parser and the constructor the composer is mixed with
+
+        def check_event(self, *choices: Any) -> bool: ...
+        def peek_event(self) -> yaml.Event | None: ...
+        def construct_document(self, node: yaml.Node) -> Any: ...
+        def dispose(self) -> None: ...
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self.has_aliases = True
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
+                event = self.peek_event()
                 raise _LimitExceeded(
-                    f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark
+                    f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    event.start_mark if event is not None else None,
                 )
             return super().compose_node(parent, index)
         finally:
@@ -69,12 +81,8 @@ class _BoundedLoader(_DepthLimit, yaml.SafeLoader):
     """PyYAML's safe loader in Python, with the depth limit; its messages are the ones quoted."""
 
 
-try:
-    from yaml.cyaml import CParser as _CParser
-except ImportError:  # PyYAML built without libyaml
-    _CParser = None
-
-if _CParser is not None:
+if yaml.__with_libyaml__:  # PyYAML built with libyaml
+    from yaml._yaml import CParser as _CParser
 
     class _FastBoundedLoader(
         _DepthLimit,
@@ -163,7 +171,7 @@ def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | N
     text, problem = read_text(path, file)
     if text is None:
         return None, None, problem
-    if _CParser is not None:
+    if yaml.__with_libyaml__:
         try:
             return _read_document(_FastBoundedLoader(text))
         except (yaml.YAMLError, RecursionError, ValueError):

@@ -487,7 +487,8 @@ def _key_text(values: pd.Series) -> pd.Series:
 
 
 def _key_of(value: object) -> str:
-    return _key_text(pd.Series([value], dtype=object)).iloc[0]
+    key: str = _key_text(pd.Series([value], dtype=object)).iloc[0]
+    return key
 
 
 def _rows(count: int) -> str:

@@ -19,7 +19,9 @@ once per distinct text: a file has millions of rows but only dozens of months.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ import pandas as pd
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
 from kpisheet.errors import quoted
 
-MonthLike = str | int | pd.Period | date | datetime
+MonthLike: TypeAlias = str | int | pd.Period | date | datetime
 
 #: The dtype of a month column.
 MONTH_DTYPE = pd.PeriodDtype("M")
@@ -63,7 +65,8 @@ def _ordinals(year: pd.Series, month: pd.Series, day: pd.Series | None = None) -
         last_day = pd.to_datetime(first_days).dt.days_in_month
         valid &= day.between(1, last_day)
     ordinal = (year.fillna(1970) - 1970) * 12 + month.fillna(1) - 1
-    return np.where(valid, ordinal, pd.NaT.value).astype("int64")
+    ordinals: np.ndarray = np.where(valid, ordinal, pd.NaT.value).astype("int64")
+    return ordinals
 
 
 def _date_order(text: pd.Series) -> tuple[bool | None, pd.DataFrame]:
@@ -132,7 +135,7 @@ def _parse_texts(text: pd.Series, date_format: str | None) -> np.ndarray:
     """Month ordinals of distinct month texts; NaT where a text is no month or an ambiguous date."""
     result = np.full(len(text), pd.NaT.value, dtype="int64")
     todo = text.notna().to_numpy() & (text != "").fillna(False).to_numpy()
-    fixed = [
+    fixed: list[tuple[str, Callable[[pd.DataFrame], np.ndarray]]] = [
         (_COMPACT, lambda p: _ordinals(p[0], p[1])),
         (_YEAR_MONTH, lambda p: _ordinals(p[0], p[1])),
         (_ISO_DATE, lambda p: _ordinals(p[0], p[1], p[2])),
@@ -183,7 +186,8 @@ def parse_month(
 def month_numbers(months: pd.Series) -> np.ndarray:
     """``Period[M]`` months as ``YYYYMM`` integers (``202406``), as the store keeps them."""
     ordinals = months.array.asi8  # months since 1970-01
-    return (ordinals // 12 + 1970) * 100 + ordinals % 12 + 1
+    numbers: np.ndarray = (ordinals // 12 + 1970) * 100 + ordinals % 12 + 1
+    return numbers
 
 
 def month_periods(numbers: pd.Series | np.ndarray) -> pd.arrays.PeriodArray:
@@ -196,7 +200,8 @@ def month_periods(numbers: pd.Series | np.ndarray) -> pd.arrays.PeriodArray:
 def month_text(month: int | pd.Period) -> str:
     """A month as ``YYYY-MM`` text: ``202406`` or ``Period('2024-06')`` as ``2024-06``."""
     if isinstance(month, pd.Period):
-        return month.strftime(MONTH_TEXT_FORMAT)
+        text: str = month.strftime(MONTH_TEXT_FORMAT)
+        return text
     return f"{month // 100:04d}-{month % 100:02d}"
 
 

@@ -18,7 +18,8 @@ from kpisheet.observations import MonthDtype
 class ObservationModel(pa.DataFrameModel):
     """The canonical long format; KPI and entity sets are added per sheet by :func:`sheet_schema`."""
 
-    month: Series[MonthDtype] = pa.Field(nullable=False)
+    # pandera takes a dtype instance as the column type; for a type checker it is a value
+    month: Series[MonthDtype] = pa.Field(nullable=False)  # type: ignore[valid-type]
     kpi: Series[str] = pa.Field(nullable=False)
     entity: Series[str] = pa.Field(nullable=False)
     value: Series[float] = pa.Field(nullable=True)
@@ -30,7 +31,8 @@ class ObservationModel(pa.DataFrameModel):
     @pa.check(VALUE, name="finite or missing")
     @classmethod
     def _finite(cls, value: Series[float]) -> Series[bool]:
-        return value.isna() | np.isfinite(value)
+        finite: Series[bool] = value.isna() | np.isfinite(value)
+        return finite
 
 
 def sheet_schema(kpis: list[str], leaves: list[str]) -> pa.DataFrameSchema:

@@ -111,7 +111,7 @@ def _record_lines(content: bytes, rows: int) -> np.ndarray | None:
         blank[record] = not content[starts[record] : stops[record]].strip()
     if not inside.any() and not blank[:-1].any():
         return None
-    lines = np.searchsorted(newlines, starts[~blank]) + 1  # the first is the header's
+    lines: np.ndarray = np.searchsorted(newlines, starts[~blank]) + 1  # the first is the header's
     if len(lines) != rows + 1:
         return None
     return lines[1:]
@@ -263,7 +263,8 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     ]
     if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
         codes = pd.DataFrame({MONTH: month_codes, KPI: kpi, ENTITY: entity})
-        return codes.duplicated(keep=False).to_numpy()
+        repeated: np.ndarray = codes.duplicated(keep=False).to_numpy()
+        return repeated
     key = month_codes  # built in place: one array of the rows' length
     key *= sizes[1]
     key += kpi
@@ -271,7 +272,8 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     key *= sizes[2]
     key += entity
     key += 1
-    return (np.bincount(key) > 1)[key]
+    counted: np.ndarray = (np.bincount(key) > 1)[key]
+    return counted
 
 
 #: pandas' text dtype (``str``), as every text column of a result has it.

@@ -6,6 +6,7 @@ import importlib.metadata
 import importlib.util
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import cast
 
 import pluggy
 
@@ -50,7 +51,9 @@ def definition_sources(manager: pluggy.PluginManager) -> list[tuple[Path, str]]:
     impls = manager.hook.kpisheet_definition_paths.get_hookimpls()
     ordered = sorted(impls, key=lambda impl: impl.plugin_name != BUILTIN_PLUGIN)
     for impl in ordered:
-        for path in impl.function() or []:
+        # pluggy types an implementation as returning object; the hookspec says what it returns
+        paths = cast("Iterable[Path | str] | None", impl.function())
+        for path in paths or []:
             sources.append((Path(path), impl.plugin_name))
     return sources
 

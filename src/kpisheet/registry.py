@@ -15,11 +15,11 @@ from kpisheet.definitions import (
     KPIDefinition,
     LoadedKPI,
     Origin,
-    display_path,
     iter_definition_files,
     load_file,
 )
 from kpisheet.errors import DefinitionError, Problem, Problems, did_you_mean, quoted
+from kpisheet.files import display_path
 
 __all__ = [
     "MAX_DERIVED_DEPTH",
@@ -92,11 +92,11 @@ class Registry:
 
     def leaf_components(self, kpi_id: str) -> tuple[str, ...]:
         """The source KPIs a KPI ultimately rests on (itself, for a source KPI)."""
-        kpi = self._kpis[kpi_id]
-        if not kpi.is_derived:
+        formula = self._kpis[kpi_id].parsed_formula
+        if formula is None:
             return (kpi_id,)
         found: dict[str, None] = {}
-        for ref in kpi.parsed_formula.references:
+        for ref in formula.references:
             found.update(dict.fromkeys(self.leaf_components(ref)))
         return tuple(found)
 
@@ -110,7 +110,10 @@ class Registry:
 
 def _evaluation_order(kpis: dict[str, KPIDefinition]) -> tuple[str, ...]:
     sorter = graphlib.TopologicalSorter(
-        {kpi.id: kpi.parsed_formula.references if kpi.is_derived else () for kpi in kpis.values()}
+        {
+            kpi.id: formula.references if (formula := kpi.parsed_formula) is not None else ()
+            for kpi in kpis.values()
+        }
     )
     return tuple(sorter.static_order())
 
@@ -145,8 +148,8 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
     for item in first.values():
         kpi = item.definition
         origin = item.origin
-        if kpi.is_derived:
-            for ref in kpi.parsed_formula.references:
+        if (formula := kpi.parsed_formula) is not None:
+            for ref in formula.references:
                 if ref not in first:
                     problems.add(
                         f"formula {quoted(kpi.formula)} references {unknown(ref)}",
@@ -164,9 +167,9 @@ def check_references(loaded: Sequence[LoadedKPI]) -> list[Problem]:
                 field="average_per",
             )
     graph = {
-        kpi_id: [r for r in item.definition.parsed_formula.references if r in first]
+        kpi_id: [r for r in formula.references if r in first]
         for kpi_id, item in first.items()
-        if item.definition.is_derived
+        if (formula := item.definition.parsed_formula) is not None
     }
     while True:  # one problem per cycle: report a cycle, drop its KPIs, look again
         try:

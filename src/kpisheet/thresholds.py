@@ -43,7 +43,8 @@ def thresholds(registry: Registry, kpis: pd.Series) -> tuple[np.ndarray, np.ndar
 def has_threshold(registry: Registry, kpis: pd.Series) -> np.ndarray:
     """Per row, whether the row's KPI declares ``highlight``."""
     absolute, relative = thresholds(registry, kpis)
-    return ~np.isnan(absolute) | ~np.isnan(relative)
+    declared: np.ndarray = ~np.isnan(absolute) | ~np.isnan(relative)
+    return declared
 
 
 def flags(result: pd.DataFrame, registry: Registry, *, per_account: bool = False) -> np.ndarray:
@@ -59,4 +60,5 @@ def flags(result: pd.DataFrame, registry: Registry, *, per_account: bool = False
         over = (~np.isnan(absolute) & (change >= absolute)) | (
             ~np.isnan(relative) & (change_pct >= relative)
         )
-    return over & ~np.isnan(change) & comparable(result)
+    flagged: np.ndarray = over & ~np.isnan(change) & comparable(result)
+    return flagged

@@ -27,8 +27,8 @@ from kpisheet.charts import (
     SwissFormatter,
     _bokeh_formatter,
     _bokeh_look,
-    _is_buffer,
     _polish_figure,
+    _target_path,
     plain_text,
 )
 from kpisheet.constants import Unit
@@ -236,7 +236,7 @@ def _plain_tick_labels(plot: Any, element: Any) -> None:
 
     for axis in plot.state.xaxis:
         axis.major_label_overrides = {
-            position: PlainText(label) if isinstance(label, str) else label
+            position: PlainText(text=label) if isinstance(label, str) else label
             for position, label in axis.major_label_overrides.items()
         }
 
@@ -261,7 +261,7 @@ def save_waterfall_png(
             axes.xaxis.grid(False)
             for collection in axes.collections:  # the bars above the grid lines
                 collection.set_zorder(collection.get_zorder() + 2)
-        path = None if _is_buffer(target) else Path(target)  # type: ignore[arg-type]
+        path = _target_path(target)
         figure.savefig(path or target, format="png", dpi=PNG_DPI, facecolor="white")
     finally:
         plt.close(figure)

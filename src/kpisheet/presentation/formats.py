@@ -271,7 +271,8 @@ def format_changes_pct(values: object) -> pd.Series:
 
 def _floats(values: object) -> np.ndarray:
     if isinstance(values, pd.Series | pd.Index | pd.api.extensions.ExtensionArray):
-        return values.to_numpy(dtype=float, na_value=np.nan)
+        floats: np.ndarray = values.to_numpy(dtype=float, na_value=np.nan)
+        return floats
     return np.asarray(values, dtype=float)
 
 
@@ -355,7 +356,8 @@ def _rounded(magnitudes: np.ndarray, decimals: np.ndarray) -> np.ndarray:
     remainder = product - (quotient << shift)
     half = np.left_shift(np.int64(1), np.maximum(shift - 1, 0))
     up = (remainder > half) | ((remainder == half) & (shift > 0) & (quotient % 2 == 1))
-    return quotient + up
+    rounded: np.ndarray = quotient + up
+    return rounded
 
 
 def _digits(numbers: np.ndarray, decimals: np.ndarray, separator: int) -> np.ndarray:

@@ -44,7 +44,9 @@ LOOKUP_LIMIT = 500
 
 def comparable(result: pd.DataFrame) -> np.ndarray:
     """Rows whose change may be shown: both windows complete."""
-    return result[COMPLETE].to_numpy(dtype=bool) & result[PREVIOUS_COMPLETE].to_numpy(dtype=bool)
+    complete = result[COMPLETE].to_numpy(dtype=bool)
+    both: np.ndarray = complete & result[PREVIOUS_COMPLETE].to_numpy(dtype=bool)
+    return both
 
 
 def incomplete_reasons(
@@ -79,7 +81,8 @@ def _window_lengths(result: pd.DataFrame) -> np.ndarray:
     """Months of each row's window (a year-to-date window's length is its as-of month)."""
     months = result[AS_OF].astype(str).str.slice(5, 7).astype(int).to_numpy()
     lengths = result[WINDOW].map(lambda w: Window(w).length or 0).to_numpy(dtype=np.int64)
-    return np.where(lengths > 0, lengths, months)
+    window_lengths: np.ndarray = np.where(lengths > 0, lengths, months)
+    return window_lengths
 
 
 def _window_reasons(

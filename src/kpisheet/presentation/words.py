@@ -43,6 +43,7 @@ from kpisheet.registry import Registry
 
 if TYPE_CHECKING:
     from kpisheet.hierarchy import Hierarchy
+    from kpisheet.store import ReleaseInfo
 
 __all__ = [
     "ALL_ENTITIES",
@@ -433,11 +434,12 @@ def stock_note(kpis: Sequence[str], registry: Registry, *, window: object = None
     parts = []
     for kpi in stocks:
         definition = registry[kpi]
-        if definition.is_derived:
+        if definition.formula is not None:
             how = (
                 f"berechnet als {formula_text(definition.formula, registry)} aus den Fensterwerten"
             )
         else:
+            assert definition.time_aggregation is not None  # every source KPI has one
             how = time_aggregation_word(definition.time_aggregation)
         parts.append(f"{definition.label} ({how})")
     where = f"Im Fenster {window}" if window is not None else "Über mehrere Monate"
@@ -719,18 +721,20 @@ DISPLAY_WORDS: dict[str, str] = {"nach Entität": "entity", "nach KPI": "kpi"}
 GROUPING_RECORD, KPI_GROUP_RECORD, DISPLAY_RECORD = "Entitäten-Gruppe", "KPI-Gruppe", "Darstellung"
 
 
-def data_version_text(newest: pd.Period | None, release: object, source: str | None) -> str:
+def data_version_text(
+    newest: pd.Period | None, release: ReleaseInfo | None, source: str | None
+) -> str:
     """The app's "Datenstand": newest month and release (``Release 7 vom 03.11.2026 08:15``)."""
     text = f"Datenstand: {month_long(newest) if newest is not None else 'keine Daten'}"
     if release is None:
         return f"{text} · ohne Release ({source or 'Daten'})"
-    created = release.created_at.astimezone().strftime("%d.%m.%Y %H:%M")  # type: ignore[attr-defined]
-    return f"{text} · Release {release.id} vom {created}"  # type: ignore[attr-defined]
+    created = release.created_at.astimezone().strftime("%d.%m.%Y %H:%M")
+    return f"{text} · Release {release.id} vom {created}"
 
 
-def new_data_text(release_id: object, newest_month: object) -> str:
+def new_data_text(release_id: int, newest_month: str | pd.Period) -> str:
     """Said once when a new release was loaded."""
-    return f"Neue Daten geladen: Release {release_id}, neuester Monat {month_long(newest_month)}."  # type: ignore[arg-type]
+    return f"Neue Daten geladen: Release {release_id}, neuester Monat {month_long(newest_month)}."
 
 
 #: Words of the file names of the app's downloads: ``kpisheet_2026-10_12M_verlauf.xlsx``.

@@ -11,7 +11,7 @@ from the driver's cursor as they are.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -176,7 +176,7 @@ def read_rows(
     )
 
 
-def columns_of(rows: list[Any], width: int) -> list[tuple[Any, ...]]:
+def columns_of(rows: Sequence[Any], width: int) -> list[tuple[Any, ...]]:
     return list(zip(*rows, strict=True)) if rows else [()] * width
 
 
@@ -194,7 +194,9 @@ def fetch_rows(
     params = tuple(values[name] for name in order) if order is not None else values
     out = np.empty(count, dtype=dtype)
     if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
-        cursor = conn.connection.driver_connection.cursor(name="kpisheet_read")
+        driver = conn.connection.driver_connection
+        assert driver is not None  # an open connection always has its driver's connection
+        cursor = driver.cursor(name="kpisheet_read")
     else:
         cursor = conn.connection.cursor()
     # Hundreds of thousands of new tuples would trigger the cycle collector again and again.

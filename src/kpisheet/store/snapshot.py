@@ -143,6 +143,7 @@ def read_snapshot(
     kpi_codes = np.empty(total, dtype=np.int32)
     entity_codes = np.empty(total, dtype=np.int32)
     values = np.empty(total, dtype=np.float64)
+    columns: tuple[np.ndarray, ...] = (months, kpi_codes, entity_codes, values)
     filled = 0
     for part, rows, digest in parts:
         data = conn.execute(select_snapshot_data(info.id, part)).scalar_one()
@@ -156,9 +157,7 @@ def read_snapshot(
         if not table.schema.equals(SNAPSHOT_SCHEMA) or table.num_rows != rows:
             raise changed(f"part {part} does not hold the columns and rows written")
         stop = filled + int(rows)
-        for out, column in zip(
-            (months, kpi_codes, entity_codes, values), table.itercolumns(), strict=True
-        ):
+        for out, column in zip(columns, table.itercolumns(), strict=True):
             out[filled:stop] = column.to_numpy()
         filled = stop
     for codes, names, what in (

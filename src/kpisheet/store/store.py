@@ -237,7 +237,9 @@ class Store:
         with self._errors("open"):
             raw = self.engine.raw_connection()
             try:
-                raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+                driver = raw.driver_connection
+                assert driver is not None  # an open connection always has its driver's connection
+                driver.execute("PRAGMA journal_mode=WAL")
             finally:
                 raw.close()
 
@@ -429,7 +431,9 @@ class Store:
     def _build_snapshots(self, conn: Connection, done: list[str]) -> None:
         """Build the snapshot of every release that has none, or one changed outside kpisheet,
         from its rows, if they still give the release's checksum (part of :meth:`upgrade`)."""
-        built, rebuilt, refused = [], [], []
+        built: list[int] = []
+        rebuilt: list[int] = []
+        refused: list[int] = []
         for info in self._release_infos(conn):
             labels = read_labels(conn, info, self.url)
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeGuard
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
@@ -13,7 +14,7 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def is_store_url(text: str) -> bool:
+def is_store_url(text: object) -> TypeGuard[str]:
     """True for a SQLAlchemy database URL such as ``sqlite:///kpis.db`` or ``postgresql+psycopg://...``."""
     if not isinstance(text, str) or "://" not in text:
         return False
