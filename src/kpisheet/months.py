@@ -19,6 +19,7 @@ once per distinct text: a file has millions of rows but only dozens of months.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TypeAlias
@@ -175,12 +176,20 @@ def parse_month(
     if isinstance(value, date | datetime):  # pd.Timestamp is a datetime
         return pd.Period(value, freq="M")
     text = str(value).strip()
-    month = parse_months(pd.Series([text], dtype="string")).iloc[0]
-    if pd.isna(month):
+    ordinal = _month_of_text(text)
+    if ordinal == pd.NaT.value:
         ambiguous = bool(ambiguous_dates(pd.Series([text], dtype="string")).iloc[0])
         reason = "a date that may be day first or month first" if ambiguous else "not a month"
         raise error(f"{name} {quoted(value)} is {reason}; expected {EXPECTED_MONTH}")
-    return month
+    return pd.Period(ordinal=ordinal, freq="M")
+
+
+@functools.lru_cache(maxsize=1024)
+def _month_of_text(text: str) -> int:
+    """The month ordinal of one text by the column rule (NaT's value when it is no month);
+    remembered, because every query names its as-of month as text and the column machinery
+    costs milliseconds for one value."""
+    return int(_parse_texts(pd.Series([text], dtype="string"), None)[0])
 
 
 def month_numbers(months: pd.Series) -> np.ndarray:
