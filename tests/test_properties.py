@@ -14,13 +14,15 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kpisheet.sheet
 from kpisheet.constants import Window
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.plugins import load_kpis
+from kpisheet.presentation import incomplete_reasons
+from kpisheet.presentation.words import CURRENT_WINDOW_WORD, members_text, month_long
 from kpisheet.registry import Registry
 from tests.reference import (
     Reference,
@@ -398,3 +400,60 @@ def test_a_stock_is_complete_exactly_when_its_deciding_month_is(
         )
         for key, complete in values_by_key(result, "complete").items():
             assert complete == one.get(key, False), (rule, key)
+
+
+def _reasons_by_coverage(
+    result: pd.DataFrame, sheet: kpisheet.sheet.KPISheet, per_account: bool
+) -> list[str]:
+    """The reasons as :meth:`KPISheet.coverage` explains each row on its own: where the words
+    without the sheet say only that members did not report, the first deciding uncovered month
+    of that window and the expected members missing then (a member named once)."""
+    plain = incomplete_reasons(result, sheet.registry, per_account=per_account)
+    expected = []
+    for row, reason in enumerate(plain):
+        record = result.iloc[row]
+        parts = []
+        for part in reason.split("; ") if reason else []:
+            word, _, text = part.partition(": ")
+            if text == "nicht alle erwarteten Produkte haben gemeldet":
+                coverage = sheet.coverage(
+                    record["kpi"],
+                    record["entity"],
+                    as_of=record["as_of"],
+                    window=record["window"],
+                    per_account=per_account,
+                )
+                period = "current" if word == CURRENT_WINDOW_WORD else "previous"
+                culprits = coverage[
+                    (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
+                ]
+                if len(culprits):
+                    first = culprits["month"].min()
+                    names = culprits.loc[culprits["month"] == first, "missing"]
+                    missing = list(dict.fromkeys(name for tuple_ in names for name in tuple_))
+                    month = month_long(first)
+                    if not missing:
+                        text = f"kein Wert im {month}"
+                    elif len(missing) == 1:
+                        text = f"Mitglied fehlt im {month}: {members_text(missing)}"
+                    else:
+                        text = f"Mitglieder fehlen im {month}: {members_text(missing)}"
+            parts.append(f"{word}: {text}")
+        expected.append("; ".join(parts))
+    return expected
+
+
+@settings(deadline=None)  # the reference asks the sheet row by row
+@given(case=projects_and_as_of(), window=st.sampled_from(WINDOWS), per_account=st.booleans())
+def test_the_batch_reasons_equal_the_reasons_row_by_row(
+    case: tuple[Project, str], window: str, per_account: bool
+) -> None:
+    """The reasons the engine's batch lookup gives for a whole result (every level and view)
+    equal those :meth:`KPISheet.coverage` gives row by row: the same first month, the same
+    members in the same order."""
+    project, as_of = case
+    sheet = engine_sheet(project)
+    levels = [*sheet.levels, *sheet.views]
+    result = sheet.query(as_of=as_of, window=window, per_account=per_account, levels=levels)
+    actual = incomplete_reasons(result, sheet.registry, sheet=sheet, per_account=per_account)
+    assert list(actual) == _reasons_by_coverage(result, sheet, per_account)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kpisheet import engine
 from kpisheet.constants import (
     AS_OF,
     COMPLETE,
@@ -20,6 +21,7 @@ from kpisheet.constants import (
     WINDOW,
     Window,
 )
+from kpisheet.months import window_bounds
 from kpisheet.presentation.words import (
     CURRENT_WINDOW_WORD,
     PREVIOUS_WINDOW_WORD,
@@ -113,36 +115,58 @@ def _window_reasons(
     ]
     rest = np.flatnonzero(incomplete & ~empty & ~short)
     general = f"{word}: nicht alle erwarteten Produkte haben gemeldet"
+    if not len(rest):
+        return reasons
     if sheet is None or len(rest) > limit:
         reasons[rest] = general
         return reasons
-    period = "previous" if offset else "current"
-    for row in rest:
-        record = result.iloc[row]
-        coverage = sheet.coverage(
-            str(record[KPI]),
-            str(record[ENTITY]),
-            as_of=str(record[AS_OF]),
-            window=str(record[WINDOW]),
-            per_account=per_account,
-        )
-        culprits = coverage[
-            (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
-        ]
-        reasons[row] = _member_reason(word, culprits) if len(culprits) else general
+    named = _named_gaps(result.iloc[rest], sheet, offset, per_account)
+    reasons[rest] = [general if text is None else f"{word}: {text}" for text in named]
     return reasons
 
 
-def _member_reason(word: str, culprits: pd.DataFrame) -> str:
-    """The first uncovered month: who did not report, or that the entity had no value."""
-    first = culprits["month"].min()
-    month = month_long(first)
-    missing = list(
-        dict.fromkeys(
-            name for names in culprits.loc[culprits["month"] == first, "missing"] for name in names
-        )
+def _named_gaps(
+    rows: pd.DataFrame, sheet: KPISheet, offset: int, per_account: bool
+) -> list[str | None]:
+    """For each row's window ``offset`` months before its as-of month, the first deciding month
+    that is not covered and who did not report then, as the reason's words after the window's
+    (``None`` where every deciding month is covered): one batch lookup in the engine."""
+    # The engine's cube; the batch lookup is the vectorised form of ``sheet.coverage``.
+    cube = sheet._cube
+    keys = rows[AS_OF].astype(str) + " " + rows[WINDOW].astype(str)
+    codes, distinct = pd.factorize(keys)
+    bounds = np.array(
+        [
+            [
+                cube.month_position(month)
+                for month in window_bounds(pd.Period(as_of, freq="M") - offset, Window(window))
+            ]
+            for as_of, window in (key.split(" ") for key in distinct)
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    gaps = engine.first_gaps(
+        cube,
+        rows[KPI].astype(str).tolist(),
+        rows[ENTITY].astype(str).tolist(),
+        bounds[codes, 0],
+        bounds[codes, 1],
+        per_account=per_account,
     )
+    leaves = np.asarray(cube.hierarchy.leaves, dtype=object)
+    cuts = np.searchsorted(gaps.missing_rows, np.arange(1, len(rows)))
+    missing = np.split(leaves[gaps.missing_leaves], cuts)
+    positions, at = np.unique(gaps.month, return_inverse=True)
+    texts = np.array([month_long(cube.first + int(p)) for p in positions], dtype=object)
+    return [
+        _member_reason(month, list(names)) if found else None
+        for found, month, names in zip(gaps.found, texts[at], missing, strict=True)
+    ]
+
+
+def _member_reason(month: str, missing: list[str]) -> str:
+    """The first uncovered month: who did not report, or that the entity had no value."""
     if not missing:
-        return f"{word}: kein Wert im {month}"
+        return f"kein Wert im {month}"
     verb = "Mitglied fehlt" if len(missing) == 1 else "Mitglieder fehlen"
-    return f"{word}: {verb} im {month}: {members_text(missing)}"
+    return f"{verb} im {month}: {members_text(missing)}"
