@@ -39,9 +39,11 @@ __all__ = [
     "incomplete_reasons",
 ]
 
-#: Most rows of one call whose reason is looked up month by month (:meth:`KPISheet.coverage`);
-#: further rows get the general reason, which needs no lookup.
-LOOKUP_LIMIT = 500
+#: Most rows of one window whose missing members are looked up (one batch lookup in the engine,
+#: :func:`kpisheet.engine.first_gaps`, about 40 bytes per row, source KPI and month of the
+#: window at once); beyond it every row gets the general reason, which needs no lookup. A guard
+#: on memory only: a full 12-month result of every level at benchmark size M has some 3,000.
+LOOKUP_LIMIT = 100_000
 
 
 def comparable(result: pd.DataFrame) -> np.ndarray:
@@ -63,7 +65,9 @@ def incomplete_reasons(
 
     The current window's reason comes first ("Fenster: …"), then the previous year's
     ("Vorjahr: …"), e.g. ``Vorjahr: 3 von 12 Monaten`` or ``Vorjahr: Mitglied fehlt im Mai 2019:
-    TUI VISA Card Gold``. Naming the members needs the ``sheet`` (its :meth:`coverage`); without
+    TUI VISA Card Gold``: the first month that decides the row's ``complete`` flag and is not
+    covered, with the expected members missing then, as :meth:`KPISheet.coverage` explains one
+    row (here looked up for all rows at once). Naming the members needs the ``sheet``; without
     it, or when more than ``limit`` rows of a window need a lookup, the reason says only that
     members did not report.
     """
@@ -81,8 +85,10 @@ def incomplete_reasons(
 
 def _window_lengths(result: pd.DataFrame) -> np.ndarray:
     """Months of each row's window (a year-to-date window's length is its as-of month)."""
-    months = result[AS_OF].astype(str).str.slice(5, 7).astype(int).to_numpy()
-    lengths = result[WINDOW].map(lambda w: Window(w).length or 0).to_numpy(dtype=np.int64)
+    as_of_codes, as_of = pd.factorize(result[AS_OF].astype(str))
+    window_codes, windows = pd.factorize(result[WINDOW].astype(str))
+    months = np.array([int(month[5:7]) for month in as_of], dtype=np.int64)[as_of_codes]
+    lengths = np.array([Window(w).length or 0 for w in windows], dtype=np.int64)[window_codes]
     window_lengths: np.ndarray = np.where(lengths > 0, lengths, months)
     return window_lengths
 
