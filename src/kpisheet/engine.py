@@ -858,11 +858,6 @@ def _deciding_sources(registry: Registry, kpi_id: str, per_account: bool) -> dic
     return components
 
 
-#: How a source KPI's months decide in :func:`first_gaps`: 0 every month, 1 only the window's
-#: final month, 2 only its first.
-_ONE_MONTH_RULES = {TimeAggregation.LAST: 1, TimeAggregation.FIRST: 2}
-
-
 @dataclass(frozen=True)
 class FirstGaps:
     """For each of many query rows' windows: the first month that decides the row's ``complete``
@@ -910,7 +905,8 @@ def first_gaps(
     entity_at = np.array([cube.entity_index[e] for e in entity_names], dtype=np.int64)[entity_codes]
     at_group = cube.entity_levels[entity_at] != PRODUCT_LEVEL
     # One pair per (row, source KPI it rests on): the row, the source KPI's position in the cube,
-    # its rank among the row's source KPIs, how its months decide, and whether it is never covered.
+    # its rank among the row's source KPIs, how its months decide (0: every month, 1: only the
+    # window's final month, 2: only its first) and whether it is never covered.
     pair_parts: list[tuple[np.ndarray, int, int, int, np.ndarray]] = []
     for code, kpi in enumerate(kpi_names):
         rows = np.flatnonzero(kpi_codes == code)
@@ -918,7 +914,8 @@ def first_gaps(
         for rank, (source, every) in enumerate(
             _deciding_sources(registry, kpi, per_account).items()
         ):
-            rule = 0 if every else _ONE_MONTH_RULES[registry[source].time_aggregation]
+            last = registry[source].time_aggregation is TimeAggregation.LAST
+            rule = 0 if every else 1 if last else 2
             pair_parts.append((rows, cube.kpi_index[source], rank, rule, masked))
     sizes = [len(rows) for rows, *_ in pair_parts]
     pair_row = np.concatenate([rows for rows, *_ in pair_parts] or [np.zeros(0, np.int64)])
