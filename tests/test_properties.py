@@ -13,14 +13,19 @@ import math
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import kpisheet.sheet
+from kpisheet import engine
 from kpisheet.constants import Window
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
+from kpisheet.months import window_bounds
 from kpisheet.plugins import load_kpis
+from kpisheet.presentation import incomplete_reasons
+from kpisheet.presentation.words import CURRENT_WINDOW_WORD, members_text, month_long
 from kpisheet.registry import Registry
 from tests.reference import (
     Reference,
@@ -398,3 +403,108 @@ def test_a_stock_is_complete_exactly_when_its_deciding_month_is(
         )
         for key, complete in values_by_key(result, "complete").items():
             assert complete == one.get(key, False), (rule, key)
+
+
+def _reasons_by_coverage(
+    result: pd.DataFrame, sheet: kpisheet.sheet.KPISheet, per_account: bool
+) -> list[str]:
+    """The reasons as :meth:`KPISheet.coverage` explains each row on its own: where the words
+    without the sheet say only that members did not report, the first deciding uncovered month
+    of that window and the expected members missing then (a member named once)."""
+    plain = incomplete_reasons(result, sheet.registry, per_account=per_account)
+    expected = []
+    for row, reason in enumerate(plain):
+        record = result.iloc[row]
+        parts = []
+        for part in reason.split("; ") if reason else []:
+            word, _, text = part.partition(": ")
+            if text == "nicht alle erwarteten Produkte haben gemeldet":
+                coverage = sheet.coverage(
+                    record["kpi"],
+                    record["entity"],
+                    as_of=record["as_of"],
+                    window=record["window"],
+                    per_account=per_account,
+                )
+                period = "current" if word == CURRENT_WINDOW_WORD else "previous"
+                culprits = coverage[
+                    (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
+                ]
+                if len(culprits):
+                    first = culprits["month"].min()
+                    names = culprits.loc[culprits["month"] == first, "missing"]
+                    missing = list(dict.fromkeys(name for tuple_ in names for name in tuple_))
+                    month = month_long(first)
+                    if not missing:
+                        text = f"kein Wert im {month}"
+                    elif len(missing) == 1:
+                        text = f"Mitglied fehlt im {month}: {members_text(missing)}"
+                    else:
+                        text = f"Mitglieder fehlen im {month}: {members_text(missing)}"
+            parts.append(f"{word}: {text}")
+        expected.append("; ".join(parts))
+    return expected
+
+
+@settings(deadline=None)  # the reference asks the sheet row by row
+@given(case=projects_and_as_of(), window=st.sampled_from(WINDOWS), per_account=st.booleans())
+def test_the_batch_reasons_equal_the_reasons_row_by_row(
+    case: tuple[Project, str], window: str, per_account: bool
+) -> None:
+    """The reasons the engine's batch lookup gives for a whole result (every level and view)
+    equal those :meth:`KPISheet.coverage` gives row by row: the same first month, the same
+    members in the same order."""
+    project, as_of = case
+    sheet = engine_sheet(project)
+    levels = [*sheet.levels, *sheet.views]
+    result = sheet.query(as_of=as_of, window=window, per_account=per_account, levels=levels)
+    actual = incomplete_reasons(result, sheet.registry, sheet=sheet, per_account=per_account)
+    assert list(actual) == _reasons_by_coverage(result, sheet, per_account)
+
+
+@settings(deadline=None)  # the reference asks the sheet row by row
+@given(
+    case=projects_and_as_of(),
+    window=st.sampled_from(WINDOWS),
+    per_account=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_first_gaps_equal_coverage_for_any_kpi_and_entity(
+    case: tuple[Project, str], window: str, per_account: bool, seed: int
+) -> None:
+    """For any KPI and entity (also those a query leaves out, such as a KPI not rolled up at a
+    group) and both windows, the engine's batch lookup finds the first deciding uncovered month
+    and its missing members exactly as :meth:`KPISheet.coverage` does for the one row."""
+    project, as_of = case
+    sheet = engine_sheet(project)
+    cube = sheet._cube
+    every = [(k, e) for k in sheet.registry.ids for e in dict.fromkeys(cube.entities)]
+    rng = np.random.default_rng(seed)
+    pairs = [every[i] for i in rng.choice(len(every), min(len(every), 40), replace=False)]
+    leaves = list(sheet.hierarchy.leaves)
+    gaps = {}
+    for offset, period in ((0, "current"), (12, "previous")):
+        first, last = window_bounds(pd.Period(as_of, freq="M") - offset, Window(window))
+        gaps[period] = engine.first_gaps(
+            cube,
+            [k for k, _ in pairs],
+            [e for _, e in pairs],
+            np.full(len(pairs), cube.month_position(first)),
+            np.full(len(pairs), cube.month_position(last)),
+            per_account=per_account,
+        )
+    for row, (kpi, entity) in enumerate(pairs):
+        coverage = sheet.coverage(kpi, entity, as_of=as_of, window=window, per_account=per_account)
+        for period, found in gaps.items():
+            culprits = coverage[
+                (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
+            ]
+            assert found.found[row] == bool(len(culprits)), (period, kpi, entity)
+            if not len(culprits):
+                continue
+            month = culprits["month"].min()
+            names = culprits.loc[culprits["month"] == month, "missing"]
+            missing = list(dict.fromkeys(name for tuple_ in names for name in tuple_))
+            named = [leaves[i] for i in found.missing_leaves[found.missing_rows == row]]
+            assert (cube.first + int(found.month[row])).strftime("%Y-%m") == month, (kpi, entity)
+            assert named == missing, (period, kpi, entity)

@@ -794,16 +794,7 @@ def coverage(
     tuple of names in hierarchy order).
     """
     registry = cube.registry
-    components: dict[str, bool] = {}  # source KPI -> every month decides
-    for source in registry.leaf_components(kpi_id):
-        components[source] = registry[source].time_aggregation not in (
-            TimeAggregation.LAST,
-            TimeAggregation.FIRST,
-        )
-    per = registry[kpi_id].average_per if per_account else None
-    if per is not None:
-        for source in registry.leaf_components(per):
-            components[source] = True
+    components = _deciding_sources(registry, kpi_id, per_account)
     entity_at = np.array([cube.entity_index[entity]], dtype=np.int64)
     masked = bool(
         registry[kpi_id].entity_aggregation is EntityAggregation.NONE
@@ -847,3 +838,176 @@ def coverage(
                 )
             )
     return pd.concat(frames, ignore_index=True)
+
+
+def _deciding_sources(registry: Registry, kpi_id: str, per_account: bool) -> dict[str, bool]:
+    """The source KPIs a query row's ``complete`` flag rests on, in the order coverage lists them
+    (a derived KPI's components, then per account the ``average_per`` KPI's), each with whether
+    every month of the window decides (``last`` and ``first`` decide only their own month; a
+    per-account denominator every month)."""
+    components: dict[str, bool] = {}
+    for source in registry.leaf_components(kpi_id):
+        components[source] = registry[source].time_aggregation not in (
+            TimeAggregation.LAST,
+            TimeAggregation.FIRST,
+        )
+    per = registry[kpi_id].average_per if per_account else None
+    if per is not None:
+        for source in registry.leaf_components(per):
+            components[source] = True
+    return components
+
+
+@dataclass(frozen=True)
+class FirstGaps:
+    """For each of many query rows' windows: the first month that decides the row's ``complete``
+    flag and is not covered, and the expected members without a value in it.
+
+    ``found`` says whether a row has such a month, ``month`` is its position on the cube's month
+    axis (0 where not found). The missing members are pairs (``missing_rows``, ``missing_leaves``:
+    positions in the hierarchy's leaves), grouped by row; within a row, source KPI by source KPI
+    as :func:`coverage` lists them, each KPI's members in hierarchy order, a member named once.
+    """
+
+    found: np.ndarray
+    month: np.ndarray
+    missing_rows: np.ndarray
+    missing_leaves: np.ndarray
+
+
+def first_gaps(
+    cube: Cube,
+    kpi_ids: Sequence[str],
+    entities: Sequence[str],
+    starts: np.ndarray,
+    stops: np.ndarray,
+    per_account: bool = False,
+) -> FirstGaps:
+    """What :func:`coverage` tells of each row's window, for many rows at once: the first deciding
+    month that is not covered, and who did not report then (see :class:`FirstGaps`).
+
+    Row ``i`` is KPI ``kpi_ids[i]`` of entity ``entities[i]`` over the months at positions
+    ``starts[i]..stops[i]`` of the cube's month axis (they may lie outside the data, which is never
+    covered). The same rules as :func:`coverage`: ``last`` (``first``) decides only the window's
+    final (first) month, every other rule and a per-account denominator every month; a KPI not
+    rolled up over entities is never covered at a group. Numpy over all rows at once; Python loops
+    only over the distinct KPIs and the distinct (source KPI, month) pairs of the gaps found.
+    """
+    registry = cube.registry
+    count = len(kpi_ids)
+    none = np.zeros(0, dtype=np.int64)
+    if not count:
+        return FirstGaps(np.zeros(0, dtype=bool), none, none, none)
+    starts = np.asarray(starts, dtype=np.int64)
+    stops = np.asarray(stops, dtype=np.int64)
+    kpi_codes, kpi_names = pd.factorize(np.asarray(kpi_ids, dtype=object))
+    entity_codes, entity_names = pd.factorize(np.asarray(entities, dtype=object))
+    entity_at = np.array([cube.entity_index[e] for e in entity_names], dtype=np.int64)[entity_codes]
+    at_group = cube.entity_levels[entity_at] != PRODUCT_LEVEL
+    # One pair per (row, source KPI it rests on): the row, the source KPI's position in the cube,
+    # its rank among the row's source KPIs, how its months decide (0: every month, 1: only the
+    # window's final month, 2: only its first) and whether it is never covered.
+    pair_parts: list[tuple[np.ndarray, int, int, int, np.ndarray]] = []
+    for code, kpi in enumerate(kpi_names):
+        rows = np.flatnonzero(kpi_codes == code)
+        masked = at_group[rows] & (registry[kpi].entity_aggregation is EntityAggregation.NONE)
+        for rank, (source, every) in enumerate(
+            _deciding_sources(registry, kpi, per_account).items()
+        ):
+            last = registry[source].time_aggregation is TimeAggregation.LAST
+            rule = 0 if every else 1 if last else 2
+            pair_parts.append((rows, cube.kpi_index[source], rank, rule, masked))
+    sizes = [len(rows) for rows, *_ in pair_parts]
+    pair_row = np.concatenate([rows for rows, *_ in pair_parts] or [np.zeros(0, np.int64)])
+    pair_kpi = np.repeat(np.array([k for _, k, *_ in pair_parts], dtype=np.int64), sizes)
+    pair_rank = np.repeat(np.array([r for _, _, r, *_ in pair_parts], dtype=np.int64), sizes)
+    pair_masked = np.concatenate([m for *_, m in pair_parts] or [np.zeros(0, bool)])
+    rule_of = np.repeat(np.array([r for *_, r, _ in pair_parts], dtype=np.int64), sizes)
+    pair_entity = entity_at[pair_row]
+    pair_start, lengths = starts[pair_row], (stops - starts + 1)[pair_row]
+    # (pairs, months of the longest window): whether each month decides and is covered
+    offsets = np.arange(int(lengths.max()) if len(lengths) else 0)
+    month = pair_start[:, None] + offsets[None, :]
+    decides = np.where(
+        rule_of[:, None] == 0,
+        offsets[None, :] < lengths[:, None],
+        offsets[None, :] == np.where(rule_of == 1, lengths - 1, 0)[:, None],
+    )
+    inside = (month >= 0) & (month < cube.month_count)
+    covered = np.zeros(month.shape, dtype=bool)
+    if cube.month_count:
+        at = np.clip(month, 0, cube.month_count - 1)
+        kpi_at, entity_of = pair_kpi[:, None], pair_entity[:, None]
+        covered = cube._covered[at + 1, kpi_at, entity_of] > cube._covered[at, kpi_at, entity_of]
+        covered &= inside & ~pair_masked[:, None]
+    gap = decides & ~covered
+    pair_has = gap.any(axis=1)
+    pair_month = pair_start + gap.argmax(axis=1)
+    never = np.iinfo(np.int64).max
+    first = np.full(count, never, dtype=np.int64)
+    np.minimum.at(first, pair_row[pair_has], pair_month[pair_has])
+    found = first != never
+    # The culprits: the pairs whose first gap is their row's first gap.
+    culprit = np.flatnonzero(pair_has & (pair_month == first[pair_row]))
+    culprit = culprit[(pair_month[culprit] >= 0) & (pair_month[culprit] < cube.month_count)]
+    member = _membership(cube)
+    found_rows, found_ranks, found_leaves = [], [], []
+    # the distinct (source KPI, month) gaps, each with the leaves expected then but without a value
+    gaps = pair_kpi[culprit] * max(cube.month_count, 1) + pair_month[culprit]
+    keys, groups = np.unique(gaps, return_inverse=True)
+    leaf_counts = cube._counts[..., cube.leaf_offset :]
+    for g, key in enumerate(keys):
+        k, m = divmod(int(key), max(cube.month_count, 1))
+        absent = np.flatnonzero(
+            (cube._life_first[k] <= m)
+            & (cube._life_last[k] >= m)
+            & (leaf_counts[m + 1, k] == leaf_counts[m, k])
+        )
+        if not len(absent):
+            continue
+        pairs = culprit[groups == g]
+        hit_pair, hit_leaf = np.nonzero(member(pair_entity[pairs][:, None], absent[None, :]))
+        found_rows.append(pair_row[pairs][hit_pair])
+        found_ranks.append(pair_rank[pairs][hit_pair])
+        found_leaves.append(absent[hit_leaf])
+    rows_hit = np.concatenate([none, *found_rows])
+    leaves_hit = np.concatenate([none, *found_leaves])
+    order = np.lexsort((leaves_hit, np.concatenate([none, *found_ranks]), rows_hit))
+    rows_hit, leaves_hit = rows_hit[order], leaves_hit[order]
+    # a member missing for several source KPIs is named once, where it comes first
+    _, firsts = np.unique(rows_hit * len(cube.hierarchy.leaves) + leaves_hit, return_index=True)
+    kept = np.sort(firsts)
+    return FirstGaps(
+        found=found,
+        month=np.where(found, first, 0),
+        missing_rows=rows_hit[kept],
+        missing_leaves=leaves_hit[kept],
+    )
+
+
+def _membership(cube: Cube) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """Whether the leaf at each position of ``leaves`` lies under the entity at ``entities``
+    (positions on the entity axis; the two arrays broadcast), from the hierarchy's group codes."""
+    groupings = list(cube._group_codes)
+    grouping_of = np.full(len(cube.entities), -1, dtype=np.int64)  # -1: the total
+    group_of = np.zeros(len(cube.entities), dtype=np.int64)
+    grouping_of[cube.leaf_offset :] = -2  # a product
+    position = 1
+    for i, grouping in enumerate(groupings):
+        size = len(cube.hierarchy.groups(grouping))
+        grouping_of[position : position + size] = i
+        group_of[position : position + size] = np.arange(size)
+        position += size
+    codes = (
+        np.stack([cube._group_codes[g] for g in groupings])
+        if groupings
+        else np.zeros((1, len(cube.hierarchy.leaves)), dtype=np.int64)
+    )
+
+    def member(entities: np.ndarray, leaves: np.ndarray) -> np.ndarray:
+        kind = grouping_of[entities]
+        in_group = codes[np.maximum(kind, 0), leaves] == group_of[entities]
+        is_leaf = leaves == entities - cube.leaf_offset
+        return np.where(kind == -1, True, np.where(kind == -2, is_leaf, in_group))
+
+    return member

@@ -33,8 +33,6 @@ from kpisheet.thresholds import flags, has_threshold
 #: many, and one per :data:`HIGHLIGHT_PER_ROWS` rows shown.
 HIGHLIGHT_COUNT = 5
 HIGHLIGHT_PER_ROWS = 5
-#: Rows of a page whose reason may be looked up member by member (each lookup takes ~3 ms).
-REASON_LOOKUPS = 200
 #: Most distinct reasons the notes list.
 LISTED_REASONS = 5
 
@@ -84,7 +82,7 @@ def build_table(
 
     Grouped by entity, the group column is the entity with its level and the KPI follows; by
     KPI, the group is the KPI's label and entity and level follow. The reason a change is not
-    shown is in the note column (named members looked up for up to :data:`REASON_LOOKUPS` rows).
+    shown is in the note column, naming the members that did not report.
     """
     registry = sheet.registry
     kpi_codes, kpis = pd.factorize(result[KPI])
@@ -100,7 +98,7 @@ def build_table(
     changes = formats.format_changes(result[CHANGE], units, per_account=per_account)
     changes_pct = formats.format_changes_pct(result[CHANGE_PCT])
     reasons = presentation.incomplete_reasons(
-        result, registry, sheet=sheet, per_account=per_account, limit=REASON_LOOKUPS
+        result, registry, sheet=sheet, per_account=per_account
     )
     values = formats.format_values(result[VALUE], units, per_account=per_account)
     previous = formats.format_values(result[PREVIOUS_VALUE], units, per_account=per_account)

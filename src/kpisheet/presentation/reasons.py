@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from kpisheet import engine
 from kpisheet.constants import (
     AS_OF,
     COMPLETE,
@@ -20,6 +21,7 @@ from kpisheet.constants import (
     WINDOW,
     Window,
 )
+from kpisheet.months import window_bounds
 from kpisheet.presentation.words import (
     CURRENT_WINDOW_WORD,
     PREVIOUS_WINDOW_WORD,
@@ -37,9 +39,11 @@ __all__ = [
     "incomplete_reasons",
 ]
 
-#: Most rows of one call whose reason is looked up month by month (:meth:`KPISheet.coverage`);
-#: further rows get the general reason, which needs no lookup.
-LOOKUP_LIMIT = 500
+#: Most rows of one window whose missing members are looked up (one batch lookup in the engine,
+#: :func:`kpisheet.engine.first_gaps`, about 40 bytes per row, source KPI and month of the
+#: window at once); beyond it every row gets the general reason, which needs no lookup. A guard
+#: on memory only: a full 12-month result of every level at benchmark size M has some 3,000.
+LOOKUP_LIMIT = 100_000
 
 
 def comparable(result: pd.DataFrame) -> np.ndarray:
@@ -61,7 +65,9 @@ def incomplete_reasons(
 
     The current window's reason comes first ("Fenster: …"), then the previous year's
     ("Vorjahr: …"), e.g. ``Vorjahr: 3 von 12 Monaten`` or ``Vorjahr: Mitglied fehlt im Mai 2019:
-    TUI VISA Card Gold``. Naming the members needs the ``sheet`` (its :meth:`coverage`); without
+    TUI VISA Card Gold``: the first month that decides the row's ``complete`` flag and is not
+    covered, with the expected members missing then, as :meth:`KPISheet.coverage` explains one
+    row (here looked up for all rows at once). Naming the members needs the ``sheet``; without
     it, or when more than ``limit`` rows of a window need a lookup, the reason says only that
     members did not report.
     """
@@ -79,8 +85,10 @@ def incomplete_reasons(
 
 def _window_lengths(result: pd.DataFrame) -> np.ndarray:
     """Months of each row's window (a year-to-date window's length is its as-of month)."""
-    months = result[AS_OF].astype(str).str.slice(5, 7).astype(int).to_numpy()
-    lengths = result[WINDOW].map(lambda w: Window(w).length or 0).to_numpy(dtype=np.int64)
+    as_of_codes, as_of = pd.factorize(result[AS_OF].astype(str))
+    window_codes, windows = pd.factorize(result[WINDOW].astype(str))
+    months = np.array([int(month[5:7]) for month in as_of], dtype=np.int64)[as_of_codes]
+    lengths = np.array([Window(w).length or 0 for w in windows], dtype=np.int64)[window_codes]
     window_lengths: np.ndarray = np.where(lengths > 0, lengths, months)
     return window_lengths
 
@@ -113,36 +121,58 @@ def _window_reasons(
     ]
     rest = np.flatnonzero(incomplete & ~empty & ~short)
     general = f"{word}: nicht alle erwarteten Produkte haben gemeldet"
+    if not len(rest):
+        return reasons
     if sheet is None or len(rest) > limit:
         reasons[rest] = general
         return reasons
-    period = "previous" if offset else "current"
-    for row in rest:
-        record = result.iloc[row]
-        coverage = sheet.coverage(
-            str(record[KPI]),
-            str(record[ENTITY]),
-            as_of=str(record[AS_OF]),
-            window=str(record[WINDOW]),
-            per_account=per_account,
-        )
-        culprits = coverage[
-            (coverage["period"] == period) & coverage["decides"] & ~coverage["covered"]
-        ]
-        reasons[row] = _member_reason(word, culprits) if len(culprits) else general
+    named = _named_gaps(result.iloc[rest], sheet, offset, per_account)
+    reasons[rest] = [general if text is None else f"{word}: {text}" for text in named]
     return reasons
 
 
-def _member_reason(word: str, culprits: pd.DataFrame) -> str:
-    """The first uncovered month: who did not report, or that the entity had no value."""
-    first = culprits["month"].min()
-    month = month_long(first)
-    missing = list(
-        dict.fromkeys(
-            name for names in culprits.loc[culprits["month"] == first, "missing"] for name in names
-        )
+def _named_gaps(
+    rows: pd.DataFrame, sheet: KPISheet, offset: int, per_account: bool
+) -> list[str | None]:
+    """For each row's window ``offset`` months before its as-of month, the first deciding month
+    that is not covered and who did not report then, as the reason's words after the window's
+    (``None`` where every deciding month is covered): one batch lookup in the engine."""
+    # The engine's cube; the batch lookup is the vectorised form of ``sheet.coverage``.
+    cube = sheet._cube
+    keys = rows[AS_OF].astype(str) + " " + rows[WINDOW].astype(str)
+    codes, distinct = pd.factorize(keys)
+    bounds = np.array(
+        [
+            [
+                cube.month_position(month)
+                for month in window_bounds(pd.Period(as_of, freq="M") - offset, Window(window))
+            ]
+            for as_of, window in (key.split(" ") for key in distinct)
+        ],
+        dtype=np.int64,
+    ).reshape(-1, 2)
+    gaps = engine.first_gaps(
+        cube,
+        rows[KPI].astype(str).tolist(),
+        rows[ENTITY].astype(str).tolist(),
+        bounds[codes, 0],
+        bounds[codes, 1],
+        per_account=per_account,
     )
+    leaves = np.asarray(cube.hierarchy.leaves, dtype=object)
+    cuts = np.searchsorted(gaps.missing_rows, np.arange(1, len(rows)))
+    missing = np.split(leaves[gaps.missing_leaves], cuts)
+    positions, at = np.unique(gaps.month, return_inverse=True)
+    texts = np.array([month_long(cube.first + int(p)) for p in positions], dtype=object)
+    return [
+        _member_reason(month, list(names)) if found else None
+        for found, month, names in zip(gaps.found, texts[at], missing, strict=True)
+    ]
+
+
+def _member_reason(month: str, missing: list[str]) -> str:
+    """The first uncovered month: who did not report, or that the entity had no value."""
     if not missing:
-        return f"{word}: kein Wert im {month}"
+        return f"kein Wert im {month}"
     verb = "Mitglied fehlt" if len(missing) == 1 else "Mitglieder fehlen"
-    return f"{word}: {verb} im {month}: {members_text(missing)}"
+    return f"{verb} im {month}: {members_text(missing)}"
