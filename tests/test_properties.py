@@ -405,6 +405,10 @@ def test_a_stock_is_complete_exactly_when_its_deciding_month_is(
             assert complete == one.get(key, False), (rule, key)
 
 
+#: Examples of the tests whose reference asks the sheet row by row (up to a second each).
+ROW_BY_ROW_EXAMPLES = min(60, settings.default.max_examples)
+
+
 def _reasons_by_coverage(
     result: pd.DataFrame, sheet: kpisheet.sheet.KPISheet, per_account: bool
 ) -> list[str]:
@@ -446,7 +450,7 @@ def _reasons_by_coverage(
     return expected
 
 
-@settings(deadline=None)  # the reference asks the sheet row by row
+@settings(deadline=None, max_examples=ROW_BY_ROW_EXAMPLES)  # the reference asks row by row
 @given(case=projects_and_as_of(), window=st.sampled_from(WINDOWS), per_account=st.booleans())
 def test_the_batch_reasons_equal_the_reasons_row_by_row(
     case: tuple[Project, str], window: str, per_account: bool
@@ -462,7 +466,7 @@ def test_the_batch_reasons_equal_the_reasons_row_by_row(
     assert list(actual) == _reasons_by_coverage(result, sheet, per_account)
 
 
-@settings(deadline=None)  # the reference asks the sheet row by row
+@settings(deadline=None, max_examples=ROW_BY_ROW_EXAMPLES)  # the reference asks row by row
 @given(
     case=projects_and_as_of(),
     window=st.sampled_from(WINDOWS),
