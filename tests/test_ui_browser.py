@@ -306,12 +306,17 @@ def _expected(sheet: kpisheet.KPISheet, **query) -> list[str]:
 
 
 def _choose(page, widget: str, label: str) -> None:
-    """Pick an option of a multi-select by typing its label."""
+    """Pick an option of a multi-select by typing its label, and wait until it shows as picked
+    (the next pick must not type into a list the server is still redrawing)."""
+    from playwright.sync_api import expect
+
     field = page.locator(f".{widget} input[type=search]")
     field.fill(label)
     page.locator(
         f".{widget} .choices__list--dropdown .choices__item--selectable", has_text=label
     ).first.click()
+    picked = page.locator(f".{widget} .choices__list--multiple .choices__item", has_text=label)
+    expect(picked.first).to_be_visible()
 
 
 def _login(page, url: str, user: str, password: str) -> None:
