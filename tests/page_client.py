@@ -60,6 +60,8 @@ class Page:
     url: str
     widgets: dict[str, Widget] = field(default_factory=dict)
     table_source: str = ""
+    #: Every value the server sent for a widget (by CSS class), in the order it came.
+    sent_values: dict[str, list[Any]] = field(default_factory=dict)
 
     async def open(self) -> None:
         """Connect (a new session), pull the document and find the widgets."""
@@ -88,6 +90,12 @@ class Page:
         models: dict[str, dict[str, Any]] = {}
         _objects(reply.content["doc"], models)
         self._find_widgets(models)
+        # As the browser does once it has drawn the page: Panel treats the page as connected
+        # from then on (its changes are held and sent together, as for a browser).
+        ready = {"type": "event", "name": "document_ready", "values": {"type": "map"}}
+        await self._send(
+            self._patch({"kind": "MessageSent", "msg_type": "bokeh_event", "msg_data": ready})
+        )
         # From now on one task reads the websocket (a wait for a patch may be given up without
         # leaving a message half read).
         self._patches: asyncio.Queue[Any] = asyncio.Queue()
@@ -137,15 +145,16 @@ class Page:
 
     def _follow(self, events: list[dict[str, Any]]) -> None:
         """Keep the widgets' options and values as the server changes them (as a page would)."""
-        by_id = {widget.id: widget for widget in self.widgets.values()}
+        by_id = {widget.id: (css, widget) for css, widget in self.widgets.items()}
         for event in events:
-            widget = by_id.get(event.get("model", {}).get("id", ""))
+            css, widget = by_id.get(event.get("model", {}).get("id", ""), ("", None))
             if widget is None or event.get("kind") != "ModelChanged":
                 continue
             if event.get("attr") == "options":
                 widget.options = _option_values(event["new"])
             elif event.get("attr") == widget.attribute:
                 widget.value = event["new"]
+                self.sent_values.setdefault(css, []).append(event["new"])
 
     async def _expect(self, kind: str) -> Any:
         while True:
@@ -157,14 +166,17 @@ class Page:
 
     async def change(self, css: str, new: Any) -> None:
         """Set a widget's value as the browser does (the server's answers come later)."""
-        from bokeh.protocol.messages.patch_doc import patch_doc
-
         widget = self.widgets[css]
         widget.value = new
         event = {"kind": "ModelChanged", "model": {"id": widget.id}, "attr": widget.attribute}
-        await self._send(
-            patch_doc(patch_doc.create_header(), {}, {"events": [{**event, "new": new}]})
-        )
+        await self._send(self._patch({**event, "new": new}))
+
+    @staticmethod
+    def _patch(event: dict[str, Any]) -> Any:
+        """A ``PATCH-DOC`` message with one event, as the browser sends it."""
+        from bokeh.protocol.messages.patch_doc import patch_doc
+
+        return patch_doc(patch_doc.create_header(), {}, {"events": [event]})
 
     async def table_update(self) -> dict[str, Any]:
         """The next patch from the server that changes the table (its content)."""

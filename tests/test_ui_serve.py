@@ -22,6 +22,7 @@ from kpisheet.cli import main
 from kpisheet.errors import StoreError
 from kpisheet.store import sqlite_url
 from kpisheet_ui.app import PAGES
+from kpisheet_ui.escape import html_text
 from kpisheet_ui.serve import (
     MANY_PROCESSES_WITH_LOGIN,
     SessionOrderedExecutor,
@@ -30,9 +31,13 @@ from kpisheet_ui.serve import (
     sheet_config,
 )
 from kpisheet_ui.source import SheetConfig, get_source
+from kpisheet_ui.table import GROUP_COLUMN
 from kpisheet_ui.users import add_user
-from tests.page_client import WINDOW, Page
+from tests.page_client import ENTITIES, WINDOW, Page
 
+#: Quick picks: pages, entities picked one after another on each, seconds between two picks (a
+#: browser's pace when the visitor clicks through a list), seconds to wait for late messages.
+PICK_ROUNDS, PICKS, PICK_SECONDS, SETTLE_SECONDS = 8, 6, 0.04, 0.5
 #: Index of the 12M window among the app's window buttons (1M, 3M, 6M, 12M, YTD).
 WINDOW_12M = 3
 
@@ -220,6 +225,30 @@ def test_a_slow_session_does_not_block_another(running_server: RunningServer, mo
         assert values and values == quick.column(quick_table, "Wert")
         slow.close()
         quick.close()
+
+    _answered(scenario())
+
+
+def test_a_pages_own_changes_are_not_sent_back(running_server: RunningServer) -> None:
+    """Entities picked one after another as quickly as a browser sends them: the server never
+    sends the page a value of the entity choice (an older pick after a newer one made the page
+    show it while the table followed the newer), and the table follows the last pick."""
+
+    async def scenario() -> None:
+        for _ in range(PICK_ROUNDS):
+            page = Page(running_server.url)
+            await page.open()
+            picks = page.widgets[ENTITIES].options[:PICKS]
+            for count in range(1, PICKS + 1):
+                await page.change(ENTITIES, picks[:count])
+                await asyncio.sleep(PICK_SECONDS)
+            groups: set[str] = set()
+            while len(groups) != PICKS:
+                groups = set(page.column(await page.table_update(), GROUP_COLUMN))
+            await asyncio.sleep(SETTLE_SECONDS)  # anything sent after the last table came
+            assert groups == {html_text(pick) for pick in picks}
+            assert page.sent_values.get(ENTITIES, []) == []
+            page.close()
 
     _answered(scenario())
 

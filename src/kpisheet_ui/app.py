@@ -26,6 +26,7 @@ import param
 
 from kpisheet.errors import ChecksumError, KpisheetError
 from kpisheet.presentation import words
+from kpisheet_ui import widgets
 from kpisheet_ui.escape import html_column, html_text, markdown_text
 from kpisheet_ui.explain_view import ExplainPanel, ExplainState
 from kpisheet_ui.sessions import LoginSession, session_of
@@ -52,10 +53,10 @@ log = logging.getLogger(__name__)
 
 TITLE = "KPI-Sheet"
 ACCENT = "#1F5F8B"
-#: Most pixels the table takes; a short table takes a row height per row and group.
+#: Most pixels the table takes; a shorter table takes only the height of its rows, a longer one
+#: scrolls. (Tabulator's own ``maxHeight``: a height set from Python on every change would rebuild
+#: the table in the browser while the next change's cell styles arrive.)
 TABLE_HEIGHT = 560
-TABLE_HEADER_HEIGHT = 40
-TABLE_ROW_HEIGHT = 31
 #: Column widths in pixels: wide enough for billions of francs with centimes.
 COLUMN_WIDTHS = {
     KPI_COLUMN: 230,
@@ -168,7 +169,7 @@ class AppView(param.Parameterized):
             widths=COLUMN_WIDTHS,
             text_align={column: "right" for column in NUMBER_COLUMNS},
             formatters={column: {"type": "html"} for column in REASON_COLUMNS},
-            height=TABLE_HEIGHT,
+            configuration={"maxHeight": f"{TABLE_HEIGHT}px"},
             sizing_mode="stretch_width",
             stylesheets=[TABLE_CSS],
             name="KPI-Tabelle",
@@ -299,8 +300,6 @@ class AppView(param.Parameterized):
         """The current page of the table, and the pager when there is more than one page."""
         state = self.state
         table = state.table()
-        rows = len(table) + table[GROUP_COLUMN].nunique()
-        self.table.height = min(TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * rows)
         shown = with_reasons(table)
         # Tabulator writes group headers as HTML: the group names go to it escaped.
         shown[GROUP_COLUMN] = html_column(shown[GROUP_COLUMN])
@@ -345,17 +344,15 @@ class AppView(param.Parameterized):
         clear.on_click(lambda event: self.state.clear_all())
         buttons = {"button_type": "primary", "button_style": "outline"}
         return [
-            pn.widgets.Select.from_param(p.as_of, name="Stichtag", css_classes=["stichtag"]),
-            pn.widgets.RadioButtonGroup.from_param(
+            widgets.Select.from_param(p.as_of, name="Stichtag", css_classes=["stichtag"]),
+            widgets.RadioButtonGroup.from_param(
                 p.window, name="Fenster", css_classes=["fenster"], **buttons
             ),
-            pn.widgets.Select.from_param(
+            widgets.Select.from_param(
                 p.grouping, name="Entitäten-Gruppe", css_classes=["entitaeten-gruppe"]
             ),
-            pn.widgets.Select.from_param(
-                p.kpi_group, name="KPI-Gruppe", css_classes=["kpi-gruppe"]
-            ),
-            pn.widgets.RadioButtonGroup.from_param(
+            widgets.Select.from_param(p.kpi_group, name="KPI-Gruppe", css_classes=["kpi-gruppe"]),
+            widgets.RadioButtonGroup.from_param(
                 p.display, name="Tabelle gruppiert", css_classes=["darstellung"], **buttons
             ),
             pn.widgets.Checkbox.from_param(

@@ -43,6 +43,7 @@ from kpisheet.presentation.formats import (
     format_values,
 )
 from kpisheet.waterfall import save_waterfall_png, waterfall_chart
+from kpisheet_ui import widgets
 from kpisheet_ui.escape import html_text
 from kpisheet_ui.state import SheetState
 
@@ -78,10 +79,9 @@ NUMBER_COLUMNS = (
 PER_ACCOUNT_NOTE = words.EXPLAIN_PER_ACCOUNT_NOTE
 #: Look of the status and message lines (HTML panes fed escaped text only).
 TEXT_STYLE = {"font-size": "14px", "margin": "4px 0"}
-#: Most pixels the members' table takes; a short table takes a row height per row.
+#: Most pixels the members' table takes; a shorter table takes only the height of its rows
+#: (Tabulator's ``maxHeight``, set once, as for the KPI table).
 TABLE_HEIGHT = 320
-TABLE_HEADER_HEIGHT = 42
-TABLE_ROW_HEIGHT = 34
 
 
 class ExplainState(param.Parameterized):
@@ -320,13 +320,13 @@ class ExplainPanel:
     def __init__(self, state: ExplainState, guard: Any) -> None:
         self.state = state
         p = state.param
-        self.entity = pn.widgets.Select.from_param(
+        self.entity = widgets.Select.from_param(
             p.entity, name=words.EXPLAIN_VIEW_WORDS["group"], css_classes=["warum-gruppe"]
         )
-        self.kpi = pn.widgets.Select.from_param(
+        self.kpi = widgets.Select.from_param(
             p.kpi, name=words.EXPLAIN_VIEW_WORDS["kpi"], css_classes=["warum-kpi"]
         )
-        self.by = pn.widgets.Select.from_param(
+        self.by = widgets.Select.from_param(
             p.by, name=words.EXPLAIN_VIEW_WORDS["members"], css_classes=["warum-mitglieder"]
         )
         self.button = pn.widgets.Button(
@@ -346,7 +346,7 @@ class ExplainPanel:
             layout="fit_data_table",
             text_align={column: "right" for column in NUMBER_COLUMNS},
             sizing_mode="stretch_width",
-            height=320,
+            configuration={"maxHeight": f"{TABLE_HEIGHT}px"},
             css_classes=["warum-tabelle"],
             name="Warum-Tabelle",
         )
@@ -387,11 +387,7 @@ class ExplainPanel:
             if not shown:
                 return
             self.status.object = html_text(state.status())
-            table = state.table()
-            self.table.height = min(
-                TABLE_HEIGHT, TABLE_HEADER_HEIGHT + TABLE_ROW_HEIGHT * len(table)
-            )
-            self.table.value = table
+            self.table.value = state.table()
             try:
                 self.chart.object = state.chart()
             except KpisheetError:

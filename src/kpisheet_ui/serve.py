@@ -252,6 +252,34 @@ def _document_of(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
     return next((c for c in candidates if isinstance(c, Document)), None)
 
 
+def no_replayed_echoes() -> None:
+    """Bokeh sends no page its own change back when the change is replayed after a hold.
+
+    While a page's work runs on a thread, Panel holds the page's document, and changes coming in
+    from the browser meanwhile are kept and replayed when the hold ends. Bokeh leaves out the
+    browser a change came from only while it applies that browser's message; a replayed change
+    went back to the browser as if it were new. If the visitor had picked again meanwhile (a
+    fourth entity after a third), the browser was sent its older value and showed it, while the
+    table followed the newer one. A change the browser made (its setter is the session, which
+    applies the browser's messages) is never news to it, so it is not sent when replayed; Bokeh
+    serves one browser page per session. Changes made by the app are sent as before.
+    """
+    from bokeh.server.session import ServerSession
+
+    sent = ServerSession._document_patched
+    if getattr(sent, "_kpisheet_no_replay", False):
+        return
+
+    @functools.wraps(sent)
+    def document_patched(session: ServerSession, event: Any) -> None:
+        if event.setter is session and session._current_patch_connection is None:
+            return  # the browser's own change, replayed after a hold
+        sent(session, event)
+
+    document_patched._kpisheet_no_replay = True  # type: ignore[attr-defined]
+    ServerSession._document_patched = document_patched  # type: ignore[method-assign]
+
+
 def concurrency_options(
     source: SheetSource,
     processes: int,
@@ -279,6 +307,7 @@ def concurrency_options(
     if threads:  # Panel made a plain pool; its tasks go to one that keeps each page's order
         state._thread_pool.shutdown(wait=False)
         state._thread_pool = SessionOrderedExecutor(threads)
+        no_replayed_echoes()
     if processes > 1:
         source.close_connections()
     return {
