@@ -119,19 +119,3 @@ def postgres_db(postgres_url: str) -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
-
-
-# -- browser tests -----------------------------------------------------------------------------
-#: Runs a browser test gets: a known race in the browser (a Bokeh/Tabulator view laid out after
-#: it was replaced: "Cannot read properties of null (reading 'offsetWidth')") can fail a run when
-#: updates follow each other quickly; a test that fails every time still fails. Four, because the
-#: chart test meets the race in about two of three runs since the chart's column is shown and
-#: hidden (a stopgap until the race is fixed).
-BROWSER_RERUNS = int(os.environ.get("KPISHEET_BROWSER_RERUNS", "4"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests are retried (:data:`BROWSER_RERUNS`) instead of failing on that race."""
-    for item in items:
-        if item.get_closest_marker("browser") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS, reruns_delay=1))

@@ -227,9 +227,7 @@ class AppView(param.Parameterized):
         )
         self.chart_downloads = pn.Row(self.series_download, self.png_download, self.html_download)
         # The chart's place holds the message, the chart and its downloads for good; a change
-        # only shows or hides them. Replacing the children of a laid-out column made the browser
-        # lay out views that were already gone ("Cannot read properties of null (reading
-        # 'offsetWidth')"), and that patch's updates were lost.
+        # only shows or hides them, and the browser never lays out a view that is already gone.
         # (The chart pane's own ``visible`` cannot be set: Panel then fails to copy stylesheets
         # to its Bokeh pane; the column around it is shown or hidden instead.)
         self.chart_box = pn.Column(
