@@ -320,6 +320,7 @@ async def drive(args: argparse.Namespace, server: Server) -> dict[str, Any]:
         "memory_with_sessions": with_sessions,
         "latencies": latencies,
         "unanswered": sum(s.unanswered for s in sessions),
+        "unanswered_sessions": sum(1 for s in sessions if s.unanswered),
         "by_kind": by_kind,
         "server_ms": usage_ms(server.usage_log, lines_before),
         "busy_wall": busy_wall,
@@ -352,7 +353,7 @@ def report(args: argparse.Namespace, memory: dict[str, dict[str, int]], run: dic
         "",
         f"{len(lat)} interactions answered ({args.interactions} per session, think time "
         f"{args.think_seconds} s ± 50 %); {run['unanswered']} without a table update within "
-        f"{INTERACTION_TIMEOUT} s:",
+        f"{INTERACTION_TIMEOUT} s (on {run['unanswered_sessions']} of the sessions):",
         "",
         "| measure | p50 | p95 | max |",
         "|---|---|---|---|",

@@ -13,7 +13,6 @@ import http.client
 import io
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -139,43 +138,6 @@ def _write_store(path: Path, observations: pd.DataFrame) -> str:
     return url
 
 
-_UNRETRIEVED = "Task exception was never retrieved"
-_CLIENT_GONE = "tornado.websocket.WebSocketClosedError\n"
-
-
-def _without_disconnects(log: str) -> str:
-    """The server log without tornado's reports of a page that closed while the server was still
-    writing to its websocket (an unretrieved ``WebSocketClosedError`` raised only in tornado's own
-    frames): a client going away, not an error of the app. Everything else stays."""
-    kept, rest = [], log
-    while (start := rest.find(_UNRETRIEVED)) >= 0:
-        end = rest.find(_CLIENT_GONE, start)
-        report = rest[start : end + len(_CLIENT_GONE)] if end >= 0 else ""
-        frames = re.findall(r'File "([^"]+)"', report)
-        benign = bool(frames) and all("/tornado/" in frame for frame in frames)
-        kept.append(rest[:start] if benign else rest[: start + len(_UNRETRIEVED)])
-        rest = rest[end + len(_CLIENT_GONE) :] if benign else rest[start + len(_UNRETRIEVED) :]
-    return "".join(kept) + rest
-
-
-def test_disconnect_reports_are_the_only_log_text_ignored() -> None:
-    """Only tornado's own closed-websocket report is dropped; a traceback from kpisheet stays."""
-    gone = (
-        "Task exception was never retrieved\nfuture: <Task finished exception=WebSocketClosedError()>\n"
-        "Traceback (most recent call last):\n"
-        '  File "/venv/site-packages/tornado/websocket.py", line 1140, in wrapper\n'
-        "tornado.websocket.WebSocketClosedError\n"
-    )
-    ours = (
-        "Task exception was never retrieved\nTraceback (most recent call last):\n"
-        '  File "/src/kpisheet_ui/app.py", line 1, in poll\n'
-        "tornado.websocket.WebSocketClosedError\n"
-    )
-    assert _without_disconnects(f"start\n{gone}end\n") == "start\nend\n"
-    assert "Traceback" in _without_disconnects(ours)
-    assert "Traceback" in _without_disconnects(f"{gone}Traceback (most recent call last):\n")
-
-
 @pytest.fixture(scope="module")
 def observations() -> pd.DataFrame:
     return generate_observations()
@@ -271,7 +233,7 @@ def page(browser, servers):
     assert errors == []
     assert not [marker for marker in PYTHON_ERRORS if marker in text]
     for server in servers.values():
-        assert "Traceback (most recent call last)" not in _without_disconnects(server.log_text())
+        assert "Traceback (most recent call last)" not in server.log_text()
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,6 @@ from tests.test_ui_browser import (
     Server,
     _require_browser,
     _start,
-    _without_disconnects,
     _write_store,
 )
 
@@ -252,7 +251,7 @@ def context(browser, servers):
     assert dialogs == []
     assert [e for e in errors if "Failed to load resource" not in e] == []
     for server in servers.values():
-        assert "Traceback (most recent call last)" not in _without_disconnects(server.log_text())
+        assert "Traceback (most recent call last)" not in server.log_text()
 
 
 @pytest.fixture

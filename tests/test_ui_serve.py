@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import re
 import socket
 import threading
@@ -27,6 +28,7 @@ from kpisheet_ui.serve import (
     MANY_PROCESSES_WITH_LOGIN,
     SessionOrderedExecutor,
     make_server,
+    quiet_closed_pages,
     serve,
     sheet_config,
 )
@@ -251,6 +253,28 @@ def test_a_pages_own_changes_are_not_sent_back(running_server: RunningServer) ->
             page.close()
 
     _answered(scenario())
+
+
+def test_a_closed_page_is_no_error_in_the_log(caplog) -> None:
+    """A page gone while the server wrote to it is noted at debug level without a traceback;
+    any other error nobody waited for is logged with its traceback, as asyncio does."""
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    loop = asyncio.new_event_loop()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            for gone in (WebSocketClosedError(), StreamClosedError()):
+                quiet_closed_pages(loop, {"message": "never retrieved", "exception": gone})
+            assert [r.levelno for r in caplog.records] == [logging.DEBUG, logging.DEBUG]
+            assert all(r.exc_info is None for r in caplog.records)
+            caplog.clear()
+            quiet_closed_pages(loop, {"message": "never retrieved", "exception": ValueError("x")})
+    finally:
+        loop.close()
+    assert [(r.levelno, r.exc_info[0] if r.exc_info else None) for r in caplog.records] == [
+        (logging.ERROR, ValueError)
+    ]
 
 
 def test_one_pages_tasks_run_in_order_others_beside_them() -> None:

@@ -686,7 +686,7 @@ def compute(
     cells = kpi_codes * len(axis) + columns[entity_codes]
 
     def rows(array: np.ndarray) -> np.ndarray:
-        return array.ravel()[cells]
+        return np.take(array.ravel(), cells)  # a take: about twice as fast as ``[cells]``
 
     value, previous_value = rows(current.value), rows(previous.value)
     change = value - previous_value

@@ -8,6 +8,7 @@ of :mod:`kpisheet_ui.auth`. docs/operations.md describes running it for others.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import socket
@@ -69,7 +70,22 @@ def serve(config: SheetConfig, **options: Any) -> None:
     """
     server = make_server(config, **options)
     server.start()
+    server.io_loop.asyncio_loop.set_exception_handler(quiet_closed_pages)
     server.io_loop.start()
+
+
+def quiet_closed_pages(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's handler of errors nobody waited for: a page that closed while the server
+    was still writing to it (tornado's ``WebSocketClosedError`` or ``StreamClosedError``) is the
+    visitor going away, noted at debug level; anything else goes to asyncio's default handler,
+    which logs it with its traceback."""
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    if isinstance(context.get("exception"), WebSocketClosedError | StreamClosedError):
+        log.debug("a page closed while the server was writing to it")
+        return
+    loop.default_exception_handler(context)
 
 
 def make_server(
