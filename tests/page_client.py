@@ -122,7 +122,10 @@ class Page:
                     self.widgets[css] = Widget(model["id"], "active", options, active)
                 elif "options" in attributes:
                     options = _option_values(attributes["options"])
-                    value = attributes.get("value")
+                    # The document leaves out a value at its default: none chosen, for a choice
+                    # of many (else a change to "none" would look like one and send nothing).
+                    multiple = model.get("name", "").endswith("MultiChoice")
+                    value = attributes.get("value", [] if multiple else None)
                     self.widgets[css] = Widget(model["id"], "value", options, value)
         missing = {TABLE} - ({TABLE} if self.table_source else set())
         missing |= set(WIDGETS) - set(self.widgets)
