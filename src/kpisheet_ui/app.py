@@ -126,7 +126,7 @@ class KpiTable(pn.widgets.Tabulator):
     def _process_column(self, values: Any, col: str, df: pd.DataFrame | None = None) -> Any:
         """A column of text goes to Bokeh as a numpy array of ``str``, which Bokeh sends as one
         list; as an array of Python objects it was encoded value by value (a page of 2,500 rows
-        has 17,500 texts: about a third of a click's work on the server)."""
+        has 17,500 texts; the encoder's calls per click went from about 25,000 to 7,000)."""
         values = super()._process_column(values, col, df)
         if (
             isinstance(values, np.ndarray)
