@@ -73,3 +73,21 @@ def test_reasons_reach_the_table_as_escaped_tooltips() -> None:
     assert shown.loc[0, MONTHS_COLUMN] == f'<span title="{title}">1 ⚠</span>'
     assert shown.loc[1, CHANGE_COLUMN] == "+5"
     assert shown.loc[1, CHANGE_PCT_COLUMN] == "&lt;b&gt;1 %&lt;/b&gt;"
+
+
+def test_table_text_goes_to_bokeh_as_one_list_per_column() -> None:
+    """The KPI table's text columns reach Bokeh as numpy ``str`` arrays, which Bokeh serialises
+    as one plain list each (not value by value), holding exactly the table's texts."""
+    import numpy as np
+    from bokeh.core.serialization import Serializer
+
+    from kpisheet_ui.table import KPI_COLUMN, VALUE_COLUMN
+
+    view = AppView(SheetState(SheetSource(SheetConfig()).current()))
+    shown, data = view.table._get_data()
+    for column in (KPI_COLUMN, VALUE_COLUMN):
+        assert isinstance(data[column], np.ndarray) and data[column].dtype.kind == "U"
+        assert data[column].tolist() == shown[column].tolist()
+        encoded = Serializer().encode(data[column])
+        assert encoded["dtype"] == "object" and encoded["array"] == shown[column].tolist()
+    assert data["index"].dtype.kind == "i"  # numbers stay numbers
