@@ -405,28 +405,36 @@ class AppView(param.Parameterized):
         ]
 
     def poll(self) -> Any:
-        """A periodic callback: swap in the sheet of a new release when the store has one."""
+        """A periodic callback: swap in the sheet of a new release when the store has one.
+
+        It holds the page weakly: Panel drops a closed page's periodic callback only at its next
+        run (up to the poll interval later), and until then a strong reference kept the page's
+        table, chart and selection in memory.
+        """
         source = self.source
+        page = weakref.ref(self)
 
         async def check() -> None:
-            if source is None:
+            if source is None or page() is None:
                 return
             try:
                 sheet = await asyncio.to_thread(source.current)
             except ChecksumError as exc:  # the page keeps the release it shows
                 log.warning("refused a release: %s", exc)
-                self.error.object = markdown_text(refusal_notice(exc))
-                self.error.visible = True
+                if (view := page()) is not None:
+                    view.error.object = markdown_text(refusal_notice(exc))
+                    view.error.visible = True
                 return
             except KpisheetError as exc:
                 log.warning("could not look for a new release: %s", exc)
                 return
-            if sheet is not self.state.sheet:
-                self.state.use_sheet(sheet)
-                if sheet.release is not None and self.state.notice:
+            view = page()
+            if view is not None and sheet is not view.state.sheet:
+                view.state.use_sheet(sheet)
+                if sheet.release is not None and view.state.notice:
                     note = await asyncio.to_thread(source.changes_note, sheet.release.id)
                     if note:
-                        self.state.notice = f"{self.state.notice} {note}"
+                        view.state.notice = f"{view.state.notice} {note}"
 
         return check
 
