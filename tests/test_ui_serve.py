@@ -40,9 +40,6 @@ from tests.page_client import ENTITIES, WINDOW, Page
 #: Seconds within which a closed page is freed: its session is destroyed 0.3 s after it closed
 #: (the fixture's setting), well before the page's next look for a new release (30 s).
 FREED_SECONDS = 10
-#: Seconds a closed page's client keeps running, so that its websocket's closing handshake is sent
-#: (else the server notices the page gone only when its pings go unanswered, about 30 s later).
-CLOSE_SECONDS = 0.5
 #: Quick picks: pages, entities picked one after another on each, seconds between two picks (a
 #: browser's pace when the visitor clicks through a list), seconds to wait for late messages.
 PICK_ROUNDS, PICKS, PICK_SECONDS, SETTLE_SECONDS = 8, 6, 0.04, 0.5
@@ -187,7 +184,6 @@ def test_closed_page_frees_its_session(running_server: RunningServer) -> None:
         assert len(PAGES) == 1
         state = weakref.ref(next(iter(PAGES.values())).state)
         page.close()
-        await asyncio.sleep(CLOSE_SECONDS)  # the websocket's closing handshake goes out
         return state
 
     _freed(_answered(open_and_close()))
@@ -208,7 +204,6 @@ def test_a_page_that_worked_is_freed_when_closed(running_server: RunningServer) 
         await page.change(WINDOW, WINDOW_12M)
         await page.table_update()
         page.close()
-        await asyncio.sleep(CLOSE_SECONDS)
         return state
 
     _freed(_answered(work_and_close()))
