@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow
+import pyarrow.compute
 
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
@@ -282,9 +283,16 @@ TEXT_DTYPE = pd.Series([], dtype=str).dtype
 
 def text_column(labels: Iterable[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
     """The text column ``labels[codes]`` (dtype ``str``): one take on the distinct texts instead
-    of a Python string object per row; a single text is repeated without a take."""
+    of a Python string object per row; a single text is repeated without a take.
+
+    Arrow's buffers come from the system allocator, which keeps freed memory for the next query
+    (:mod:`kpisheet.allocator`), not from Arrow's default pool, which hands it back to the
+    operating system within milliseconds.
+    """
     labels = list(labels)
-    if len(labels) == 1 and getattr(TEXT_DTYPE, "storage", None) == "pyarrow":
+    if getattr(TEXT_DTYPE, "storage", None) != "pyarrow":
+        return pd.Series(np.asarray(labels, dtype=object)[codes], dtype=str).array
+    if len(labels) == 1:
         # Arrow's layout written directly: the text once per row and where each row starts.
         text = str(labels[0]).encode()
         starts = np.arange(len(codes) + 1, dtype=np.int64) * len(text)
@@ -293,15 +301,18 @@ def text_column(labels: Iterable[str], codes: np.ndarray) -> pd.api.extensions.E
             len(codes),
             [None, pyarrow.py_buffer(starts), pyarrow.py_buffer(text * len(codes))],
         )
-        return pd.arrays.ArrowStringArray(array, dtype=TEXT_DTYPE)
-    return _text_labels(tuple(labels)).take(codes)
+    else:
+        array = pyarrow.compute.take(
+            _text_labels(tuple(labels)), codes, memory_pool=pyarrow.system_memory_pool()
+        )
+    return pd.arrays.ArrowStringArray(array, dtype=TEXT_DTYPE)
 
 
 @functools.lru_cache(maxsize=64)
-def _text_labels(labels: tuple[str, ...]) -> pd.api.extensions.ExtensionArray:
-    """The distinct texts of a column as pandas' text array, built once per set of labels (a
-    query asks for the same entities and KPIs again and again)."""
-    return pd.Series(np.asarray(labels, dtype=object), dtype=str).array
+def _text_labels(labels: tuple[str, ...]) -> pyarrow.Array:
+    """The distinct texts of a column as an Arrow array, built once per set of labels (a query
+    asks for the same entities and KPIs again and again)."""
+    return pyarrow.array(labels, type=pyarrow.large_string())
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 import pandas as pd
 
 from kpisheet import engine
+from kpisheet.allocator import keep_freed_memory
 from kpisheet.constants import MONTH_TEXT_FORMAT, Window
 from kpisheet.errors import QueryError, StoreError, quoted, with_suggestion
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
@@ -77,6 +78,7 @@ class KPISheet:
         self.hierarchy = hierarchy
         self.release = release
         self.source = source
+        keep_freed_memory()
         # Only the cube is kept: the observations are in it (see :attr:`observations`).
         self._cube = engine.Cube(observations, registry, hierarchy)
 
@@ -377,6 +379,7 @@ def open(
         checksum written with them (:class:`~kpisheet.errors.ChecksumError`).
     :raises DefinitionError, HierarchyError, DataError, StoreError: with every problem found.
     """
+    keep_freed_memory()  # before reading: the read and the build free large blocks too
     registry = load_kpis(definitions)
     given = load_hierarchy(entities) if entities is not None else None
     from kpisheet.demo import demo_store_url
