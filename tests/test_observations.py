@@ -11,12 +11,15 @@ import pandas as pd
 import pandera.pandas as pa
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 import kpisheet.sheet
 from kpisheet.cli import main
 from kpisheet.errors import DataError
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import (
+    _duplicated,
     load_observations,
     observation_schema,
     read_observations,
@@ -508,3 +511,32 @@ def test_observation_count_counts_without_rebuilding(
         validate_observations(canonical(rows), registry, hierarchy), registry, hierarchy
     )
     assert sheet.observation_count == len(sheet.observations) == len(rows)
+
+
+@given(
+    rows=st.lists(
+        st.tuples(st.one_of(st.none(), st.integers(0, 5)), st.integers(-1, 3), st.integers(-1, 4)),
+        max_size=40,
+    ),
+    ordered=st.booleans(),
+)
+def test_duplicated_keys_match_a_plain_count(
+    rows: list[tuple[int | None, int, int]], ordered: bool
+) -> None:
+    """Rows sharing (month, KPI, entity) are flagged, whether the rows come in key order (checked
+    in one pass) or not (counted); a missing month or code is a value of its own."""
+    if ordered:
+        rows = sorted(rows, key=lambda r: (-1 if r[0] is None else r[0], r[2], r[1]))
+    month = pd.Series(
+        pd.array(
+            [None if m is None else pd.Period("2024-01", "M") + m for m, _, _ in rows],
+            dtype="period[M]",
+        )
+    )
+    kpi = np.array([k for _, k, _ in rows], dtype=np.int16)
+    entity = np.array([e for _, _, e in rows], dtype=np.int16)
+    counts: dict[tuple[int | None, int, int], int] = {}
+    for row in rows:
+        counts[row] = counts.get(row, 0) + 1
+    expected = [counts[row] > 1 for row in rows]
+    assert _duplicated(month, kpi, entity).tolist() == expected

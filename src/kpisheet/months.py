@@ -119,17 +119,19 @@ def parse_months(raw: pd.Series, date_format: str | None = None) -> pd.Series:
     """
     if isinstance(raw.dtype, pd.PeriodDtype):
         return raw.dt.asfreq("M")
-    if pd.api.types.is_datetime64_dtype(raw):  # tz-naive: convert each distinct date once
-        codes, dates = pd.factorize(raw.to_numpy())
-        months = np.asarray(dates).astype("datetime64[M]").astype("int64")  # months since 1970-01
-        ordinals = np.append(months, pd.NaT.value)[codes]  # code -1 (NaT) takes the last
-        return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MONTH_DTYPE), index=raw.index)
+    if pd.api.types.is_datetime64_dtype(raw):  # tz-naive: one pass, one new array
+        # months since 1970-01; NaT stays NaT, whose integer is pd.NaT.value
+        ordinals = raw.to_numpy().astype("datetime64[M]").view("int64")
+        period = pd.arrays.PeriodArray(ordinals, dtype=MONTH_DTYPE)
+        return pd.Series(period, index=raw.index, copy=False)
     if pd.api.types.is_datetime64_any_dtype(raw):
         return raw.dt.tz_localize(None).dt.to_period("M")  # the month of the local wall time
     codes, texts = _distinct_texts(raw)
     parsed = _parse_texts(texts, date_format)
     ordinals = np.append(parsed, pd.NaT.value)[codes]  # code -1 (missing) takes NaT
-    return pd.Series(pd.arrays.PeriodArray(ordinals, dtype=MONTH_DTYPE), index=raw.index)
+    return pd.Series(
+        pd.arrays.PeriodArray(ordinals, dtype=MONTH_DTYPE), index=raw.index, copy=False
+    )
 
 
 def _parse_texts(text: pd.Series, date_format: str | None) -> np.ndarray:

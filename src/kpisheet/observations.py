@@ -250,7 +250,11 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.ndarray:
-    """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one."""
+    """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one.
+
+    Keys in ascending order (rows sorted by month, entity and KPI, as the warehouse exports them)
+    have no duplicate, which one pass shows; otherwise the keys are counted.
+    """
     ordinals = month.array.asi8
     valid = ~month.isna().to_numpy()
     first = ordinals.min(where=valid, initial=np.iinfo(np.int64).max) if valid.any() else 0
@@ -259,8 +263,8 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     month_codes[~valid] = 0
     sizes = [
         int(month_codes.max(initial=0)) + 1,
-        int(kpi.max(initial=0)) + 2,
         int(entity.max(initial=0)) + 2,
+        int(kpi.max(initial=0)) + 2,
     ]
     if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
         codes = pd.DataFrame({MONTH: month_codes, KPI: kpi, ENTITY: entity})
@@ -268,12 +272,17 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
         return repeated
     key = month_codes  # built in place: one array of the rows' length
     key *= sizes[1]
-    key += kpi
-    key += 1
-    key *= sizes[2]
     key += entity
     key += 1
-    counted: np.ndarray = (np.bincount(key) > 1)[key]
+    key *= sizes[2]
+    key += kpi
+    key += 1
+    if len(key) < 2 or bool(np.all(key[1:] > key[:-1])):
+        return np.zeros(len(key), dtype=bool)
+    counts = np.bincount(key)
+    if counts.max() <= 1:
+        return np.zeros(len(key), dtype=bool)
+    counted: np.ndarray = (counts > 1)[key]
     return counted
 
 
