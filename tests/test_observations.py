@@ -5,16 +5,18 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pytest
 from click.testing import CliRunner
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import kpisheet.sheet
+from kpisheet import observations
 from kpisheet.cli import main
 from kpisheet.errors import DataError
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
@@ -520,6 +522,7 @@ def test_observation_count_counts_without_rebuilding(
     ),
     ordered=st.booleans(),
 )
+@example(rows=[(0, 0, 0), (0, 1, 0), (0, 2, 0), (0, 2, 0)], ordered=True)  # across two blocks
 def test_duplicated_keys_match_a_plain_count(
     rows: list[tuple[int | None, int, int]], ordered: bool
 ) -> None:
@@ -540,3 +543,5 @@ def test_duplicated_keys_match_a_plain_count(
         counts[row] = counts.get(row, 0) + 1
     expected = [counts[row] > 1 for row in rows]
     assert _duplicated(month, kpi, entity).tolist() == expected
+    with patch.object(observations, "_KEY_BLOCK", 3):  # the order checked across blocks too
+        assert _duplicated(month, kpi, entity).tolist() == expected

@@ -79,6 +79,10 @@ class WindowValues:
     length: int
 
 
+#: Size of the copy in which a roll-up gathers a group's members (bytes, about).
+_GATHER_BYTES = 32 * 1024 * 1024
+
+
 def _roll_up(
     filled: np.ndarray, present: np.ndarray, missing: np.ndarray, codes: np.ndarray, groups: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +102,15 @@ def _roll_up(
     every = len(members) == filled.shape[2] and bool(np.all(members[1:] > members[:-1]))
 
     def reduce(ufunc: np.ufunc, array: np.ndarray) -> np.ndarray:
-        return ufunc.reduceat(array if every else array[..., members], starts, axis=2)
+        if every:
+            return ufunc.reduceat(array, starts, axis=2)
+        # members gathered a block of months at a time: a copy of the block, not of the array
+        result = np.empty((*array.shape[:2], len(starts)), dtype=array.dtype)
+        step = max(1, _GATHER_BYTES // max(1, array[:1].nbytes))
+        for lo in range(0, array.shape[0], step):
+            block = array[lo : lo + step][..., members]
+            ufunc.reduceat(block, starts, axis=2, out=result[lo : lo + step])
+        return result
 
     any_value = reduce(np.logical_or, present)
     out = np.full(shape, np.nan)
@@ -134,6 +146,13 @@ def _coded(observations: pd.DataFrame | ObservationCodes) -> ObservationCodes:
         entity_labels=np.asarray(entity_labels, dtype=object),
         value=observations[VALUE].to_numpy(dtype=float),
     )
+
+
+def _positions(axis: Sequence[str], labels: np.ndarray) -> np.ndarray:
+    """Position on ``axis`` of each label and -1 last (for code -1), in the smallest integer type:
+    indexed by the rows' codes, the gathered array is a quarter of an int64 array's size."""
+    positions = np.append(pd.Index(axis).get_indexer(labels), -1)
+    return positions.astype(np.int16 if len(axis) < np.iinfo(np.int16).max else np.int32)
 
 
 def _selector(positions: np.ndarray | slice) -> slice | np.ndarray:
@@ -213,9 +232,9 @@ class Cube:
         cells = rows.month.astype(np.int64)
         cells -= self.first.ordinal
         cells *= shape[1]
-        cells += np.append(pd.Index(self.source_ids).get_indexer(rows.kpi_labels), -1)[rows.kpi]
+        cells += _positions(self.source_ids, rows.kpi_labels)[rows.kpi]
         cells *= shape[2]
-        cells += np.append(pd.Index(leaves).get_indexer(rows.entity_labels), -1)[rows.entity]
+        cells += _positions(leaves, rows.entity_labels)[rows.entity]
         leaf.reshape(-1)[cells] = rows.value
         #: the cells of rows given with a missing value (the observations keep them)
         self._given_missing = cells[np.isnan(rows.value)]
@@ -226,7 +245,7 @@ class Cube:
         self._life_first, self._life_last = _lifetimes(present)
         month_axis = np.arange(self.month_count)[:, None, None]
         missing = (month_axis >= self._life_first) & (month_axis <= self._life_last) & ~present
-        filled = np.where(present, leaf, 0.0)
+        filled = np.nan_to_num(leaf, copy=False, nan=0.0)  # the leaves' values, missing as 0
         #: each grouping's group code per leaf (-1: the leaf belongs to no group of a view)
         self._group_codes: dict[str, np.ndarray] = {
             grouping: pd.Index(hierarchy.groups(grouping))
@@ -238,6 +257,8 @@ class Cube:
         for grouping in groupings:
             codes = self._group_codes[grouping]
             parts.append(_roll_up(filled, present, missing, codes, len(hierarchy.groups(grouping))))
+        leaf = filled
+        leaf[~present] = np.nan  # missing again, as in the groups' values
         del filled, present, missing
         by_month = np.concatenate([value for value, _ in parts] + [leaf], axis=2)
         del leaf

@@ -190,7 +190,7 @@ def _read_parquet(content: bytes) -> pd.DataFrame:
     for name in file.schema_arrow.names:
         columns[name] = file.read(columns=[name], use_pandas_metadata=True).to_pandas()[name]
         pyarrow.default_memory_pool().release_unused()
-    frame = pd.DataFrame(columns)
+    frame = pd.DataFrame(columns, copy=False)  # the columns as read, not a copy of them
     if stored:
         index = stored[0]
         frame.index = pd.RangeIndex(
@@ -249,36 +249,49 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return _smallest_codes(codes, len(labels)), np.asarray(labels, dtype=object)
 
 
+#: Rows whose keys :func:`_duplicated` builds at a time while it checks their order.
+_KEY_BLOCK = 1 << 20
+
+
 def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.ndarray:
     """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one.
 
     Keys in ascending order (rows sorted by month, entity and KPI, as the warehouse exports them)
-    have no duplicate, which one pass shows; otherwise the keys are counted.
+    have no duplicate, which one pass over a block of keys at a time shows; otherwise the keys
+    are counted.
     """
     ordinals = month.array.asi8
     valid = ~month.isna().to_numpy()
     first = ordinals.min(where=valid, initial=np.iinfo(np.int64).max) if valid.any() else 0
-    month_codes = ordinals - first  # one array of the rows' length, changed in place below
-    month_codes += 1
-    month_codes[~valid] = 0
-    sizes = [
-        int(month_codes.max(initial=0)) + 1,
-        int(entity.max(initial=0)) + 2,
-        int(kpi.max(initial=0)) + 2,
-    ]
+    last = ordinals.max(where=valid, initial=first) if valid.any() else 0
+    sizes = (int(last - first) + 2, int(entity.max(initial=0)) + 2, int(kpi.max(initial=0)) + 2)
+
+    def keys(lo: int, hi: int) -> np.ndarray:
+        """The keys of rows ``lo`` to ``hi`` (month 0: NaT), built in place in one array."""
+        key: np.ndarray = ordinals[lo:hi] - first
+        key += 1
+        key[~valid[lo:hi]] = 0
+        key *= sizes[1]
+        key += entity[lo:hi]
+        key += 1
+        key *= sizes[2]
+        key += kpi[lo:hi]
+        key += 1
+        return key
+
     if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
-        codes = pd.DataFrame({MONTH: month_codes, KPI: kpi, ENTITY: entity})
+        codes = pd.DataFrame({MONTH: keys(0, len(kpi)), KPI: kpi, ENTITY: entity})
         repeated: np.ndarray = codes.duplicated(keep=False).to_numpy()
         return repeated
-    key = month_codes  # built in place: one array of the rows' length
-    key *= sizes[1]
-    key += entity
-    key += 1
-    key *= sizes[2]
-    key += kpi
-    key += 1
-    if len(key) < 2 or bool(np.all(key[1:] > key[:-1])):
-        return np.zeros(len(key), dtype=bool)
+    previous = -1
+    for lo in range(0, len(kpi), _KEY_BLOCK):
+        key = keys(lo, lo + _KEY_BLOCK)
+        if key[0] <= previous or bool(np.any(key[1:] <= key[:-1])):
+            break
+        previous = int(key[-1])
+    else:
+        return np.zeros(len(kpi), dtype=bool)
+    key = keys(0, len(kpi))
     counts = np.bincount(key)
     if counts.max() <= 1:
         return np.zeros(len(key), dtype=bool)
