@@ -16,6 +16,8 @@ from kpisheet.constants import Window
 from kpisheet.months import (
     FIRST_YEAR,
     LAST_YEAR,
+    _month_of_text,
+    _parse_texts,
     ambiguous_dates,
     month_numbers,
     month_periods,
@@ -184,3 +186,18 @@ def test_months_are_parsed_only_in_the_months_module() -> None:
         if path.name != "months.py" and pattern.search(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+@given(
+    year=st.one_of(st.integers(FIRST_YEAR - 2, LAST_YEAR + 2), st.integers(0, 9999)),
+    month=st.one_of(st.integers(0, 13), st.integers(0, 99)),
+    pad=st.booleans(),
+    suffix=st.sampled_from(["", "-01", "x", "\n"]),
+)
+def test_one_month_text_is_read_as_the_column_reads_it(
+    year: int, month: int, pad: bool, suffix: str
+) -> None:
+    """An as-of month given as text (read without the column machinery when it is ``YYYY-MM``)
+    gets the same month, or the same refusal, as the same text in a column."""
+    text = f"{year:04d}-{month:02d}{suffix}" if pad or month > 9 else f"{year:04d}-{month}{suffix}"
+    assert _month_of_text(text) == int(_parse_texts(pd.Series([text], dtype="string"), None)[0])

@@ -20,6 +20,7 @@ once per distinct text: a file has millions of rows but only dozens of months.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import TypeAlias
@@ -45,6 +46,8 @@ _COMPACT = r"(\d{4})(\d{2})"
 _YEAR_MONTH = r"(\d{4})-(\d{1,2})"
 _ISO_DATE = r"(\d{4})-(\d{1,2})-(\d{1,2})(?:[ T]\d{1,2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
 _DOTTED = r"(\d{1,2})\.(\d{1,2})\.(\d{4})"
+#: :data:`_YEAR_MONTH` for one text, ASCII digits only (as the column rule reads them).
+_YEAR_MONTH_TEXT = re.compile(_YEAR_MONTH, re.ASCII)
 #: Dates with the day and the month in an order the text does not tell: 01/10/2026, 1-10-2026.
 _NUMERIC_DATE = r"(\d{1,2})[/-](\d{1,2})[/-](\d{4})"
 
@@ -190,7 +193,12 @@ def parse_month(
 def _month_of_text(text: str) -> int:
     """The month ordinal of one text by the column rule (NaT's value when it is no month);
     remembered, because every query names its as-of month as text and the column machinery
-    costs milliseconds for one value."""
+    costs milliseconds for one value (the common ``YYYY-MM`` is read without it)."""
+    match = _YEAR_MONTH_TEXT.fullmatch(text)
+    if match is not None:
+        year, month = int(match[1]), int(match[2])
+        valid = FIRST_YEAR <= year <= LAST_YEAR and 1 <= month <= 12
+        return (year - 1970) * 12 + month - 1 if valid else int(pd.NaT.value)
     return int(_parse_texts(pd.Series([text], dtype="string"), None)[0])
 
 

@@ -382,10 +382,14 @@ def open(
     keep_freed_memory()  # before reading: the read and the build free large blocks too
     registry = load_kpis(definitions)
     given = load_hierarchy(entities) if entities is not None else None
-    from kpisheet.demo import demo_store_url
     from kpisheet.store import Store, display_url, store_url_of
 
-    url = demo_store_url() if data is None else store_url_of(data)
+    if data is None:
+        from kpisheet.demo import demo_store_url  # builds the demo store: imported only for it
+
+        url: str | None = demo_store_url()
+    else:
+        url = store_url_of(data)
     if url is not None:
         with Store(url) as store:
             info, raw = store.read(release, verify=verify)
