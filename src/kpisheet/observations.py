@@ -188,7 +188,10 @@ def _read_parquet(content: bytes) -> pd.DataFrame:
         return pd.read_parquet(io.BytesIO(content))
     columns = {}
     for name in file.schema_arrow.names:
-        columns[name] = file.read(columns=[name], use_pandas_metadata=True).to_pandas()[name]
+        table = file.read(columns=[name], use_pandas_metadata=True)
+        # one block per column, handed over without a copy where Arrow allows it
+        columns[name] = table.to_pandas(split_blocks=True, self_destruct=True)[name]
+        del table
         pyarrow.default_memory_pool().release_unused()
     frame = pd.DataFrame(columns, copy=False)  # the columns as read, not a copy of them
     if stored:
