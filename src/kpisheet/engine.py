@@ -245,7 +245,10 @@ class Cube:
         self._life_first, self._life_last = _lifetimes(present)
         month_axis = np.arange(self.month_count)[:, None, None]
         missing = (month_axis >= self._life_first) & (month_axis <= self._life_last) & ~present
-        filled = np.nan_to_num(leaf, copy=False, nan=0.0)  # the leaves' values, missing as 0
+        # the leaves' values, missing as 0, in place (values are finite: validation checked them,
+        # so nan_to_num's passes for infinities are not needed)
+        np.copyto(leaf, 0.0, where=~present)
+        filled = leaf
         #: each grouping's group code per leaf (-1: the leaf belongs to no group of a view)
         self._group_codes: dict[str, np.ndarray] = {
             grouping: pd.Index(hierarchy.groups(grouping))
@@ -257,7 +260,6 @@ class Cube:
         for grouping in groupings:
             codes = self._group_codes[grouping]
             parts.append(_roll_up(filled, present, missing, codes, len(hierarchy.groups(grouping))))
-        leaf = filled
         leaf[~present] = np.nan  # missing again, as in the groups' values
         del filled, present, missing
         by_month = np.concatenate([value for value, _ in parts] + [leaf], axis=2)
@@ -285,7 +287,8 @@ class Cube:
         self._counts = np.zeros((self.month_count + 1, *by_month.shape[1:]), dtype=count_type)
         np.cumsum(present, axis=0, dtype=count_type, out=self._counts[1:])
         #: the values with missing ones as 0, month-major: _filled[month, kpi, entity]
-        self._filled = np.nan_to_num(by_month, copy=False, nan=0.0)
+        np.copyto(by_month, 0.0, where=~present)
+        self._filled = by_month
         del by_month
         # _covered[t] = covered months before month t, likewise.
         present &= ~member_missing
