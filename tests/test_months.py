@@ -22,6 +22,7 @@ from kpisheet.months import (
     month_numbers,
     month_periods,
     month_text,
+    months_of_dates,
     parse_month,
     parse_months,
     window_bounds,
@@ -201,3 +202,30 @@ def test_one_month_text_is_read_as_the_column_reads_it(
     gets the same month, or the same refusal, as the same text in a column."""
     text = f"{year:04d}-{month:02d}{suffix}" if pad or month > 9 else f"{year:04d}-{month}{suffix}"
     assert _month_of_text(text) == int(_parse_texts(pd.Series([text], dtype="string"), None)[0])
+
+
+@given(
+    runs=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(-50_000, 50_000)),  # a day (None: NaT)
+            st.integers(1, 40),  # how many rows in a row have it
+        ),
+        max_size=30,
+    ),
+    unit=st.sampled_from(["s", "ms", "us", "ns"]),
+)
+def test_months_of_dates_match_numpys_calendar(
+    runs: list[tuple[int | None, int]], unit: str
+) -> None:
+    """Dates in runs (converted once a run) and dates in short runs (converted one by one) get
+    the months numpy's calendar gives them; NaT stays NaT."""
+    days = [day for day, count in runs for _ in range(count)]
+    dates = np.array(
+        [
+            np.datetime64("NaT") if d is None else np.datetime64(d, "D") + np.timedelta64(7, "h")
+            for d in days
+        ],
+        dtype=f"datetime64[{unit}]",
+    )
+    expected = dates.astype("datetime64[M]").view("int64")
+    assert months_of_dates(dates).tolist() == expected.tolist()
