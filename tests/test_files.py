@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+from kpisheet import files
 from kpisheet.errors import DefinitionError, HierarchyError, IngestConfigError
 from kpisheet.files import MAX_YAML_BYTES, MAX_YAML_DEPTH, MAX_YAML_VALUES
 from kpisheet.hierarchy import load_hierarchy
@@ -151,3 +153,39 @@ def test_toml_ingest_configuration_nested_too_deeply_is_a_problem(tmp_path: Path
         IngestConfigError, match=re.escape(f"{path}: cannot read: nested too deeply")
     ):
         load_ingest_config(path)
+
+
+def _refused(loader: type, text: str) -> bool:
+    """Whether a loader refuses a document for its depth."""
+    try:
+        files._read_document(loader(text))
+    except files._LimitExceeded:
+        return True
+    return False
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * MAX_YAML_DEPTH + "]" * MAX_YAML_DEPTH,  # collections at the limit
+        "[" * (MAX_YAML_DEPTH + 1) + "]" * (MAX_YAML_DEPTH + 1),
+        "[" * (MAX_YAML_DEPTH - 1) + "x" + "]" * (MAX_YAML_DEPTH - 1),  # a scalar at the limit
+        "[" * MAX_YAML_DEPTH + "x" + "]" * MAX_YAML_DEPTH,
+        "a: &x [1]\nb: " + "[" * (MAX_YAML_DEPTH - 1) + "*x" + "]" * (MAX_YAML_DEPTH - 1),
+        "- " * MAX_YAML_DEPTH + "x",  # block sequences
+        "- " * (MAX_YAML_DEPTH - 1) + "x",
+    ],
+)
+def test_libyaml_loader_refuses_the_depth_the_python_loader_refuses(text: str) -> None:
+    """The C loader, whose composer has no limit of its own, refuses exactly the documents the
+    Python loader refuses for their depth (checked on the events before composing)."""
+    assert _refused(files._FastBoundedLoader, text) == _refused(files._BoundedLoader, text)
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+def test_libyaml_loader_refuses_200000_levels_before_composing() -> None:
+    """A document 200,000 levels deep (block sequences, which libyaml's scanner does not limit)
+    never reaches libyaml's recursive composer."""
+    with pytest.raises(files._LimitExceeded, match="nested more than"):
+        files._FastBoundedLoader("- " * 200_000 + "x")

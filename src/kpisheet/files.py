@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
@@ -85,21 +85,51 @@ if yaml.__with_libyaml__:  # PyYAML built with libyaml
     from yaml._yaml import CParser as _CParser
 
     class _FastBoundedLoader(
-        _DepthLimit,
-        _CParser,  # libyaml's events: scanning and parsing in C, several times faster
+        _CParser,  # libyaml's parser and composer: both in C, several times faster
         yaml.constructor.SafeConstructor,
         yaml.resolver.Resolver,
     ):
-        """:class:`_BoundedLoader` reading libyaml's events (where PyYAML was built with it)."""
+        """:class:`_BoundedLoader` in C (where PyYAML was built with libyaml). libyaml's composer
+        has no depth limit and recurses in C, so the depth is checked on the document's events
+        first (:func:`_event_limits`), before any node is composed."""
 
         def __init__(self, stream: str) -> None:
+            self.has_aliases = _event_limits(stream)
             _CParser.__init__(self, stream)
-            yaml.composer.Composer.__init__(self)
             yaml.constructor.SafeConstructor.__init__(self)
             yaml.resolver.Resolver.__init__(self)
 
         def dispose(self) -> None:
             """Nothing to release (libyaml's parser is freed with the object)."""
+
+    def _event_limits(text: str) -> bool:
+        """Whether a document has aliases; raises :class:`_LimitExceeded` where it nests deeper
+        than :data:`MAX_YAML_DEPTH`, counted as :class:`_DepthLimit` counts (a node inside
+        ``n`` collections is at depth ``n + 1``), on libyaml's events without composing."""
+        parser = _CParser(text)
+        depth, aliases = 0, False
+        while not parser.check_event(yaml.StreamEndEvent):
+            event = parser.get_event()
+            if isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.NodeEvent):  # a scalar, an alias or a collection
+                if depth + 1 > MAX_YAML_DEPTH:
+                    raise _LimitExceeded(
+                        f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark
+                    )
+                aliases = aliases or isinstance(event, yaml.AliasEvent)
+                depth += isinstance(event, yaml.CollectionStartEvent)
+        return aliases
+
+
+class _Loader(Protocol):
+    """What :func:`_read_document` needs of a loader (the Python one or the libyaml one)."""
+
+    has_aliases: bool
+
+    def get_single_node(self) -> yaml.Node | None: ...
+    def construct_document(self, node: yaml.Node) -> Any: ...
+    def dispose(self) -> None: ...
 
 
 def _expansion_problem(root: yaml.Node) -> _LimitExceeded | None:
@@ -190,7 +220,7 @@ def read_yaml(path: Path, file: str) -> tuple[Any, yaml.Node | None, Problem | N
         return None, None, Problem(f"YAML syntax error: {detail}", file=file, line=line)
 
 
-def _read_document(loader: _DepthLimit) -> tuple[Any, yaml.Node | None, None]:
+def _read_document(loader: _Loader) -> tuple[Any, yaml.Node | None, None]:
     """The data and node tree of the loader's one document; raises what reading it raises."""
     try:
         node = loader.get_single_node()
