@@ -271,11 +271,16 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
     last = ordinals.max(where=valid, initial=first) if valid.any() else 0
     sizes = (int(last - first) + 2, int(entity.max(initial=0)) + 2, int(kpi.max(initial=0)) + 2)
 
+    def month_codes(lo: int, hi: int) -> np.ndarray:
+        """The month codes of rows ``lo`` to ``hi`` (0: NaT) in a new array."""
+        codes: np.ndarray = ordinals[lo:hi] - first
+        codes += 1
+        codes[~valid[lo:hi]] = 0
+        return codes
+
     def keys(lo: int, hi: int) -> np.ndarray:
-        """The keys of rows ``lo`` to ``hi`` (month 0: NaT), built in place in one array."""
-        key: np.ndarray = ordinals[lo:hi] - first
-        key += 1
-        key[~valid[lo:hi]] = 0
+        """The keys of rows ``lo`` to ``hi``, built in place in one array (dense keys only)."""
+        key = month_codes(lo, hi)
         key *= sizes[1]
         key += entity[lo:hi]
         key += 1
@@ -285,7 +290,7 @@ def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.nda
         return key
 
     if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
-        codes = pd.DataFrame({MONTH: keys(0, len(kpi)), KPI: kpi, ENTITY: entity})
+        codes = pd.DataFrame({MONTH: month_codes(0, len(kpi)), KPI: kpi, ENTITY: entity})
         repeated: np.ndarray = codes.duplicated(keep=False).to_numpy()
         return repeated
     previous = -1
