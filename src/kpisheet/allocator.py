@@ -5,8 +5,8 @@ usually drops the previous result before or while asking the next question. With
 defaults, freeing tens of MB at once hands them back to the operating system (the top of the heap
 is trimmed beyond twice the current mmap threshold), and the next query gets them back one zeroed
 4 KiB page fault at a time: at size L that was about 37,000 page faults per pair of queries and
-about half of their time. Allocators that keep freed memory (jemalloc and mimalloc, which the column engines bundle)
-do not pay this.
+about half of their time. Allocators that keep freed memory (jemalloc and mimalloc, which the
+column engines bundle) do not pay this.
 
 :func:`keep_freed_memory` sets the two glibc thresholds to the values glibc's own dynamic
 adjustment reaches for large arrays (blocks up to 32 MiB from the heap, the heap's free top kept
