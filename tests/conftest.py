@@ -119,20 +119,3 @@ def postgres_db(postgres_url: str) -> Iterator[str]:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
-
-
-# -- browser tests -----------------------------------------------------------------------------
-#: Runs a failed browser test gets once more. One race is left in the browser: now and then,
-#: while the chart is replaced under load, Bokeh's page reports a patch naming a model it does
-#: not know ("reference p2245 isn't known"). It was seen once in a full run of the suite (on the
-#: chart test) and not in 15 runs of that test alone; a test that fails twice still fails. (The
-#: races that needed four runs, a stale value sent back to the page and the table rebuilt while
-#: styled, are fixed and tested in test_ui_serve.py.)
-BROWSER_RERUNS = 1
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Browser tests get :data:`BROWSER_RERUNS` more runs when they fail."""
-    for item in items:
-        if item.get_closest_marker("browser") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=BROWSER_RERUNS, reruns_delay=1))

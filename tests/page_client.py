@@ -62,6 +62,13 @@ class Page:
     table_source: str = ""
     #: Every value the server sent for a widget (by CSS class), in the order it came.
     sent_values: dict[str, list[Any]] = field(default_factory=dict)
+    #: Ids of every model the server has defined to the page (in the document or in a patch).
+    known_models: set[str] = field(default_factory=set)
+    #: Ids the server named in a patch before defining them to the page, in the order they came
+    #: (a browser reports each as "reference ... isn't known" and drops the patch).
+    unknown_references: list[str] = field(default_factory=list)
+    #: Kinds of the models the server defined in its patches (``Figure``, ...), in order.
+    defined_kinds: list[str] = field(default_factory=list)
 
     async def open(self) -> None:
         """Connect (a new session), pull the document and find the widgets."""
@@ -89,6 +96,7 @@ class Page:
         reply = await self._expect("PULL-DOC-REPLY")
         models: dict[str, dict[str, Any]] = {}
         _objects(reply.content["doc"], models)
+        self.known_models = set(models)
         self._find_widgets(models)
         # As the browser does once it has drawn the page: Panel treats the page as connected
         # from then on (its changes are held and sent together, as for a browser).
@@ -143,8 +151,26 @@ class Page:
             message = await self.receiver.consume(fragment)
             if message is not None:
                 if message.msgtype == "PATCH-DOC":
+                    self._check_references(message.content.get("events", []))
                     self._follow(message.content.get("events", []))
                 return message
+
+    def _check_references(self, node: Any) -> None:
+        """Note the models a patch defines, and the references to models it has not defined,
+        in the order a browser reads them (a definition comes with the model's first mention)."""
+        if isinstance(node, dict):
+            if node.get("type") == "bytes":  # its {"id": ...} names a binary buffer, not a model
+                return
+            if node.get("type") == "object" and "id" in node:
+                self.known_models.add(node["id"])
+                self.defined_kinds.append(node.get("name", ""))
+            elif node.keys() == {"id"} and node["id"] not in self.known_models:
+                self.unknown_references.append(node["id"])
+            for value in node.values():
+                self._check_references(value)
+        elif isinstance(node, list):
+            for value in node:
+                self._check_references(value)
 
     def _follow(self, events: list[dict[str, Any]]) -> None:
         """Keep the widgets' options and values as the server changes them (as a page would)."""
@@ -187,6 +213,14 @@ class Page:
             reply = await self._patches.get()
             if self.table_source in json.dumps(reply.content):
                 return reply.content
+
+    async def quiet(self, seconds: float) -> None:
+        """Wait until the server has sent the page nothing for ``seconds``."""
+        while True:
+            try:
+                await asyncio.wait_for(self._patches.get(), seconds)
+            except TimeoutError:
+                return
 
     def column(self, update: dict[str, Any], name: str) -> list[Any]:
         """A column of the table as a :meth:`table_update` sent it (``[]`` when it did not)."""

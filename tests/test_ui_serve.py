@@ -33,9 +33,10 @@ from kpisheet_ui.serve import (
     sheet_config,
 )
 from kpisheet_ui.source import SheetConfig, get_source
+from kpisheet_ui.sync import only_sent_models_synced
 from kpisheet_ui.table import GROUP_COLUMN
 from kpisheet_ui.users import add_user
-from tests.page_client import ENTITIES, WINDOW, Page
+from tests.page_client import ENTITIES, KPIS, WINDOW, Page
 
 #: Seconds within which a closed page is freed: its session is destroyed 0.3 s after it closed
 #: (the fixture's setting), well before the page's next look for a new release (30 s).
@@ -339,3 +340,95 @@ def test_one_pages_tasks_run_in_order_others_beside_them() -> None:
     finally:
         release.set()
         executor.shutdown(wait=True)
+
+
+#: Seconds each message of the server waits before it is written (a loaded machine's event loop).
+SLOW_WRITE_SECONDS = (0.0, 0.02)
+#: Seconds within which the server's last chart reaches its page (a few on a loaded machine).
+SENT_SECONDS = 30
+
+
+def _charts(server: Any) -> list[str]:
+    """Ids of the charts (Bokeh figures) the server's sessions show now."""
+    return [
+        model.id
+        for session in server.get_sessions("/")
+        for model in session.document.models
+        if type(model).__name__.lower() == "figure"
+    ]
+
+
+@pytest.mark.parametrize("slow_write", SLOW_WRITE_SECONDS)
+def test_a_page_is_sent_every_model_it_is_told_about(
+    running_server: RunningServer, monkeypatch, slow_write: float
+) -> None:
+    """With a KPI chosen, every pick of entities draws a new chart: new Bokeh models, which a
+    message must define to the page before any message names them by id alone. Three pages pick
+    entities quickly, at once, with every write of the server delayed or not (as on a loaded
+    machine): no message names a model the page was not sent (a browser reports "reference ...
+    isn't known" and drops the change), and once the server has sent everything, each page has
+    the chart its session shows."""
+    from bokeh.protocol.message import Message
+
+    send = Message.send
+
+    async def slow_send(self: Message, conn: Any) -> int:
+        await asyncio.sleep(slow_write)
+        return await send(self, conn)
+
+    monkeypatch.setattr(Message, "send", slow_send)
+    server = running_server.server
+
+    async def one_page() -> Page:
+        page = Page(running_server.url)
+        await page.open()
+        await page.change(KPIS, page.widgets[KPIS].options[:1])
+        picks = page.widgets[ENTITIES].options[:PICKS]
+        for count in range(1, PICKS + 1):
+            await page.change(ENTITIES, picks[:count])
+            await asyncio.sleep(PICK_SECONDS)
+        groups: set[str] = set()
+        while len(groups) != PICKS:
+            groups = set(page.column(await page.table_update(), GROUP_COLUMN))
+        return page
+
+    def all_sent(pages: list[Page], charts: list[str]) -> bool:
+        """Every session's chart has reached one page."""
+        return all(sum(chart in page.known_models for page in pages) == 1 for chart in charts)
+
+    async def scenario() -> tuple[list[Page], list[str]]:
+        pages = await asyncio.gather(*(one_page() for _ in range(3)))
+        deadline = asyncio.get_running_loop().time() + SENT_SECONDS
+        while True:  # until the server's last chart has reached its page, or the time is up
+            await asyncio.gather(*(page.quiet(SETTLE_SECONDS) for page in pages))
+            charts = _charts(server)
+            if all_sent(pages, charts) or asyncio.get_running_loop().time() > deadline:
+                break
+        for page in pages:
+            page.close()
+        return pages, charts
+
+    pages, charts = _answered(scenario())
+    assert [page.unknown_references for page in pages] == [[], [], []]
+    assert len(charts) == 3
+    assert all_sent(pages, charts)
+
+
+def test_only_models_a_page_was_sent_count_as_sent() -> None:
+    """A change from the browser leaves the models the page was not sent yet new (Bokeh alone
+    counted every model as sent then); sending the document counts the models it defines."""
+    from bokeh.document import Document
+    from bokeh.models import Column, Div
+
+    only_sent_models_synced()
+    document = Document()
+    column = Column(Div(text="a"))
+    document.add_root(column)
+    added = Div(text="b")
+    column.children = [*column.children, added]  # a new model, not sent yet
+    browser_change = {"kind": "ModelChanged", "model": {"id": column.children[0].id}}
+    document.apply_json_patch({"events": [{**browser_change, "attr": "text", "new": "c"}]})
+    assert added not in document.models.synced_references
+    assert column.children[0].text == "c"
+    document.to_json()  # the page opens: every model of the document is defined to it
+    assert {column, added} <= document.models.synced_references

@@ -23,6 +23,7 @@ from typing import Any
 from kpisheet.errors import KpisheetError
 from kpisheet_ui.sessions import SWEEP_SECONDS, SessionSettings
 from kpisheet_ui.source import DEFAULT_POLL_SECONDS, SheetConfig, SheetSource, get_source
+from kpisheet_ui.sync import only_sent_models_synced
 from kpisheet_ui.throttle import ThrottleSettings
 from kpisheet_ui.usage import configure_usage_log
 
@@ -178,6 +179,7 @@ def make_server(
         return create_app(config)
 
     options.update(concurrency_options(source, processes, threads, unused_session_milliseconds))
+    only_sent_models_synced()
     server = pn.serve(
         {"/": app},
         port=port,
