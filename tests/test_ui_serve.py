@@ -261,6 +261,19 @@ def test_a_slow_session_does_not_block_another(running_server: RunningServer, mo
     _answered(scenario())
 
 
+async def _pick_quickly(page: Page) -> tuple[list[str], set[str]]:
+    """Pick :data:`PICKS` entities one after another at a browser's pace; the picks and the
+    groups of the first table that shows them all."""
+    picks = page.widgets[ENTITIES].options[:PICKS]
+    for count in range(1, PICKS + 1):
+        await page.change(ENTITIES, picks[:count])
+        await asyncio.sleep(PICK_SECONDS)
+    groups: set[str] = set()
+    while len(groups) != PICKS:
+        groups = set(page.column(await page.table_update(), GROUP_COLUMN))
+    return picks, groups
+
+
 def test_a_pages_own_changes_are_not_sent_back(running_server: RunningServer) -> None:
     """Entities picked one after another as quickly as a browser sends them: the server never
     sends the page a value of the entity choice (an older pick after a newer one made the page
@@ -270,13 +283,7 @@ def test_a_pages_own_changes_are_not_sent_back(running_server: RunningServer) ->
         for _ in range(PICK_ROUNDS):
             page = Page(running_server.url)
             await page.open()
-            picks = page.widgets[ENTITIES].options[:PICKS]
-            for count in range(1, PICKS + 1):
-                await page.change(ENTITIES, picks[:count])
-                await asyncio.sleep(PICK_SECONDS)
-            groups: set[str] = set()
-            while len(groups) != PICKS:
-                groups = set(page.column(await page.table_update(), GROUP_COLUMN))
+            picks, groups = await _pick_quickly(page)
             await asyncio.sleep(SETTLE_SECONDS)  # anything sent after the last table came
             assert groups == {html_text(pick) for pick in picks}
             assert page.sent_values.get(ENTITIES, []) == []
@@ -383,13 +390,7 @@ def test_a_page_is_sent_every_model_it_is_told_about(
         page = Page(running_server.url)
         await page.open()
         await page.change(KPIS, page.widgets[KPIS].options[:1])
-        picks = page.widgets[ENTITIES].options[:PICKS]
-        for count in range(1, PICKS + 1):
-            await page.change(ENTITIES, picks[:count])
-            await asyncio.sleep(PICK_SECONDS)
-        groups: set[str] = set()
-        while len(groups) != PICKS:
-            groups = set(page.column(await page.table_update(), GROUP_COLUMN))
+        await _pick_quickly(page)
         return page
 
     def all_sent(pages: list[Page], charts: list[str]) -> bool:
