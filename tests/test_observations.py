@@ -22,6 +22,7 @@ from kpisheet.errors import DataError
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.observations import (
     _duplicated,
+    _labels,
     load_observations,
     observation_schema,
     read_observations,
@@ -552,3 +553,28 @@ def test_duplicated_keys_match_a_plain_count(
     assert _duplicated(month, kpi, entity).tolist() == expected
     with patch.object(observations, "_KEY_BLOCK", 3):  # the order checked across blocks too
         assert _duplicated(month, kpi, entity).tolist() == expected
+
+
+@given(
+    texts=st.lists(st.one_of(st.none(), st.sampled_from(["a", " a", "a ", "b", "", " ", "c"]))),
+    unused=st.lists(st.sampled_from(["z", " z", "b ", "q"]), unique=True),
+)
+@example(texts=["b", " a", "a"], unused=["z"])
+def test_labels_of_a_categorical_column_read_as_those_of_its_texts(
+    texts: list[str | None], unused: list[str]
+) -> None:
+    """A categorical column (a dictionary-encoded Parquet column) gives each row the same
+    stripped label, or -1 for a missing one, as the same texts in a plain column; categories no
+    row uses give no label (they would be reported as unknown KPIs or entities)."""
+    plain = pd.Series(texts, dtype=object)
+    categories = list(dict.fromkeys([*unused, *(t for t in texts if t is not None)]))
+    categorical = pd.Series(pd.Categorical(texts, categories=categories))
+
+    def row_labels(column: pd.Series) -> tuple[list[str | None], set[str]]:
+        codes, labels = _labels(column)
+        assert codes.dtype == np.int16
+        return [None if c < 0 else labels[c] for c in codes], set(labels)
+
+    expected = row_labels(plain)
+    assert row_labels(categorical) == expected
+    assert expected[1] == {t.strip() for t in texts if t is not None}

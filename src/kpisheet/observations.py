@@ -238,15 +238,27 @@ def _where(index: pd.Index, offset: int | None) -> list[str]:
 
 def _smallest_codes(codes: np.ndarray, count: int) -> np.ndarray:
     """``codes`` (-1 to ``count`` - 1) in the smallest integer type that holds them."""
-    return codes.astype(np.int16 if count <= np.iinfo(np.int16).max else np.int32)
+    return codes.astype(np.int16 if count <= np.iinfo(np.int16).max else np.int32, copy=False)
 
 
 def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Codes and distinct texts (stripped, in order of appearance) of a KPI or entity column.
+    """Codes and distinct texts (stripped) of a KPI or entity column: in order of appearance,
+    or for a categorical column (a dictionary-encoded Parquet column) in the order of its
+    categories, of which those no row uses are left out.
 
     Code -1 marks a missing value. Checks then look at each distinct text once, not at every row.
     """
-    codes, uniques = pd.factorize(raw)
+    if isinstance(raw.dtype, pd.CategoricalDtype):
+        # The column's own codes: no hashing of the rows (about 45 ms a column at 3M rows).
+        codes = raw.cat.codes.to_numpy()
+        uniques = raw.cat.categories
+        counts = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:]
+        used = counts > 0
+        if not used.all():
+            codes = np.where(codes >= 0, (np.cumsum(used) - 1)[codes], -1)
+            uniques = uniques[used]
+    else:
+        codes, uniques = pd.factorize(raw)
     stripped = pd.Series(np.asarray(uniques, dtype=object)).astype("string").str.strip()
     label_codes, labels = pd.factorize(stripped)  # texts that differ only by blanks are one label
     if not np.array_equal(label_codes, np.arange(len(label_codes))):
