@@ -726,3 +726,27 @@ def test_window_words_are_case_insensitive(groups_sheet: kpisheet.sheet.KPISheet
         groups_sheet.query(as_of="2023-03", window="ytd"),
         groups_sheet.query(as_of="2023-03", window="YTD"),
     )
+
+
+def test_a_cube_remembers_a_bounded_number_of_selections(
+    groups_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """A long-running app asks for ever new selections: the cube keeps the positions and plans
+    of at most :data:`kpisheet.engine._REMEMBERED_SELECTIONS` of them, and a selection asked for
+    after they were forgotten gives the same table as before."""
+    from kpisheet import engine
+
+    cube = groups_sheet._cube
+    entities = list(cube.entities)
+    first = groups_sheet.query(as_of="2023-03", window="3M", entities=entities[:2], kpis=["flow"])
+    # every selection a different subset of the entities (the bits of its number)
+    count = 3 * engine._REMEMBERED_SELECTIONS
+    assert 2 ** len(entities) > count
+    selections = [[e for bit, e in enumerate(entities) if i >> bit & 1] for i in range(1, count)]
+    kpis = ["flow", "accounts", "leaf_only"]
+    for i, selection in enumerate(selections):
+        groups_sheet.query(as_of="2023-03", window="1M", entities=selection, kpis=kpis[: i % 3 + 1])
+        assert len(cube._entity_positions) <= engine._REMEMBERED_SELECTIONS
+        assert len(cube._plans) <= engine._REMEMBERED_SELECTIONS
+    again = groups_sheet.query(as_of="2023-03", window="3M", entities=entities[:2], kpis=["flow"])
+    pd.testing.assert_frame_equal(again, first)

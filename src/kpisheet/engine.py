@@ -79,6 +79,18 @@ class WindowValues:
     length: int
 
 
+#: Selections of entities, and of KPIs, whose positions and plans a cube keeps: a long-running
+#: app is asked for ever new selections, so the kept ones are dropped when there are more.
+_REMEMBERED_SELECTIONS = 256
+
+
+def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
+    """Keep ``value`` under ``key``, forgetting everything kept before once memory is full."""
+    if len(memory) >= _REMEMBERED_SELECTIONS:
+        memory.clear()
+    memory[key] = value
+
+
 #: Size of the copy in which a roll-up gathers a group's members (bytes, about).
 _GATHER_BYTES = 32 * 1024 * 1024
 
@@ -305,7 +317,7 @@ class Cube:
         positions = self._entity_positions.get(key)
         if positions is None:
             positions = np.array([self.entity_index[e] for e in key], dtype=np.int64)
-            self._entity_positions[key] = positions
+            _remember(self._entity_positions, key, positions)
         return positions
 
     def month_position(self, month: pd.Period) -> int:
@@ -420,7 +432,7 @@ class Cube:
                     if k.id in needed
                 },
             )
-            self._plans[key] = plan
+            _remember(self._plans, key, plan)
         return plan
 
     def source_window(
