@@ -249,11 +249,11 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     Code -1 marks a missing value. Checks then look at each distinct text once, not at every row.
     """
     if isinstance(raw.dtype, pd.CategoricalDtype):
-        # The column's own codes: no hashing of the rows (about 45 ms a column at 3M rows).
+        # The column's own codes: no hashing of the rows (pd.factorize took about 45 ms for the
+        # KPI and entity columns of 3M rows, counting the used categories about 20 ms).
         codes = raw.cat.codes.to_numpy()
         uniques = raw.cat.categories
-        counts = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:]
-        used = counts > 0
+        used = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:] > 0
         if not used.all():
             codes = np.where(codes >= 0, (np.cumsum(used) - 1)[codes], -1)
             uniques = uniques[used]
