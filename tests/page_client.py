@@ -67,8 +67,6 @@ class Page:
     #: Ids the server named in a patch before defining them to the page, in the order they came
     #: (a browser reports each as "reference ... isn't known" and drops the patch).
     unknown_references: list[str] = field(default_factory=list)
-    #: Kinds of the models the server defined in its patches (``Figure``, ...), in order.
-    defined_kinds: list[str] = field(default_factory=list)
 
     async def open(self) -> None:
         """Connect (a new session), pull the document and find the widgets."""
@@ -163,7 +161,6 @@ class Page:
                 return
             if node.get("type") == "object" and "id" in node:
                 self.known_models.add(node["id"])
-                self.defined_kinds.append(node.get("name", ""))
             elif node.keys() == {"id"} and node["id"] not in self.known_models:
                 self.unknown_references.append(node["id"])
             for value in node.values():
