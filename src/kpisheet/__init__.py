@@ -19,6 +19,8 @@ Everything else may change between versions; the web app (``kpisheet_ui``) uses 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from kpisheet.errors import (
     ChecksumError,
     DataError,
@@ -37,7 +39,9 @@ from kpisheet.hookspecs import hookimpl
 from kpisheet.plugins import get_plugin_manager, load_kpis
 from kpisheet.registry import Registry
 from kpisheet.sheet import KPISheet, open
-from kpisheet.store import ReleaseInfo, Store
+
+if TYPE_CHECKING:
+    from kpisheet.store import ReleaseInfo, Store
 
 __version__ = "0.1.0"
 
@@ -87,3 +91,12 @@ __all__ = [
     "load_kpis",
     "open",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Store`` and ``ReleaseInfo``, imported with the store (and SQLAlchemy) on first use."""
+    if name in ("ReleaseInfo", "Store"):
+        import kpisheet.store
+
+        return getattr(kpisheet.store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -144,6 +144,10 @@ def _lifetimes(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return first, last
 
 
+#: Rows placed in the cube at a time.
+_ROW_BLOCK = 1 << 18
+
+
 def _coded(observations: pd.DataFrame | ObservationCodes) -> ObservationCodes:
     """Validated observations as codes; a canonical frame is coded one distinct text at a time."""
     if isinstance(observations, ObservationCodes):
@@ -240,17 +244,24 @@ class Cube:
         leaves = hierarchy.leaves
         shape = (self.month_count, len(self.source_ids), len(leaves))
         leaf = np.full(shape, np.nan)
-        # position of each row in ``leaf``, built in place (one array of the rows' length)
-        cells = rows.month.astype(np.int64)
-        cells -= self.first.ordinal
-        cells *= shape[1]
-        cells += _positions(self.source_ids, rows.kpi_labels)[rows.kpi]
-        cells *= shape[2]
-        cells += _positions(leaves, rows.entity_labels)[rows.entity]
-        leaf.reshape(-1)[cells] = rows.value
+        kpi_positions = _positions(self.source_ids, rows.kpi_labels)
+        leaf_positions = _positions(leaves, rows.entity_labels)
+        given_missing = [np.empty(0, dtype=np.int64)]
+        # a block of rows at a time: the cells' positions need no array of the rows' length
+        for lo in range(0, len(rows), _ROW_BLOCK):
+            block = slice(lo, lo + _ROW_BLOCK)
+            cells = rows.month[block].astype(np.int64)  # position of each row in ``leaf``
+            cells -= self.first.ordinal
+            cells *= shape[1]
+            cells += kpi_positions[rows.kpi[block]]
+            cells *= shape[2]
+            cells += leaf_positions[rows.entity[block]]
+            values = rows.value[block]
+            leaf.reshape(-1)[cells] = values
+            given_missing.append(cells[np.isnan(values)])
         #: the cells of rows given with a missing value (the observations keep them)
-        self._given_missing = cells[np.isnan(rows.value)]
-        del cells, rows
+        self._given_missing = np.concatenate(given_missing)
+        del rows
 
         present = ~np.isnan(leaf)
         #: lifetime of each (source KPI, leaf): month positions of its first and last value

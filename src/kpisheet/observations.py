@@ -172,12 +172,19 @@ def read_observations(
     return RawTable(frame, name, offset, decimal_comma=offset is not None and separator == ";")
 
 
-def _read_parquet(content: bytes) -> pd.DataFrame:
-    """A Parquet file as ``pandas.read_parquet`` reads it, one column at a time.
+#: Rows of a Parquet column decoded at a time: Arrow's buffers for one batch are reused for the
+#: next, so a column costs its numpy array and one batch, not Arrow's copy of it as well.
+_PARQUET_BATCH = 1 << 18
 
-    Arrow decodes a column into buffers of its own and keeps them for later reads; reading and
-    handing them back column by column keeps the peak near the frame's own size instead of about
-    three times it. A file that stores its index as columns is left to pandas.
+
+def _read_parquet(content: bytes) -> pd.DataFrame:
+    """A Parquet file as ``pandas.read_parquet`` reads it, a column and a batch of rows at a time.
+
+    Numbers, dates and dictionary-encoded text go batch by batch into numpy arrays allocated
+    once, so the peak is near the frame's own size: Arrow decoded a whole column into buffers
+    of its own allocator (which keeps them), and the pandas frame then needed memory that
+    Arrow's freed buffers could not give. Other columns are converted by Arrow as a whole.
+    A file that stores its index as columns is left to pandas.
     """
     import pyarrow.parquet
 
@@ -186,14 +193,21 @@ def _read_parquet(content: bytes) -> pd.DataFrame:
     stored = metadata.get("index_columns", [])
     if any(not isinstance(index, dict) or index.get("kind") != "range" for index in stored):
         return pd.read_parquet(io.BytesIO(content))
+    rows = file.metadata.num_rows
     columns = {}
-    for name in file.schema_arrow.names:
+    for field in file.schema_arrow:
         # on the calling thread: Arrow's pool cost more than it gave (M 0.14-0.31 s against
         # 0.09 s for the first read of a process, L 2.3-3.4 s against 1.6-1.7 s)
-        table = file.read(columns=[name], use_threads=False, use_pandas_metadata=True)
-        # one block per column, handed over without a copy where Arrow allows it
-        columns[name] = table.to_pandas(split_blocks=True, self_destruct=True)[name]
-        del table
+        batches = file.iter_batches(_PARQUET_BATCH, columns=[field.name], use_threads=False)
+        chunks = (batch.column(0) for batch in batches)
+        if _is_plain_number(field.type):
+            columns[field.name] = _plain_column(chunks, rows, field.type.to_pandas_dtype())
+        elif _is_text_dictionary(field.type):
+            columns[field.name] = _categorical_column(chunks, rows)
+        else:
+            table = file.read(columns=[field.name], use_threads=False, use_pandas_metadata=True)
+            columns[field.name] = table.to_pandas(split_blocks=True, self_destruct=True)[field.name]
+            del table
         pyarrow.default_memory_pool().release_unused()
     frame = pd.DataFrame(columns, copy=False)  # the columns as read, not a copy of them
     if stored:
@@ -205,6 +219,62 @@ def _read_parquet(content: bytes) -> pd.DataFrame:
             name=index.get("name"),
         )
     return frame
+
+
+def _is_plain_number(kind: pyarrow.DataType) -> bool:
+    """Floats and time zone free timestamps: read as the numpy dtype of the same name, missing
+    values as NaN or NaT (as pandas reads them)."""
+    return pyarrow.types.is_floating(kind) or (pyarrow.types.is_timestamp(kind) and kind.tz is None)
+
+
+def _is_text_dictionary(kind: pyarrow.DataType) -> bool:
+    return pyarrow.types.is_dictionary(kind) and (
+        pyarrow.types.is_string(kind.value_type) or pyarrow.types.is_large_string(kind.value_type)
+    )
+
+
+def _plain_column(chunks: Iterable[pyarrow.Array], rows: int, dtype: np.dtype) -> pd.Series:
+    values = np.empty(rows, dtype=dtype)
+    start = 0
+    for chunk in chunks:
+        values[start : start + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+        start += len(chunk)
+    return pd.Series(values[:start], copy=False)
+
+
+def _categorical_column(chunks: Iterable[pyarrow.DictionaryArray], rows: int) -> pd.Series:
+    """A dictionary-encoded text column as a categorical: its texts in order of first
+    appearance in the batches' dictionaries, a missing value (or text) as code -1."""
+    codes_of: dict[str, int] = {}
+    parts = []
+    for chunk in chunks:
+        texts = chunk.dictionary.to_pylist()
+        known = np.array(
+            [-1 if text is None else codes_of.setdefault(text, len(codes_of)) for text in texts]
+            + [-1],
+            dtype=np.int32,
+        )
+        indices = chunk.indices.fill_null(len(texts)).to_numpy()
+        parts.append(known[indices].astype(_code_dtype(len(codes_of)), copy=False))
+    codes = np.empty(rows, dtype=_code_dtype(len(codes_of)))
+    start = 0
+    for part in parts:
+        codes[start : start + len(part)] = part
+        start += len(part)
+    del parts
+    categories = pd.Index(list(codes_of), dtype="str")
+    return pd.Series(
+        pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(categories), validate=False),
+        copy=False,
+    )
+
+
+def _code_dtype(count: int) -> type[np.signedinteger]:
+    """The integer type pandas keeps the codes of ``count`` categories in (so none is copied)."""
+    for kind in (np.int8, np.int16, np.int32):
+        if count < np.iinfo(kind).max:
+            return kind
+    return np.int64
 
 
 def parse_values(raw: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
@@ -253,7 +323,10 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # KPI and entity columns of 3M rows, counting the used categories about 20 ms).
         codes = raw.cat.codes.to_numpy()
         uniques = raw.cat.categories
-        used = np.bincount(codes + 1, minlength=len(uniques) + 1)[1:] > 0
+        used = np.zeros(len(uniques) + 1, dtype=bool)
+        for lo in range(0, len(codes), _KEY_BLOCK):  # bincount takes its input as int64
+            used |= np.bincount(codes[lo : lo + _KEY_BLOCK] + 1, minlength=len(used)) > 0
+        used = used[1:]
         if not used.all():
             codes = np.where(codes >= 0, (np.cumsum(used) - 1)[codes], -1)
             uniques = uniques[used]
@@ -270,22 +343,26 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 _KEY_BLOCK = 1 << 20
 
 
-def _duplicated(month: pd.Series, kpi: np.ndarray, entity: np.ndarray) -> np.ndarray:
-    """Rows whose (month, KPI code, entity code) occurs more than once; NaT months count as one.
+def _duplicated(
+    ordinals: np.ndarray, valid: np.ndarray, kpi: np.ndarray, entity: np.ndarray
+) -> np.ndarray:
+    """Rows whose (month, KPI code, entity code) occurs more than once: the months as ordinals,
+    of which those not ``valid`` (no month) count as one.
 
     Keys in ascending order (rows sorted by month, entity and KPI, as the warehouse exports them)
     have no duplicate, which one pass over a block of keys at a time shows; otherwise the keys
     are counted.
     """
-    ordinals = month.array.asi8
-    valid = ~month.isna().to_numpy()
-    first = ordinals.min(where=valid, initial=np.iinfo(np.int64).max) if valid.any() else 0
-    last = ordinals.max(where=valid, initial=first) if valid.any() else 0
+    first = (
+        int(ordinals.min(where=valid, initial=np.iinfo(ordinals.dtype).max)) if valid.any() else 0
+    )
+    last = int(ordinals.max(where=valid, initial=first)) if valid.any() else 0
     sizes = (int(last - first) + 2, int(entity.max(initial=0)) + 2, int(kpi.max(initial=0)) + 2)
 
     def month_codes(lo: int, hi: int) -> np.ndarray:
         """The month codes of rows ``lo`` to ``hi`` (0: NaT) in a new array."""
-        codes: np.ndarray = ordinals[lo:hi] - first
+        codes: np.ndarray = ordinals[lo:hi].astype(np.int64)
+        codes -= first
         codes += 1
         codes[~valid[lo:hi]] = 0
         return codes
@@ -467,6 +544,11 @@ def validate_observation_codes(
             "month is a date that may be day first or month first; name the format in the "
             "ingest configuration (date_format: '%d/%m/%Y' or '%m/%d/%Y')",
         )
+    # The months as the cube keeps them, int32 ordinals, instead of 8 bytes a row (a row without
+    # a month is reported above and never kept).
+    valid_month = ~bad_month.to_numpy()
+    month_codes = month.array.asi8.astype(np.int32)
+    del month, bad_month, ambiguous
     kpi_codes, kpi_labels = _labels(data[KPI])
     entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
@@ -507,12 +589,13 @@ def validate_observation_codes(
         message = f"entity '{entity_labels[label]}' is a group; data holds products (leaves) only"
         fail(mask, ENTITY, data[ENTITY], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
     duplicated = (
-        pd.Series(_duplicated(month, kpi_codes, entity_codes), index=data.index) & ~bad_month
+        pd.Series(_duplicated(month_codes, valid_month, kpi_codes, entity_codes), index=data.index)
+        & valid_month
     )
     if duplicated.any():
         keys = pd.DataFrame(
             {
-                MONTH: month,
+                MONTH: pd.arrays.PeriodArray(month_codes.astype(np.int64), dtype=MonthDtype),
                 KPI: pd.array(kpi_labels, dtype="string").take(kpi_codes, allow_fill=True),
                 ENTITY: pd.array(entity_labels, dtype="string").take(entity_codes, allow_fill=True),
             },
@@ -530,7 +613,7 @@ def validate_observation_codes(
         )
     report.raise_if_any()
     return ObservationCodes(
-        month=month.array.asi8.astype(np.int32),
+        month=month_codes,
         kpi=kpi_codes,
         kpi_labels=kpi_labels,
         entity=entity_codes,

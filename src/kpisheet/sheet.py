@@ -382,7 +382,7 @@ def open(
     keep_freed_memory()  # before reading: the read and the build free large blocks too
     registry = load_kpis(definitions)
     given = load_hierarchy(entities) if entities is not None else None
-    from kpisheet.store import Store, display_url, store_url_of
+    from kpisheet.store import store_url_of  # the store itself (and SQLAlchemy) only for a store
 
     if data is None:
         from kpisheet.demo import demo_store_url  # builds the demo store: imported only for it
@@ -391,6 +391,8 @@ def open(
     else:
         url = store_url_of(data)
     if url is not None:
+        from kpisheet.store import Store, display_url
+
         with Store(url) as store:
             info, raw = store.read(release, verify=verify)
             hierarchy = given or store.hierarchy(info.id)

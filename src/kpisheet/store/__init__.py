@@ -22,39 +22,83 @@ built by :mod:`kpisheet.demo`, not here: the store knows nothing of validation o
 
 from __future__ import annotations
 
-from kpisheet.store.bulk import driver_statement
-from kpisheet.store.encoding import EncodedObservations, observations_checksum
-from kpisheet.store.schema import (
-    SCHEMA_VERSION,
-    ReleaseCheck,
-    ReleaseInfo,
-    ReleaseWarning,
-    entities_table,
-    hierarchies_table,
-    insert_observations,
-    insert_release,
-    kpis_table,
-    lock_writers,
-    metadata,
-    observations_table,
-    releases_table,
-    schema_table,
-    select_labels,
-    select_newest_id,
-    select_observations,
-    select_releases,
-    snapshots_table,
-    warnings_table,
-)
-from kpisheet.store.store import Store, hierarchy_json
-from kpisheet.store.urls import (
-    display_url,
-    is_memory_url,
-    is_sqlite_file,
-    is_store_url,
-    sqlite_url,
-    store_url_of,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kpisheet.store.bulk import driver_statement
+    from kpisheet.store.encoding import EncodedObservations, observations_checksum
+    from kpisheet.store.schema import (
+        SCHEMA_VERSION,
+        ReleaseCheck,
+        ReleaseInfo,
+        ReleaseWarning,
+        entities_table,
+        hierarchies_table,
+        insert_observations,
+        insert_release,
+        kpis_table,
+        lock_writers,
+        metadata,
+        observations_table,
+        releases_table,
+        schema_table,
+        select_labels,
+        select_newest_id,
+        select_observations,
+        select_releases,
+        snapshots_table,
+        warnings_table,
+    )
+    from kpisheet.store.store import Store, hierarchy_json
+    from kpisheet.store.urls import (
+        display_url,
+        is_memory_url,
+        is_sqlite_file,
+        is_store_url,
+        sqlite_url,
+        store_url_of,
+    )
+
+#: Where each name of ``__all__`` lives. The package imports a module (and SQLAlchemy) when one
+#: of its names is first used, so opening a sheet from a file never pays for the store (about
+#: 14 MB and 0.3 s of imports).
+_MODULES = {
+    "bulk": ("driver_statement",),
+    "encoding": ("EncodedObservations", "observations_checksum"),
+    "schema": (
+        "SCHEMA_VERSION",
+        "ReleaseCheck",
+        "ReleaseInfo",
+        "ReleaseWarning",
+        "entities_table",
+        "hierarchies_table",
+        "insert_observations",
+        "insert_release",
+        "kpis_table",
+        "lock_writers",
+        "metadata",
+        "observations_table",
+        "releases_table",
+        "schema_table",
+        "select_labels",
+        "select_newest_id",
+        "select_observations",
+        "select_releases",
+        "snapshots_table",
+        "warnings_table",
+    ),
+    "store": ("Store", "hierarchy_json"),
+    "urls": (
+        "display_url",
+        "is_memory_url",
+        "is_sqlite_file",
+        "is_store_url",
+        "sqlite_url",
+        "store_url_of",
+    ),
+}
+_HOMES = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -89,3 +133,16 @@ __all__ = [
     "store_url_of",
     "warnings_table",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A name of ``__all__``, imported from its module on first use (PEP 562)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOMES})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+# SQLAlchemy is imported where a URL is parsed: telling a file from a store needs none of it.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 #: The first bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -21,6 +22,9 @@ def is_store_url(text: object) -> TypeGuard[str]:
     scheme = text.split("://", 1)[0]
     if len(scheme) < 2:  # a Windows drive letter, C://...
         return False
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
     try:
         make_url(text).get_dialect()
     except (ArgumentError, NoSuchModuleError, ValueError):
@@ -31,6 +35,9 @@ def is_store_url(text: object) -> TypeGuard[str]:
 def is_memory_url(url: str) -> bool:
     """True for a SQLite URL of an in-memory database (``sqlite://``, ``sqlite:///:memory:``):
     what is written there is gone when the process ends."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError):
@@ -45,6 +52,9 @@ def is_memory_url(url: str) -> bool:
 
 def display_url(url: str | URL) -> str:
     """A database URL as it may be shown and recorded: without its password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except (ArgumentError, ValueError):
@@ -53,6 +63,8 @@ def display_url(url: str | URL) -> str:
 
 def sqlite_url(path: str | Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""
+    from sqlalchemy.engine import URL
+
     return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string()
 
 
