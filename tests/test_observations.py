@@ -210,6 +210,58 @@ def test_parquet_files(
     assert_canonical(load_observations(path, registry, hierarchy), GOOD_ROWS)
 
 
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.integers(0, 40)),
+            st.one_of(st.none(), st.sampled_from(["a", "b", " c", "ä", ""])),
+            st.one_of(st.none(), st.floats(allow_nan=False, width=32)),
+        ),
+        max_size=30,
+    ),
+    row_group=st.integers(1, 7),
+    batch=st.integers(1, 5),
+    float32=st.booleans(),
+)
+@example(rows=[(0, "a", 1.0), (1, "b", None), (2, None, 2.0)], row_group=1, batch=2, float32=False)
+def test_parquet_read_a_batch_at_a_time_as_pandas_reads_it(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: list[tuple[int | None, str | None, float | None]],
+    row_group: int,
+    batch: int,
+    float32: bool,
+) -> None:
+    """Dates, floats and dictionary-encoded texts read in batches (row groups with dictionaries
+    of their own, missing values and texts) give the frame ``pandas.read_parquet`` gives; other
+    columns (a time zone, plain text, integers) are read whole, alike."""
+    dates = pd.Series(
+        [
+            None if d is None else pd.Timestamp("2020-01-31") + pd.Timedelta(days=d)
+            for d, _, _ in rows
+        ],
+        dtype="datetime64[ms]",
+    )
+    texts = [t for _, t, _ in rows]
+    frame = pd.DataFrame(
+        {
+            "month": dates,
+            "kpi": pd.Series(texts, dtype="category"),
+            "entity": pd.Series(texts, dtype="str"),
+            "value": pd.Series([v for _, _, v in rows], dtype="float32" if float32 else "float64"),
+            "zoned": dates.dt.tz_localize("Europe/Zurich"),
+            "count": pd.Series(range(len(rows)), dtype="int64"),
+        }
+    )
+    path = tmp_path_factory.mktemp("parquet") / "observations.parquet"
+    frame.to_parquet(path, row_group_size=row_group)
+    with patch.object(observations, "_PARQUET_BATCH", batch):
+        read = read_observations(path).frame
+    expected = pd.read_parquet(path)
+    pd.testing.assert_frame_equal(read, expected, check_categorical=False, check_index_type=False)
+    # the same texts in the same places, whatever the categories' order
+    pd.testing.assert_series_equal(read["kpi"].astype(object), expected["kpi"].astype(object))
+
+
 def test_dataframe_input(registry: Registry, hierarchy: Hierarchy) -> None:
     """A DataFrame with Period months is taken as it is, and the caller's frame is not changed."""
     frame = canonical(GOOD_ROWS)

@@ -42,6 +42,7 @@ import os
 import sqlite3
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -54,7 +55,11 @@ from kpisheet.hierarchy import load_hierarchy
 from kpisheet.months import parse_month
 from kpisheet.observations import validate_observations
 from kpisheet.plugins import load_kpis
-from kpisheet.store import SCHEMA_VERSION, ReleaseInfo, Store, sqlite_url
+
+# The store (and SQLAlchemy) is imported by the functions that build the demo store: the demo's
+# hierarchy and generator are used without it.
+if TYPE_CHECKING:
+    from kpisheet.store import ReleaseInfo
 
 __all__ = [
     "ACTIVE_ACCOUNTS",
@@ -340,6 +345,8 @@ DEMO_SOURCE = "kpisheet demo generator"
 
 def write_demo_store(url: str) -> ReleaseInfo:
     """Write the demo sheet's observations, validated, as a release of the store at ``url``."""
+    from kpisheet.store import Store
+
     hierarchy = load_hierarchy(DEMO_ENTITIES)
     observations = validate_observations(
         generate_observations(),
@@ -360,6 +367,8 @@ def cache_dir() -> Path:
 
 def demo_store_key() -> str:
     """A short hash of everything the demo store is made from; a change makes a new store."""
+    from kpisheet.store import SCHEMA_VERSION
+
     # "snapshots": a demo store built before releases kept snapshots is not reused.
     digest = hashlib.sha256(f"schema {SCHEMA_VERSION}, snapshots\n".encode())
     for path in (Path(__file__), DEMO_ENTITIES):
@@ -373,6 +382,8 @@ def demo_store_url() -> str:
     Built in a temporary file and moved into place, so processes racing to build it never
     see a half-built store; the key in the file name changes with the generator.
     """
+    from kpisheet.store import sqlite_url
+
     directory = cache_dir()
     path = directory / f"demo-{demo_store_key()}.db"
     if path.is_file():

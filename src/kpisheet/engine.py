@@ -56,7 +56,7 @@ from kpisheet.constants import (
 )
 from kpisheet.hierarchy import Hierarchy
 from kpisheet.months import window_bounds
-from kpisheet.observations import ObservationCodes, text_column
+from kpisheet.observations import HandedOver, ObservationCodes, text_column
 from kpisheet.registry import Registry
 
 #: Month ordinal 0 (months are counted from it).
@@ -92,7 +92,7 @@ def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
 
 
 #: Size of the copy in which a roll-up gathers a group's members (bytes, about).
-_GATHER_BYTES = 32 * 1024 * 1024
+_GATHER_BYTES = 4 * 1024 * 1024
 
 
 def _roll_up(
@@ -114,13 +114,12 @@ def _roll_up(
     every = len(members) == filled.shape[2] and bool(np.all(members[1:] > members[:-1]))
 
     def reduce(ufunc: np.ufunc, array: np.ndarray) -> np.ndarray:
-        if every:
-            return ufunc.reduceat(array, starts, axis=2)
-        # members gathered a block of months at a time: a copy of the block, not of the array
+        # a block of months at a time: members gathered into a copy of the block, not of the
+        # array; and ``array`` may be a view into the cube, which reduceat would copy whole
         result = np.empty((*array.shape[:2], len(starts)), dtype=array.dtype)
         step = max(1, _GATHER_BYTES // max(1, array[:1].nbytes))
         for lo in range(0, array.shape[0], step):
-            block = array[lo : lo + step][..., members]
+            block = array[lo : lo + step] if every else array[lo : lo + step][..., members]
             ufunc.reduceat(block, starts, axis=2, out=result[lo : lo + step])
         return result
 
@@ -148,8 +147,10 @@ def _lifetimes(present: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _ROW_BLOCK = 1 << 18
 
 
-def _coded(observations: pd.DataFrame | ObservationCodes) -> ObservationCodes:
+def _coded(observations: pd.DataFrame | ObservationCodes | HandedOver) -> ObservationCodes:
     """Validated observations as codes; a canonical frame is coded one distinct text at a time."""
+    if isinstance(observations, HandedOver):
+        return observations.take()
     if isinstance(observations, ObservationCodes):
         return observations
     kpi, kpi_labels = pd.factorize(observations[KPI])
@@ -195,12 +196,46 @@ def _slab(array: np.ndarray, kpis: np.ndarray | slice, entities: np.ndarray | sl
     return array[..., k[:, None], e[None, :]]
 
 
+def _place(
+    rows: ObservationCodes,
+    cube: np.ndarray,
+    kpis: Sequence[str],
+    leaves: Sequence[str],
+    first_month: int,
+) -> np.ndarray:
+    """Write the rows' values into ``cube`` (months from ``first_month``, ``kpis``, entities with
+    ``leaves`` last), a block of rows at a time: no array of the rows' length is needed.
+
+    Returns the cells, flat in the leaves' part (months, KPIs, leaves), of rows given with a
+    missing value.
+    """
+    kpi_positions = _positions(kpis, rows.kpi_labels)
+    offset = cube.shape[2] - len(leaves)  # of the first leaf on the entity axis
+    leaf_positions = _positions(leaves, rows.entity_labels).astype(np.int64) + offset
+    flat = cube.reshape(-1)
+    given_missing = [np.empty(0, dtype=np.int64)]
+    for lo in range(0, len(rows), _ROW_BLOCK):
+        block = slice(lo, lo + _ROW_BLOCK)
+        series = rows.month[block].astype(np.int64)  # (month, KPI) of each row
+        series -= first_month
+        series *= len(kpis)
+        series += kpi_positions[rows.kpi[block]]
+        positions = leaf_positions[rows.entity[block]]
+        values = rows.value[block]
+        flat[series * cube.shape[2] + positions] = values
+        missing = np.isnan(values)
+        leaf_cells = series[missing] * len(leaves)
+        leaf_cells += positions[missing] - offset
+        given_missing.append(leaf_cells)
+    return np.concatenate(given_missing)
+
+
 class Cube:
     """Monthly values of every source KPI for every entity (groups rolled up), as dense arrays."""
 
     def __init__(
         self,
-        observations: pd.DataFrame | ObservationCodes,
+        observations: pd.DataFrame | ObservationCodes | HandedOver,
         registry: Registry,
         hierarchy: Hierarchy,
     ) -> None:
@@ -243,25 +278,13 @@ class Cube:
 
         leaves = hierarchy.leaves
         shape = (self.month_count, len(self.source_ids), len(leaves))
-        leaf = np.full(shape, np.nan)
-        kpi_positions = _positions(self.source_ids, rows.kpi_labels)
-        leaf_positions = _positions(leaves, rows.entity_labels)
-        given_missing = [np.empty(0, dtype=np.int64)]
-        # a block of rows at a time: the cells' positions need no array of the rows' length
-        for lo in range(0, len(rows), _ROW_BLOCK):
-            block = slice(lo, lo + _ROW_BLOCK)
-            cells = rows.month[block].astype(np.int64)  # position of each row in ``leaf``
-            cells -= self.first.ordinal
-            cells *= shape[1]
-            cells += kpi_positions[rows.kpi[block]]
-            cells *= shape[2]
-            cells += leaf_positions[rows.entity[block]]
-            values = rows.value[block]
-            leaf.reshape(-1)[cells] = values
-            given_missing.append(cells[np.isnan(values)])
-        #: the cells of rows given with a missing value (the observations keep them)
-        self._given_missing = np.concatenate(given_missing)
-        del rows
+        # The cube, (months, KPIs, entities) with the leaves last: the rows go straight into the
+        # leaves' part (a view), the groups are summed from it into theirs.
+        by_month = np.full((*shape[:2], len(names)), np.nan)
+        leaf = by_month[:, :, self.leaf_offset :]
+        #: the cells of ``leaf`` (flat) of rows given with a missing value (the observations keep them)
+        self._given_missing = _place(rows, by_month, self.source_ids, leaves, self.first.ordinal)
+        del rows  # handed over (:class:`HandedOver`): the rows' arrays are freed here
 
         present = ~np.isnan(leaf)
         #: lifetime of each (source KPI, leaf): month positions of its first and last value
@@ -284,9 +307,11 @@ class Cube:
             codes = self._group_codes[grouping]
             parts.append(_roll_up(filled, present, missing, codes, len(hierarchy.groups(grouping))))
         leaf[~present] = np.nan  # missing again, as in the groups' values
-        del filled, present, missing
-        by_month = np.concatenate([value for value, _ in parts] + [leaf], axis=2)
-        del leaf
+        del filled, present, missing, leaf
+        start = 0
+        for value, _ in parts:  # the total, then each grouping's groups, in the entities' order
+            by_month[:, :, start : start + value.shape[2]] = value
+            start += value.shape[2]
         # A leaf is covered whenever it has a value; a group when no expected member is missing.
         member_missing = np.concatenate(
             [any_missing for _, any_missing in parts]

@@ -29,7 +29,12 @@ from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
 from kpisheet.files import display_path
 from kpisheet.hierarchy import Hierarchy
-from kpisheet.months import EXPECTED_MONTHS, MONTH_DTYPE, ambiguous_dates, parse_months
+from kpisheet.months import (
+    EXPECTED_MONTHS,
+    MONTH_DTYPE,
+    ambiguous_dates,
+    month_codes,
+)
 from kpisheet.registry import Registry
 
 if TYPE_CHECKING:
@@ -339,8 +344,9 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return _smallest_codes(codes, len(labels)), np.asarray(labels, dtype=object)
 
 
-#: Rows whose keys :func:`_duplicated` builds at a time while it checks their order.
-_KEY_BLOCK = 1 << 20
+#: Rows whose keys :func:`_duplicated` builds at a time while it checks their order (and whose
+#: categories :func:`_labels` counts at a time): temporaries of a few MB, not of the rows' length.
+_KEY_BLOCK = 1 << 18
 
 
 def _duplicated(
@@ -359,7 +365,7 @@ def _duplicated(
     last = int(ordinals.max(where=valid, initial=first)) if valid.any() else 0
     sizes = (int(last - first) + 2, int(entity.max(initial=0)) + 2, int(kpi.max(initial=0)) + 2)
 
-    def month_codes(lo: int, hi: int) -> np.ndarray:
+    def month_positions(lo: int, hi: int) -> np.ndarray:
         """The month codes of rows ``lo`` to ``hi`` (0: NaT) in a new array."""
         codes: np.ndarray = ordinals[lo:hi].astype(np.int64)
         codes -= first
@@ -369,7 +375,7 @@ def _duplicated(
 
     def keys(lo: int, hi: int) -> np.ndarray:
         """The keys of rows ``lo`` to ``hi``, built in place in one array (dense keys only)."""
-        key = month_codes(lo, hi)
+        key = month_positions(lo, hi)
         key *= sizes[1]
         key += entity[lo:hi]
         key += 1
@@ -379,7 +385,7 @@ def _duplicated(
         return key
 
     if sizes[0] * sizes[1] * sizes[2] > 4 * len(kpi) + 2**20:  # sparse keys: hash them
-        codes = pd.DataFrame({MONTH: month_codes(0, len(kpi)), KPI: kpi, ENTITY: entity})
+        codes = pd.DataFrame({MONTH: month_positions(0, len(kpi)), KPI: kpi, ENTITY: entity})
         repeated: np.ndarray = codes.duplicated(keep=False).to_numpy()
         return repeated
     previous = -1
@@ -468,6 +474,24 @@ class ObservationCodes:
         )
 
 
+class HandedOver:
+    """:class:`ObservationCodes` handed to the one who builds from them, who takes them once.
+
+    The giver keeps no reference, so the rows' arrays (about 16 bytes a row) are freed as soon
+    as the cube has placed them, not when the whole sheet is built: opening a sheet peaks lower.
+    """
+
+    def __init__(self, codes: ObservationCodes) -> None:
+        self._codes: ObservationCodes | None = codes
+
+    def take(self) -> ObservationCodes:
+        """The observations; taken once (a second take is a programming error)."""
+        codes, self._codes = self._codes, None
+        if codes is None:
+            raise RuntimeError("the handed over observations were taken already")
+        return codes
+
+
 def validate_observations(
     raw: RawTable | pd.DataFrame,
     registry: Registry,
@@ -525,8 +549,9 @@ def validate_observation_codes(
 
     extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
     data = frame[list(OBSERVATION_COLUMNS)]  # nothing below writes to it
-    month = parse_months(data[MONTH], date_format)
-    bad_month = month.isna()
+    # The months as the cube keeps them, int32 ordinals (a row without one is reported below).
+    month, valid_month = month_codes(data[MONTH], date_format)
+    bad_month = pd.Series(~valid_month, index=data.index)
     ambiguous = ambiguous_dates(data[MONTH]) if date_format is None else bad_month & False
     if (bad_month & ~ambiguous).any():
         fail(
@@ -544,21 +569,20 @@ def validate_observation_codes(
             "month is a date that may be day first or month first; name the format in the "
             "ingest configuration (date_format: '%d/%m/%Y' or '%m/%d/%Y')",
         )
-    # The months as the cube keeps them, int32 ordinals, instead of 8 bytes a row (a row without
-    # a month is reported above and never kept).
-    valid_month = ~bad_month.to_numpy()
-    month_codes = month.array.asi8.astype(np.int32)
-    del month, bad_month, ambiguous
+    del bad_month, ambiguous  # masks of a byte a row are dropped once reported, here and below
     kpi_codes, kpi_labels = _labels(data[KPI])
     entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
     value = parse_values(raw_value, decimal_comma=table.decimal_comma)
-    not_number = value.isna() & ~missing_value_text(raw_value)
-    if not_number.any():
-        fail(not_number, VALUE, raw_value, "value is not a number")
+    if not pd.api.types.is_numeric_dtype(raw_value):  # numbers are numbers (or missing)
+        not_number = value.isna() & ~missing_value_text(raw_value)
+        if not_number.any():
+            fail(not_number, VALUE, raw_value, "value is not a number")
+        del not_number
     infinite = np.isinf(value)
     if infinite.any():
         fail(infinite, VALUE, raw_value, "value is not finite")
+    del infinite
     for column, codes, labels, known, what in (
         (KPI, kpi_codes, kpi_labels, registry.ids, "KPI id"),
         (ENTITY, entity_codes, entity_labels, hierarchy.entities, "entity"),
@@ -568,6 +592,7 @@ def validate_observation_codes(
         )
         if empty.any():
             fail(empty, column, data[column], f"{column} is empty")
+        del empty
         for label in np.flatnonzero(~np.isin(labels, list(known)) & (labels != "")):
             name = labels[label]
             mask = pd.Series(codes == label, index=data.index)
@@ -588,14 +613,13 @@ def validate_observation_codes(
         mask = pd.Series(entity_codes == label, index=data.index)
         message = f"entity '{entity_labels[label]}' is a group; data holds products (leaves) only"
         fail(mask, ENTITY, data[ENTITY], f"{message}, in {_count_rows(mask, offset)}", quoted=False)
-    duplicated = (
-        pd.Series(_duplicated(month_codes, valid_month, kpi_codes, entity_codes), index=data.index)
-        & valid_month
-    )
+    duplicated = _duplicated(month, valid_month, kpi_codes, entity_codes)
+    if duplicated.any():  # a mask of the rows' length is touched only when a row is duplicated
+        duplicated = pd.Series(duplicated & valid_month, index=data.index)
     if duplicated.any():
         keys = pd.DataFrame(
             {
-                MONTH: pd.arrays.PeriodArray(month_codes.astype(np.int64), dtype=MonthDtype),
+                MONTH: pd.arrays.PeriodArray(month.astype(np.int64), dtype=MonthDtype),
                 KPI: pd.array(kpi_labels, dtype="string").take(kpi_codes, allow_fill=True),
                 ENTITY: pd.array(entity_labels, dtype="string").take(entity_codes, allow_fill=True),
             },
@@ -603,6 +627,7 @@ def validate_observation_codes(
         ).fillna({KPI: "", ENTITY: ""})
         described = keys[duplicated].astype(str).agg(" / ".join, axis=1)
         fail(duplicated, f"{MONTH}, {KPI}, {ENTITY}", described, "duplicate (month, kpi, entity)")
+    del duplicated
     if extra:
         report.add(
             f"unexpected column(s) {', '.join(map(str, extra))}; expected {', '.join(OBSERVATION_COLUMNS)}"
@@ -613,7 +638,7 @@ def validate_observation_codes(
         )
     report.raise_if_any()
     return ObservationCodes(
-        month=month_codes,
+        month=month,
         kpi=kpi_codes,
         kpi_labels=kpi_labels,
         entity=entity_codes,
@@ -637,9 +662,13 @@ def _overflow_problems(
     grand total where only the products together do.
     """
     values = value.to_numpy(dtype=float)
-    if not len(values) or np.isnan(values).all():
+    # fmax and fmin pass over missing values without a mask of the rows' length
+    largest = max(
+        float(np.fmax.reduce(values, initial=-np.inf)),
+        -float(np.fmin.reduce(values, initial=np.inf)),
+    )
+    if np.isinf(largest):  # no values, or all missing
         return []
-    largest = max(float(np.nanmax(values)), -float(np.nanmin(values)))
     if largest * len(values) <= np.finfo(float).max:
         return []  # no sum of these values can overflow
     magnitude = np.nan_to_num(values, nan=0.0)

@@ -15,6 +15,7 @@ from kpisheet.errors import QueryError, StoreError, quoted, with_suggestion
 from kpisheet.hierarchy import Hierarchy, load_hierarchy
 from kpisheet.months import MonthLike, parse_month
 from kpisheet.observations import (
+    HandedOver,
     ObservationCodes,
     read_observations,
     validate_observation_codes,
@@ -67,7 +68,7 @@ class KPISheet:
 
     def __init__(
         self,
-        observations: pd.DataFrame | ObservationCodes,
+        observations: pd.DataFrame | ObservationCodes | HandedOver,
         registry: Registry,
         hierarchy: Hierarchy,
         *,
@@ -404,12 +405,15 @@ def open(
                 "--entities FILE"
             )
         shown = display_url(url)
-        observations = validate_observation_codes(
-            raw, registry, hierarchy, source=f"{shown} release {info.id}"
+        # handed over: the rows are freed once the cube has placed them (the raw ones here)
+        observations = HandedOver(
+            validate_observation_codes(
+                raw, registry, hierarchy, source=f"{shown} release {info.id}"
+            )
         )
         del raw
         return KPISheet(observations, registry, hierarchy, release=info, source=shown)
     hierarchy = given or load_hierarchy(_default_entities())
     name = data if isinstance(data, str) else str(data) if isinstance(data, Path) else "DataFrame"
-    codes = validate_observation_codes(read_observations(data), registry, hierarchy)
+    codes = HandedOver(validate_observation_codes(read_observations(data), registry, hierarchy))
     return KPISheet(codes, registry, hierarchy, source=str(name))
