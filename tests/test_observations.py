@@ -626,7 +626,7 @@ def test_labels_of_a_categorical_column_read_as_those_of_its_texts(
 
     def row_labels(column: pd.Series) -> tuple[list[str | None], set[str]]:
         codes, labels = _labels(column)
-        assert codes.dtype == np.int16
+        assert codes.dtype == np.int8  # the smallest type: few labels
         return [None if c < 0 else labels[c] for c in codes], set(labels)
 
     expected = row_labels(plain)

@@ -275,7 +275,8 @@ def _categorical_column(chunks: Iterable[pyarrow.DictionaryArray], rows: int) ->
 
 
 def _code_dtype(count: int) -> type[np.signedinteger]:
-    """The integer type pandas keeps the codes of ``count`` categories in (so none is copied)."""
+    """The smallest integer type for codes -1 to ``count`` - 1: the one pandas keeps the codes
+    of ``count`` categories in, so a categorical column's codes are used without a copy."""
     for kind in (np.int8, np.int16, np.int32):
         if count < np.iinfo(kind).max:
             return kind
@@ -313,7 +314,7 @@ def _where(index: pd.Index, offset: int | None) -> list[str]:
 
 def _smallest_codes(codes: np.ndarray, count: int) -> np.ndarray:
     """``codes`` (-1 to ``count`` - 1) in the smallest integer type that holds them."""
-    return codes.astype(np.int16 if count <= np.iinfo(np.int16).max else np.int32, copy=False)
+    return codes.astype(_code_dtype(count), copy=False)
 
 
 def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +327,7 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(raw.dtype, pd.CategoricalDtype):
         # The column's own codes: no hashing of the rows (pd.factorize took about 45 ms for the
         # KPI and entity columns of 3M rows, counting the used categories about 20 ms).
-        codes = raw.cat.codes.to_numpy()
+        codes = raw.array.codes  # the column's own (read-only) codes, not a copy of them
         uniques = raw.cat.categories
         used = np.zeros(len(uniques) + 1, dtype=bool)
         for lo in range(0, len(codes), _KEY_BLOCK):  # bincount takes its input as int64
@@ -551,25 +552,27 @@ def validate_observation_codes(
     data = frame[list(OBSERVATION_COLUMNS)]  # nothing below writes to it
     # The months as the cube keeps them, int32 ordinals (a row without one is reported below).
     month, valid_month = month_codes(data[MONTH], date_format)
-    bad_month = pd.Series(~valid_month, index=data.index)
-    ambiguous = ambiguous_dates(data[MONTH]) if date_format is None else bad_month & False
-    if (bad_month & ~ambiguous).any():
-        fail(
-            bad_month & ~ambiguous,
-            MONTH,
-            data[MONTH],
-            f"month is not a month (expected {EXPECTED_MONTHS})"
-            + (f" in the format {date_format!r}" if date_format else ""),
-        )
-    if ambiguous.any():
-        fail(
-            ambiguous,
-            MONTH,
-            data[MONTH],
-            "month is a date that may be day first or month first; name the format in the "
-            "ingest configuration (date_format: '%d/%m/%Y' or '%m/%d/%Y')",
-        )
-    del bad_month, ambiguous  # masks of a byte a row are dropped once reported, here and below
+    # a row without a month: not a month, or a date whose order of day and month is unclear
+    if not valid_month.all():
+        bad_month = pd.Series(~valid_month, index=data.index)
+        ambiguous = ambiguous_dates(data[MONTH]) if date_format is None else bad_month & False
+        if (bad_month & ~ambiguous).any():
+            fail(
+                bad_month & ~ambiguous,
+                MONTH,
+                data[MONTH],
+                f"month is not a month (expected {EXPECTED_MONTHS})"
+                + (f" in the format {date_format!r}" if date_format else ""),
+            )
+        if ambiguous.any():
+            fail(
+                ambiguous,
+                MONTH,
+                data[MONTH],
+                "month is a date that may be day first or month first; name the format in the "
+                "ingest configuration (date_format: '%d/%m/%Y' or '%m/%d/%Y')",
+            )
+        del bad_month, ambiguous  # masks of a byte a row are dropped once reported, here and below
     kpi_codes, kpi_labels = _labels(data[KPI])
     entity_codes, entity_labels = _labels(data[ENTITY])
     raw_value = data[VALUE]
