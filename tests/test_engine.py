@@ -750,3 +750,33 @@ def test_a_cube_remembers_a_bounded_number_of_selections(
         assert len(cube._plans) <= engine._REMEMBERED_SELECTIONS
     again = groups_sheet.query(as_of="2023-03", window="3M", entities=entities[:2], kpis=["flow"])
     pd.testing.assert_frame_equal(again, first)
+
+
+def test_a_selection_asked_again_gets_the_texts_of_its_own_rows(
+    groups_sheet: kpisheet.sheet.KPISheet,
+) -> None:
+    """The cube reuses a selection's text columns only for the same rows: month by month and
+    window by window (rows come and go with the data), every result equals that of a sheet that
+    never answered before, and a result's texts can be changed without changing another's."""
+    from kpisheet import engine
+
+    observations = groups_sheet.observations
+    asked = [
+        (month, window)
+        for month in ("2023-01", "2023-02", "2023-03", "2023-02", "2023-03")
+        for window in ("1M", "3M", "1M")
+    ]
+    results = []
+    for month, window in asked:
+        result = groups_sheet.query(as_of=month, window=window)
+        fresh = kpisheet.sheet.KPISheet(
+            observations, groups_sheet.registry, groups_sheet.hierarchy
+        ).query(as_of=month, window=window)
+        pd.testing.assert_frame_equal(result, fresh)
+        results.append(result)
+        assert len(groups_sheet._cube._texts) <= engine._REMEMBERED_TEXTS
+    assert len({len(result) for result in results}) > 1  # rows did change between questions
+    first, second = results[-1], groups_sheet.query(as_of="2023-03", window="1M")
+    first.loc[first.index[0], "entity"] = "changed"
+    assert second["entity"].iloc[0] != "changed"
+    pd.testing.assert_frame_equal(second, groups_sheet.query(as_of="2023-03", window="1M"))

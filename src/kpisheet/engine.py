@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 from kpisheet.constants import (
     AS_OF,
@@ -84,9 +85,15 @@ class WindowValues:
 _REMEMBERED_SELECTIONS = 256
 
 
-def _remember(memory: dict[Any, Any], key: Any, value: Any) -> None:
+#: Selections whose result rows' text columns a cube keeps (a few MB each at the largest sizes).
+_REMEMBERED_TEXTS = 4
+
+
+def _remember(
+    memory: dict[Any, Any], key: Any, value: Any, limit: int = _REMEMBERED_SELECTIONS
+) -> None:
     """Keep ``value`` under ``key``, forgetting everything kept before once memory is full."""
-    if len(memory) >= _REMEMBERED_SELECTIONS:
+    if len(memory) >= limit:
         memory.clear()
     memory[key] = value
 
@@ -230,6 +237,14 @@ def _place(
     return np.concatenate(given_missing)
 
 
+@dataclass(frozen=True)
+class _Texts:
+    """The text columns of a result's rows, and the rows (cells of the KPI-major arrays)."""
+
+    cells: np.ndarray
+    columns: tuple[ExtensionArray, ...]
+
+
 class Cube:
     """Monthly values of every source KPI for every entity (groups rolled up), as dense arrays."""
 
@@ -261,6 +276,7 @@ class Cube:
         for i, name in enumerate(names):
             self.entity_index.setdefault(name, i)
         self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._texts: dict[tuple[tuple[str, ...], tuple[str, ...]], _Texts] = {}
         self._entity_positions: dict[tuple[str, ...], np.ndarray] = {}
 
         rows = _coded(observations)
@@ -346,6 +362,27 @@ class Cube:
         del present
         #: each entity's level as a code into :attr:`level_names`
         self.level_codes, self.level_names = pd.factorize(self.entity_levels)
+
+    def row_texts(
+        self,
+        kpi_ids: Sequence[str],
+        entities: Sequence[str],
+        cells: np.ndarray,
+        build: Callable[[], tuple[ExtensionArray, ...]],
+    ) -> tuple[ExtensionArray, ...]:
+        """The text columns of a result of a selection whose rows are ``cells``: made by
+        ``build``, or those of the selection's last result when it had the same rows.
+
+        Taking each row's text is most of a query's cost once the cube is warm, and a selection
+        asked again at another month or window mostly has the same rows. Each result gets its
+        own copies (cheap: Arrow's buffers are shared and never written).
+        """
+        key = (tuple(kpi_ids), tuple(entities))
+        known = self._texts.get(key)
+        if known is None or not np.array_equal(known.cells, cells):
+            known = _Texts(cells, build())
+            _remember(self._texts, key, known, _REMEMBERED_TEXTS)
+        return tuple(column.copy() for column in known.columns)
 
     def entity_positions(self, entities: Sequence[str]) -> np.ndarray:
         """Positions of entities on the entity axis; a selection asked again is looked up once."""
@@ -763,15 +800,24 @@ def compute(
     value, previous_value = rows(current.value), rows(previous.value)
     change = value - previous_value
     change_pct = _divide(change, np.abs(previous_value))
-    level_codes = cube.level_codes[index][entity_codes]
+    level, entity, kpi = cube.row_texts(
+        kpi_ids,
+        entities,
+        cells,
+        lambda: (
+            text_column(cube.level_names, cube.level_codes[index][entity_codes]),
+            text_column(entities, entity_codes),
+            text_column(kpi_ids, kpi_codes),
+        ),
+    )
     constant = np.zeros(len(value), dtype=np.int64)
     return pd.DataFrame(
         {
             AS_OF: text_column([as_of.strftime(MONTH_TEXT_FORMAT)], constant),
             WINDOW: text_column([window.value], constant),
-            LEVEL: text_column(cube.level_names, level_codes),
-            ENTITY: text_column(entities, entity_codes),
-            KPI: text_column(kpi_ids, kpi_codes),
+            LEVEL: level,
+            ENTITY: entity,
+            KPI: kpi,
             VALUE: value,
             PREVIOUS_VALUE: previous_value,
             CHANGE: change,
