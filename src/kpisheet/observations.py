@@ -252,14 +252,20 @@ def _categorical_column(chunks: Iterable[pyarrow.DictionaryArray], rows: int) ->
     appearance in the batches' dictionaries, a missing value (or text) as code -1."""
     codes_of: dict[str, int] = {}
     parts = []
+    dictionary, known = None, np.empty(0, dtype=np.int32)
     for chunk in chunks:
-        texts = chunk.dictionary.to_pylist()
-        known = np.array(
-            [-1 if text is None else codes_of.setdefault(text, len(codes_of)) for text in texts]
-            + [-1],
-            dtype=np.int32,
-        )
-        indices = chunk.indices.fill_null(len(texts)).to_numpy()
+        # the batches of a row group share its dictionary: mapped to codes once
+        if dictionary is None or not chunk.dictionary.equals(dictionary):
+            dictionary = chunk.dictionary
+            known = np.array(
+                [
+                    -1 if text is None else codes_of.setdefault(text, len(codes_of))
+                    for text in dictionary.to_pylist()
+                ]
+                + [-1],
+                dtype=np.int32,
+            )
+        indices = chunk.indices.fill_null(len(dictionary)).to_numpy()
         parts.append(known[indices].astype(_code_dtype(len(codes_of)), copy=False))
     codes = np.empty(rows, dtype=_code_dtype(len(codes_of)))
     start = 0
