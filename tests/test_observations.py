@@ -222,18 +222,27 @@ def test_parquet_files(
     row_group=st.integers(1, 7),
     batch=st.integers(1, 5),
     float32=st.booleans(),
+    threaded=st.booleans(),
 )
-@example(rows=[(0, "a", 1.0), (1, "b", None), (2, None, 2.0)], row_group=1, batch=2, float32=False)
+@example(
+    rows=[(0, "a", 1.0), (1, "b", None), (2, None, 2.0)],
+    row_group=1,
+    batch=2,
+    float32=False,
+    threaded=True,
+)
 def test_parquet_read_a_batch_at_a_time_as_pandas_reads_it(
     tmp_path_factory: pytest.TempPathFactory,
     rows: list[tuple[int | None, str | None, float | None]],
     row_group: int,
     batch: int,
     float32: bool,
+    threaded: bool,
 ) -> None:
     """Dates, floats and dictionary-encoded texts read in batches (row groups with dictionaries
     of their own, missing values and texts) give the frame ``pandas.read_parquet`` gives; other
-    columns (a time zone, plain text, integers) are read whole, alike."""
+    columns (a time zone, plain text, integers) are read whole, alike; and so do two columns
+    read at a time (as a large file is)."""
     dates = pd.Series(
         [
             None if d is None else pd.Timestamp("2020-01-31") + pd.Timedelta(days=d)
@@ -254,7 +263,10 @@ def test_parquet_read_a_batch_at_a_time_as_pandas_reads_it(
     )
     path = tmp_path_factory.mktemp("parquet") / "observations.parquet"
     frame.to_parquet(path, row_group_size=row_group)
-    with patch.object(observations, "_PARQUET_BATCH", batch):
+    with (
+        patch.object(observations, "_PARQUET_BATCH", batch),
+        patch.object(observations, "_THREADED_ROWS", 0 if threaded else 2**62),
+    ):
         read = read_observations(path).frame
     expected = pd.read_parquet(path)
     pd.testing.assert_frame_equal(read, expected, check_categorical=False, check_index_type=False)
