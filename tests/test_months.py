@@ -19,6 +19,7 @@ from kpisheet.months import (
     _month_of_text,
     _parse_texts,
     ambiguous_dates,
+    month_codes,
     month_numbers,
     month_periods,
     month_text,
@@ -229,3 +230,19 @@ def test_months_of_dates_match_numpys_calendar(
     )
     expected = dates.astype("datetime64[M]").view("int64")
     assert months_of_dates(dates).tolist() == expected.tolist()
+    # as the cube keeps them: int32 ordinals where there is a date, and which rows have one
+    codes, valid = month_codes(pd.Series(dates))
+    periods = parse_months(pd.Series(dates))
+    assert codes.dtype == np.int32
+    assert valid.tolist() == periods.notna().tolist()
+    assert codes[valid].tolist() == periods.array.asi8[valid].tolist()
+
+
+def test_month_codes_of_texts_are_those_of_parse_months() -> None:
+    """Texts go through :func:`parse_months`: the same months as int32, no month where it gives
+    NaT (a text that is no month, a missing one, an ambiguous date)."""
+    raw = pd.Series(["2023-01", "no month", None, "202302", "31.12.1969", "01/02/2024"])
+    codes, valid = month_codes(raw)
+    assert valid.tolist() == [True, False, False, True, True, False]
+    expected = [pd.Period(m, "M").ordinal for m in ("2023-01", "2023-02", "1969-12")]
+    assert codes[valid].tolist() == expected

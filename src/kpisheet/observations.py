@@ -251,12 +251,19 @@ def _read_column(file: pyarrow.parquet.ParquetFile, field: pyarrow.Field, rows: 
 def _is_plain_number(kind: pyarrow.DataType) -> bool:
     """Floats and time zone free timestamps: read as the numpy dtype of the same name, missing
     values as NaN or NaT (as pandas reads them)."""
-    return pyarrow.types.is_floating(kind) or (pyarrow.types.is_timestamp(kind) and kind.tz is None)
+    return bool(
+        pyarrow.types.is_floating(kind) or (pyarrow.types.is_timestamp(kind) and kind.tz is None)
+    )
 
 
 def _is_text_dictionary(kind: pyarrow.DataType) -> bool:
-    return pyarrow.types.is_dictionary(kind) and (
-        pyarrow.types.is_string(kind.value_type) or pyarrow.types.is_large_string(kind.value_type)
+    """Dictionary-encoded text (a pandas categorical written to Parquet)."""
+    return bool(
+        pyarrow.types.is_dictionary(kind)
+        and (
+            pyarrow.types.is_string(kind.value_type)
+            or pyarrow.types.is_large_string(kind.value_type)
+        )
     )
 
 
@@ -395,7 +402,7 @@ def _duplicated(
     sizes = (int(last - first) + 2, int(entity.max(initial=0)) + 2, int(kpi.max(initial=0)) + 2)
 
     def month_positions(lo: int, hi: int) -> np.ndarray:
-        """The month codes of rows ``lo`` to ``hi`` (0: NaT) in a new array."""
+        """The month positions of rows ``lo`` to ``hi`` (0: no month) in a new array."""
         codes: np.ndarray = ordinals[lo:hi].astype(np.int64)
         codes -= first
         codes += 1
@@ -578,10 +585,9 @@ def validate_observation_codes(
 
     extra = [c for c in frame.columns if c not in OBSERVATION_COLUMNS]
     data = frame[list(OBSERVATION_COLUMNS)]  # nothing below writes to it
-    # The months as the cube keeps them, int32 ordinals (a row without one is reported below).
+    # The months as the cube keeps them: int32 ordinals, and which rows have one.
     month, valid_month = month_codes(data[MONTH], date_format)
-    # a row without a month: not a month, or a date whose order of day and month is unclear
-    if not valid_month.all():
+    if not valid_month.all():  # not a month, or a date whose order of day and month is unclear
         bad_month = pd.Series(~valid_month, index=data.index)
         ambiguous = ambiguous_dates(data[MONTH]) if date_format is None else bad_month & False
         if (bad_month & ~ambiguous).any():
