@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kpisheet.cli import main
 from kpisheet_ui.auth import LOGIN_ERRORS, local_path
@@ -338,3 +340,9 @@ def test_escaping_of_text_from_data() -> None:
     column = pd.Series(["<b>", "a & b", "<b>"], index=[5, 6, 7])
     assert html_column(column).tolist() == ["&lt;b&gt;", "a &amp; b", "&lt;b&gt;"]
     assert html_column(column).index.tolist() == [5, 6, 7]
+
+
+@given(st.lists(st.text(alphabet=st.sampled_from("&<>\"'a ;#x2&amp"), max_size=8), max_size=12))
+def test_a_column_is_escaped_as_each_of_its_texts(texts: list[str]) -> None:
+    """The table's columns are escaped a column at a time, exactly as one text is escaped."""
+    assert html_column(pd.Series(texts, dtype="str")).tolist() == [html_text(t) for t in texts]

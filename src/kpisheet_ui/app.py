@@ -12,7 +12,6 @@ import asyncio
 import ctypes
 import functools
 import gc
-import html
 import logging
 import os
 import uuid
@@ -92,10 +91,10 @@ def with_reasons(table: pd.DataFrame) -> pd.DataFrame:
     """
     shown = table.drop(columns=[NOTE_COLUMN])
     reasons = table[NOTE_COLUMN].astype(str)
-    titles = reasons.map(lambda text: html.escape(text, quote=True))
+    titles = html_column(reasons)
     has_reason = reasons != ""
     for column in REASON_COLUMNS:
-        texts = shown[column].astype(str).map(lambda text: html.escape(text, quote=True))
+        texts = html_column(shown[column])
         wrapped = '<span title="' + titles + '">' + texts + "</span>"
         shown[column] = texts.where(~has_reason, wrapped)
     return shown
