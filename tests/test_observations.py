@@ -644,3 +644,32 @@ def test_labels_of_a_categorical_column_read_as_those_of_its_texts(
     expected = row_labels(plain)
     assert row_labels(categorical) == expected
     assert expected[1] == {t.strip() for t in texts if t is not None}
+
+
+@given(
+    kpis=st.lists(st.integers(0, 3), min_size=1, max_size=25),
+    entities=st.lists(st.integers(0, 4), min_size=1, max_size=25),
+)
+def test_codes_as_categoricals_are_the_texts_with_sorted_categories(
+    kpis: list[int], entities: list[int]
+) -> None:
+    """Validated codes as a frame of categoricals (what ingest hands to the store) hold the
+    same texts as the frame of texts, with sorted categories, so rows sort as texts do."""
+    rows = min(len(kpis), len(entities))
+    codes = observations.ObservationCodes(
+        month=np.arange(rows, dtype=np.int32),
+        kpi=np.asarray(kpis[:rows], dtype=np.int8),
+        kpi_labels=np.array(["turnover", "active", "Zeta", "ämter"], dtype=object),
+        entity=np.asarray(entities[:rows], dtype=np.int8),
+        entity_labels=np.array(["b", "a", "c", "B", "0"], dtype=object),
+        value=np.linspace(0, 1, rows),
+    )
+    texts = codes.frame()
+    categorical = codes.frame(categorical=True)
+    for column in ("kpi", "entity"):
+        categories = list(categorical[column].cat.categories)
+        assert categories == sorted(categories)
+        assert categorical[column].astype(str).tolist() == texts[column].tolist()
+    pd.testing.assert_frame_equal(
+        categorical.astype({"kpi": texts["kpi"].dtype, "entity": texts["entity"].dtype}), texts
+    )

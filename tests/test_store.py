@@ -23,6 +23,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, inspect, select, text, update
 from sqlalchemy.dialects import mssql
 from sqlalchemy.engine import make_url
@@ -37,6 +39,7 @@ from kpisheet.errors import ChecksumError, SnapshotError, StoreError
 from kpisheet.hierarchy import load_hierarchy
 from kpisheet.store import (
     SCHEMA_VERSION,
+    EncodedObservations,
     ReleaseInfo,
     Store,
     display_url,
@@ -379,6 +382,46 @@ def test_checksum_is_the_documented_hash_in_any_row_order_and_column_type(
     changed = frame.copy()
     changed.loc[0, "value"] += 1e-9
     assert observations_checksum(changed) != expected
+
+
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.integers(0, 3),
+            st.sampled_from(["b", "a", "Ä", "c d"]),
+            st.sampled_from(["Z", "y", "x1", "Äpfel"]),
+        ),
+        min_size=1,
+        max_size=30,
+        unique=True,
+    ),
+    unused=st.lists(st.sampled_from(["q", "0", "zz"]), unique=True, max_size=3),
+    seed=st.integers(0, 2**16),
+)
+def test_categorical_columns_are_encoded_as_their_texts(
+    rows: list[tuple[int, str, str]], unused: list[str], seed: int
+) -> None:
+    """KPI and entity columns as categoricals (as ingest hands them to the store, with their
+    categories in any order, and some no row uses) are encoded exactly as the same texts."""
+    months, kpis, entities = zip(*rows, strict=True)
+    text = pd.DataFrame(
+        {
+            "month": pd.PeriodIndex([f"2024-{m + 1:02d}" for m in months], freq="M"),
+            "kpi": list(kpis),
+            "entity": list(entities),
+            "value": np.random.default_rng(seed).normal(size=len(rows)),
+        }
+    )
+    rng = np.random.default_rng(seed)
+    categorical = text.copy()
+    for column in ("kpi", "entity"):
+        categories = list(rng.permutation(sorted(set(text[column]) | set(unused))))
+        categorical[column] = pd.Categorical(text[column], categories=categories)
+    expected = EncodedObservations.from_frame(text)
+    encoded = EncodedObservations.from_frame(categorical)
+    for field in ("months", "kpi_codes", "entity_codes", "values", "kpis", "entities"):
+        np.testing.assert_array_equal(getattr(encoded, field), getattr(expected, field), field)
+    assert encoded.checksum() == expected.checksum() == reference_checksum(text)
 
 
 def test_empty_release_is_refused(tmp_path: Path) -> None:
@@ -827,6 +870,7 @@ def test_write_failing_in_the_snapshot_leaves_no_trace(tmp_path: Path) -> None:
 
 #: The only kpisheet modules outside the store package that the store may import.
 STORE_MAY_IMPORT = {
+    "kpisheet.codes",
     "kpisheet.constants",
     "kpisheet.errors",
     "kpisheet.hierarchy",

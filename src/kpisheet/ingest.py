@@ -74,7 +74,7 @@ from kpisheet.observations import (
     RawTable,
     missing_value_text,
     read_observations,
-    validate_observations,
+    validate_observation_codes,
 )
 from kpisheet.plausibility import Checks
 from kpisheet.plugins import load_kpis
@@ -828,7 +828,10 @@ def combine(
     if len(parts) == 1:
         return parts[0][1]
     keys = [MONTH, KPI, ENTITY]
-    frames = [frame.assign(_part=number) for number, (_, frame) in enumerate(parts)]
+    frames = [
+        frame.assign(_part=number)
+        for number, frame in enumerate(_with_shared_categories([frame for _, frame in parts]))
+    ]
     combined = pd.concat(frames, ignore_index=True)
     repeated = combined.duplicated(keys, keep=False)
     if not repeated.any():
@@ -865,6 +868,24 @@ def combine(
     )
     kept = combined.drop_duplicates(keys, keep="last").drop(columns="_part")
     return kept.reset_index(drop=True)
+
+
+def _with_shared_categories(frames: Sequence[pd.DataFrame]) -> list[pd.DataFrame]:
+    """The frames with their categorical ``kpi`` and ``entity`` columns over the same categories
+    (the union of theirs), so that they stay categorical when concatenated."""
+    shared = {}
+    for column in (KPI, ENTITY):
+        if all(isinstance(frame[column].dtype, pd.CategoricalDtype) for frame in frames):
+            categories = frames[0][column].cat.categories
+            for frame in frames[1:]:
+                categories = categories.union(frame[column].cat.categories)
+            shared[column] = categories
+    return [
+        frame.assign(
+            **{column: frame[column].cat.set_categories(c) for column, c in shared.items()}
+        )
+        for frame in frames
+    ]
 
 
 # -- the whole refresh -------------------------------------------------------------------------
@@ -1076,7 +1097,8 @@ def prepare(
     source: str | None = None,
     echo: Echo = _no_echo,
 ) -> pd.DataFrame:
-    """Raw rows as validated, canonical observations; every problem raised in one DataError."""
+    """Raw rows as validated, canonical observations (``kpi`` and ``entity`` categorical);
+    every problem raised in one DataError."""
     table = raw if isinstance(raw, RawTable) else RawTable(raw, source or "DataFrame")
     config = config or IngestConfig()
     shown = table.source
@@ -1088,14 +1110,16 @@ def prepare(
     if report.problems and observations.frame.empty:
         report.raise_if_any()
     try:
-        valid = validate_observations(
+        codes = validate_observation_codes(
             observations, registry, hierarchy, source=shown, date_format=config.date_format
         )
     except DataError as error:
         report.absorb(error)
         raise report.error() from error
     report.raise_if_any()
-    return valid
+    # KPIs and entities as categoricals over the validated codes, as a store release is read:
+    # the store keeps codes, so no text per row is made here only to be hashed back into codes.
+    return codes.frame(categorical=True)
 
 
 def _latest_or_none(store: Store) -> ReleaseInfo | None:

@@ -19,13 +19,14 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.compute
 
+from kpisheet.codes import CODE_BLOCK, code_dtype, used_codes
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
 from kpisheet.files import display_path
@@ -295,8 +296,8 @@ def _categorical_column(chunks: Iterable[pyarrow.DictionaryArray], rows: int) ->
                 dtype=np.int32,
             )
         indices = chunk.indices.fill_null(len(dictionary)).to_numpy()
-        parts.append(known[indices].astype(_code_dtype(len(codes_of)), copy=False))
-    codes = np.empty(rows, dtype=_code_dtype(len(codes_of)))
+        parts.append(known[indices].astype(code_dtype(len(codes_of)), copy=False))
+    codes = np.empty(rows, dtype=code_dtype(len(codes_of)))
     start = 0
     for part in parts:
         codes[start : start + len(part)] = part
@@ -307,15 +308,6 @@ def _categorical_column(chunks: Iterable[pyarrow.DictionaryArray], rows: int) ->
         pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(categories), validate=False),
         copy=False,
     )
-
-
-def _code_dtype(count: int) -> type[np.signedinteger]:
-    """The smallest integer type for codes -1 to ``count`` - 1: the one pandas keeps the codes
-    of ``count`` categories in, so a categorical column's codes are used without a copy."""
-    for kind in (np.int8, np.int16, np.int32):
-        if count < np.iinfo(kind).max:
-            return kind
-    return np.int64
 
 
 def parse_values(raw: pd.Series, *, decimal_comma: bool = False) -> pd.Series:
@@ -349,7 +341,7 @@ def _where(index: pd.Index, offset: int | None) -> list[str]:
 
 def _smallest_codes(codes: np.ndarray, count: int) -> np.ndarray:
     """``codes`` (-1 to ``count`` - 1) in the smallest integer type that holds them."""
-    return codes.astype(_code_dtype(count), copy=False)
+    return codes.astype(code_dtype(count), copy=False)
 
 
 def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -364,10 +356,7 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         # KPI and entity columns of 3M rows, counting the used categories about 20 ms).
         codes = raw.array.codes  # the column's own (read-only) codes, not a copy of them
         uniques = raw.cat.categories
-        used = np.zeros(len(uniques) + 1, dtype=bool)
-        for lo in range(0, len(codes), _KEY_BLOCK):  # bincount takes its input as int64
-            used |= np.bincount(codes[lo : lo + _KEY_BLOCK] + 1, minlength=len(used)) > 0
-        used = used[1:]
+        used = used_codes(codes, len(uniques))
         if not used.all():
             codes = np.where(codes >= 0, (np.cumsum(used) - 1)[codes], -1)
             uniques = uniques[used]
@@ -380,9 +369,9 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return _smallest_codes(codes, len(labels)), np.asarray(labels, dtype=object)
 
 
-#: Rows whose keys :func:`_duplicated` builds at a time while it checks their order (and whose
-#: categories :func:`_labels` counts at a time): temporaries of a few MB, not of the rows' length.
-_KEY_BLOCK = 1 << 18
+#: Rows whose keys :func:`_duplicated` builds at a time while it checks their order:
+#: temporaries of a few MB, not of the rows' length.
+_KEY_BLOCK = CODE_BLOCK
 
 
 def _duplicated(
@@ -497,17 +486,38 @@ class ObservationCodes:
     def __len__(self) -> int:
         return len(self.value)
 
-    def frame(self) -> pd.DataFrame:
+    def frame(self, *, categorical: bool = False) -> pd.DataFrame:
         """The canonical frame: ``month`` (``Period[M]``), ``kpi`` and ``entity`` (``str``) and
-        ``value`` (float), as :func:`validate_observations` returns it."""
+        ``value`` (float), as :func:`validate_observations` returns it.
+
+        :param categorical: ``kpi`` and ``entity`` as categoricals of the labels over the codes
+            as they are, as a store release is read: no text per row (what ingest hands on to
+            the store, which keeps codes).
+        """
+        if categorical:
+            kpi: Any = _sorted_categorical(self.kpi, self.kpi_labels)
+            entity: Any = _sorted_categorical(self.entity, self.entity_labels)
+        else:
+            kpi = text_column(self.kpi_labels, self.kpi)
+            entity = text_column(self.entity_labels, self.entity)
         return pd.DataFrame(
             {
                 MONTH: pd.arrays.PeriodArray(self.month.astype(np.int64), dtype=MonthDtype),
-                KPI: text_column(self.kpi_labels, self.kpi),
-                ENTITY: text_column(self.entity_labels, self.entity),
+                KPI: kpi,
+                ENTITY: entity,
                 VALUE: self.value,
             }
         )
+
+
+def _sorted_categorical(codes: np.ndarray, labels: np.ndarray) -> pd.Categorical:
+    """``labels[codes]`` as a categorical whose categories are sorted, so that rows sort and
+    group in the order of their texts (as a store release's columns do)."""
+    order = np.argsort(np.asarray(labels, dtype=object), kind="stable")
+    rank = np.empty(len(order), dtype=codes.dtype)
+    rank[order] = np.arange(len(order), dtype=codes.dtype)
+    categories = pd.Index(np.asarray(labels, dtype=object)[order], dtype=TEXT_DTYPE)
+    return pd.Categorical.from_codes(rank[codes], categories=categories)
 
 
 class HandedOver:

@@ -182,15 +182,16 @@ def _jumps(
     observations: pd.DataFrame, checks: Checks, previous_newest: pd.Period | None
 ) -> list[Finding]:
     """Month-on-month changes beyond a KPI's threshold, in the months the release adds."""
-    thresholds = {
-        kpi: checks.jump_threshold(str(kpi)) for kpi in pd.unique(observations[KPI].astype(str))
-    }
+    kpis = observations[KPI]
+    # a categorical column's categories, not a text per row
+    distinct = kpis.cat.categories if isinstance(kpis.dtype, pd.CategoricalDtype) else kpis.unique()
+    thresholds = {str(kpi): checks.jump_threshold(str(kpi)) for kpi in distinct}
     thresholds = {kpi: t for kpi, t in thresholds.items() if t is not None}
     if not thresholds:
         return []
     newest = observations[MONTH].max()
     first_checked = previous_newest + 1 if previous_newest is not None else newest
-    rows = observations[observations[KPI].astype(str).isin(list(thresholds))]
+    rows = observations[kpis.isin(list(thresholds))]
     current = rows[rows[MONTH] >= first_checked]
     earlier = rows.assign(**{MONTH: rows[MONTH] + 1}).rename(columns={VALUE: "before"})
     pairs = current.merge(earlier, on=[MONTH, KPI, ENTITY], how="inner")

@@ -75,6 +75,8 @@ def insert_rows(
     dialect = conn.dialect
     sql, order = driver_statement(insert_observations(), dialect)
     names = order or tuple(observations_table.c.keys())
+    if dialect.name == "sqlite":
+        sql, names = _sqlite_statement(sql, names, release_id)
     cursor = conn.connection.cursor()
     try:
         for chunk in _row_chunks(release_id, encoded, names):
@@ -111,6 +113,21 @@ def _row_chunks(
             VALUE: value_list,
         }
         yield [columns[name] for name in names]
+
+
+def _sqlite_statement(
+    sql: str, names: tuple[str, ...], release_id: int
+) -> tuple[str, tuple[str, ...]]:
+    """The insert with the release id written into it, and the columns still bound per row.
+
+    The id is the same in every row: bound, it would be a fifth of the values SQLite binds
+    (about 15 % of the insert's time).
+    """
+    head, row = sql.split(" VALUES ", 1)
+    if row != f"({', '.join('?' * len(names))})":  # pragma: no cover - SQLite's positional style
+        raise StoreError(f"unexpected SQLite insert statement: {sql}")
+    values = ", ".join(str(int(release_id)) if name == "release_id" else "?" for name in names)
+    return f"{head} VALUES ({values})", tuple(name for name in names if name != "release_id")
 
 
 def _insert_sqlite(cursor: Any, sql: str, columns: list[list[Any]]) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from kpisheet.codes import used_codes
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import StoreError
-from kpisheet.months import month_numbers, month_periods
+from kpisheet.months import MONTH_DTYPE, month_numbers, month_periods
 
 #: Rows hashed at a time by :meth:`EncodedObservations.checksum`, so memory stays bounded.
 HASH_CHUNK_ROWS = 200_000
@@ -109,6 +111,8 @@ def observations_checksum(observations: pd.DataFrame) -> str:
 
 
 def _as_months(months: pd.Series) -> pd.Series:
+    if months.dtype == MONTH_DTYPE:
+        return months
     if isinstance(months.dtype, pd.PeriodDtype):
         return months.dt.asfreq("M")
     try:
@@ -118,10 +122,24 @@ def _as_months(months: pd.Series) -> pd.Series:
 
 
 def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of a text column, numbered in the sorted order of its distinct texts."""
-    codes, uniques = pd.factorize(column)
-    if len(codes) and codes.min() < 0:
-        raise StoreError(f"observations: {column.name} has missing values")
+    """Integer codes of a text column, numbered in the sorted order of its distinct texts.
+
+    A categorical column (as ingest hands on validated rows) is numbered from its own codes,
+    without hashing a text per row; categories no row uses are left out.
+    """
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        codes = column.array.codes
+        uniques: Any = column.cat.categories
+        if len(codes) and codes.min() < 0:
+            raise StoreError(f"observations: {column.name} has missing values")
+        used = used_codes(codes, len(uniques))
+        if not used.all():  # renumber the used categories 0, 1, ...
+            codes = (np.cumsum(used) - 1)[codes]
+            uniques = uniques[used]
+    else:
+        codes, uniques = pd.factorize(column)
+        if len(codes) and codes.min() < 0:
+            raise StoreError(f"observations: {column.name} has missing values")
     texts = np.array([str(label) for label in uniques], dtype=object)
     labels, renumbered = np.unique(texts, return_inverse=True)
     return renumbered.astype("int32")[codes], labels
