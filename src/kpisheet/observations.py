@@ -493,6 +493,9 @@ class ObservationCodes:
         :param categorical: ``kpi`` and ``entity`` as categoricals of the labels over the codes
             as they are, as a store release is read: no text per row (what ingest hands on to
             the store, which keeps codes).
+
+        The frame shares the codes' arrays (the value column, the codes of categoricals): the
+        codes are handed on, not kept beside it.
         """
         if categorical:
             kpi: Any = _sorted_categorical(self.kpi, self.kpi_labels)
@@ -506,7 +509,8 @@ class ObservationCodes:
                 KPI: kpi,
                 ENTITY: entity,
                 VALUE: self.value,
-            }
+            },
+            copy=False,  # a copy of 48M rows took 2.5 s and doubled the columns' memory
         )
 
 

@@ -75,13 +75,14 @@ def insert_rows(
     dialect = conn.dialect
     sql, order = driver_statement(insert_observations(), dialect)
     names = order or tuple(observations_table.c.keys())
-    if dialect.name == "sqlite":
+    sqlite = dialect.name == "sqlite"
+    if sqlite:
         sql, names = _sqlite_statement(sql, names, release_id)
     cursor = conn.connection.cursor()
     try:
-        for chunk in _row_chunks(release_id, encoded, names):
-            if dialect.name == "sqlite":
-                _insert_sqlite(cursor, sql, chunk)
+        for chunk in _row_chunks(release_id, encoded, names, sqlite):
+            if sqlite:
+                _insert_sqlite(cursor, sql, chunk, len(names))
             elif dialect.name == "postgresql" and dialect.driver == "psycopg":
                 _copy_postgres(cursor, dialect, names, chunk)
             else:  # through SQLAlchemy, which sets up e.g. pyodbc's fast_executemany
@@ -90,15 +91,17 @@ def insert_rows(
                     conn.exec_driver_sql(sql, [dict(zip(names, row, strict=True)) for row in rows])
                 else:
                     conn.exec_driver_sql(sql, list(rows))
-            advance(len(chunk[0]))
+            advance(len(chunk) // len(names) if sqlite else len(chunk[0]))
     finally:
         cursor.close()
 
 
 def _row_chunks(
-    release_id: int, encoded: EncodedObservations, names: tuple[str, ...]
-) -> Iterator[list[list[Any]]]:
-    """The rows of the observations table, ``CHUNK_ROWS`` at a time, as one list per column."""
+    release_id: int, encoded: EncodedObservations, names: tuple[str, ...], interleaved: bool
+) -> Iterator[list[Any]]:
+    """The rows of the observations table, ``CHUNK_ROWS`` at a time: one list per column, or
+    with ``interleaved`` one list of the rows' values one row after the other (as SQLite's
+    multi-row statements bind them)."""
     for start in range(0, len(encoded), CHUNK_ROWS):
         chunk = slice(start, start + CHUNK_ROWS)
         values = encoded.values[chunk]
@@ -106,13 +109,21 @@ def _row_chunks(
         for missing in np.flatnonzero(np.isnan(values)).tolist():
             value_list[missing] = None
         columns = {
-            "release_id": [release_id] * len(values),
             MONTH: encoded.months[chunk].tolist(),
             KPI_CODE: encoded.kpi_codes[chunk].tolist(),
             ENTITY_CODE: encoded.entity_codes[chunk].tolist(),
             VALUE: value_list,
         }
-        yield [columns[name] for name in names]
+        if "release_id" in names:
+            columns["release_id"] = [release_id] * len(values)
+        listed = [columns[name] for name in names]
+        if not interleaved:
+            yield listed
+            continue
+        flat: list[Any] = [None] * (len(names) * len(values))
+        for position, column in enumerate(listed):
+            flat[position :: len(names)] = column
+        yield flat
 
 
 def _sqlite_statement(
@@ -130,16 +141,14 @@ def _sqlite_statement(
     return f"{head} VALUES ({values})", tuple(name for name in names if name != "release_id")
 
 
-def _insert_sqlite(cursor: Any, sql: str, columns: list[list[Any]]) -> None:
-    """Insert rows with multi-row ``INSERT ... VALUES (...), (...)`` statements.
+def _insert_sqlite(cursor: Any, sql: str, flat: list[Any], width: int) -> None:
+    """Insert rows (``width`` values each, one row after the other in ``flat``) with multi-row
+    ``INSERT ... VALUES (...), (...)`` statements.
 
     SQLite's per-statement work, not the data, is most of the cost of inserting one row at a time.
     """
-    width, rows = len(columns), len(columns[0])
+    rows = len(flat) // width
     head, row = sql.split(" VALUES ", 1)
-    flat: list[Any] = [None] * (width * rows)
-    for position, column in enumerate(columns):
-        flat[position::width] = column
     step = SQLITE_ROWS_PER_INSERT
     statement = f"{head} VALUES {', '.join([row] * step)}"
     for start in range(0, rows, step):
