@@ -6,9 +6,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import re
 import socket
+import subprocess
+import sys
 import threading
+import time
 import weakref
 from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
@@ -26,10 +30,12 @@ from kpisheet_ui.app import PAGES
 from kpisheet_ui.escape import html_text
 from kpisheet_ui.serve import (
     MANY_PROCESSES_WITH_LOGIN,
+    SERVER_ENV,
     SessionOrderedExecutor,
     make_server,
     quiet_closed_pages,
     serve,
+    server_environment,
     sheet_config,
 )
 from kpisheet_ui.source import SheetConfig, get_source
@@ -433,3 +439,45 @@ def test_only_models_a_page_was_sent_count_as_sent() -> None:
     assert column.children[0].text == "c"
     document.to_json()  # the page opens: every model of the document is defined to it
     assert {column, added} <= document.models.synced_references
+
+
+def test_the_server_environment_adds_only_the_allocator_settings_not_given() -> None:
+    """The allocators the server restarts with: those not set are added, one set is kept
+    whatever its value (the operator's choice), and with all set there is no restart."""
+    assert server_environment({"HOME": "/root"}) == {"HOME": "/root", **SERVER_ENV}
+    chosen = {"PYTHONMALLOC": "pymalloc"}
+    assert server_environment(chosen) == {**SERVER_ENV, **chosen}
+    assert server_environment({**SERVER_ENV, "HOME": "/root"}) is None
+    assert server_environment({name: "" for name in SERVER_ENV}) is None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/PID/environ")
+@pytest.mark.parametrize("given", [{}, {"PYTHONMALLOC": "pymalloc"}], ids=["default", "chosen"])
+def test_the_server_process_runs_with_allocators_that_return_memory(
+    given: dict[str, str],
+) -> None:
+    """`kpisheet serve`, started as a command, runs as the same process with the allocators of
+    SERVER_ENV (it restarts itself with them before anything else); a setting given is kept."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV} | given
+    command = [str(Path(sys.executable).parent / "kpisheet"), "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--address", "127.0.0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while process.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        raw = Path(f"/proc/{process.pid}/environ").read_bytes().decode()
+        environ = dict(entry.split("=", 1) for entry in raw.split("\0") if "=" in entry)
+        assert {name: environ.get(name) for name in SERVER_ENV} == {**SERVER_ENV, **given}
+    finally:
+        process.terminate()
+        process.wait(30)

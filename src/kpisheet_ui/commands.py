@@ -210,9 +210,11 @@ def serve(
     show: bool,
 ) -> None:
     """Serve the web app (default: the demo sheet at http://localhost:5006)."""
+    from kpisheet_ui.serve import restart_with_server_allocators, sheet_config
     from kpisheet_ui.serve import serve as serve_app
-    from kpisheet_ui.serve import sheet_config
     from kpisheet_ui.sessions import SessionSettings
+
+    restart_with_server_allocators()  # first: the process may start over with other allocators
 
     if not demo:
         refuse_memory_store(store_url, "--store")

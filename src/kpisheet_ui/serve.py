@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import socket
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,57 @@ def sheet_config(
         entities=str(entities) if entities is not None else None,
         poll_seconds=poll_seconds,
     )
+
+
+#: The allocators the server runs with, where not set otherwise, so that the memory of closed
+#: pages goes back to the system (docs/performance.md, "Memory after closing"):
+#:
+#: - ``PYTHONMALLOC=malloc``: Python's objects from the C library's heap, whose free pages
+#:   ``malloc_trim`` returns. Python's own allocator keeps each 1 MiB arena while one object in
+#:   it lives, and the few long-lived objects made during clicks kept about a hundred of them.
+#: - ``MALLOC_ARENA_MAX=1``: one heap for all threads. ``malloc_trim`` trims the free top of the
+#:   main heap only; each page thread's heap kept up to 64 MiB of it (the threshold
+#:   :mod:`kpisheet.allocator` sets for the queries' sake).
+#: - ``ARROW_DEFAULT_MEMORY_POOL=system``: Arrow's buffers (the table's text kernels) from the
+#:   same heap; Arrow's default pool (mimalloc) kept its freed pages.
+SERVER_ENV = {
+    "PYTHONMALLOC": "malloc",
+    "MALLOC_ARENA_MAX": "1",
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
+}
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
+    """``environ`` with the settings of :data:`SERVER_ENV` it lacks; ``None`` when it lacks none
+    (a setting given, whatever its value, is the operator's choice and kept)."""
+    missing = {name: value for name, value in SERVER_ENV.items() if name not in environ}
+    return {**environ, **missing} if missing else None
+
+
+def restart_with_server_allocators() -> None:
+    """Run this process again with :data:`SERVER_ENV` (``exec``: the same process id, the same
+    command line), when it is the ``kpisheet`` command started from a shell or a service.
+
+    The allocators are chosen when the interpreter starts, so they cannot be switched later.
+    Nothing happens when every setting is given already (as after the restart), on a system
+    without ``exec``, or when the command runs inside another program (a test calling it).
+    """
+    if os.name != "posix" or not sys.executable or not _started_as_command():
+        return
+    environ = server_environment(os.environ)
+    if environ is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, sys.orig_argv, environ)
+
+
+def _started_as_command() -> bool:
+    """Whether this process is ``kpisheet`` (the installed script) or ``python -m kpisheet.cli``."""
+    program = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if program is None:
+        return False
+    return program.name == "kpisheet" or program.parts[-2:] == ("kpisheet", "cli.py")
 
 
 def serve(config: SheetConfig, **options: Any) -> None:
