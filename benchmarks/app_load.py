@@ -49,8 +49,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from generate import DEFAULT_CACHE, SIZES, SheetFiles, generate
-from kpisheet_ui.app import TRIM_DELAYS_SECONDS
 from tests.page_client import AS_OF, ENTITIES, GROUPING, KPIS, WINDOW, Page
+
+from kpisheet_ui.app import TRIM_DELAYS_SECONDS
 
 #: Seconds the server may take to start (opening the sheet from the store).
 START_TIMEOUT = 300
