@@ -127,19 +127,19 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     A categorical column (as ingest hands on validated rows) is numbered from its own codes,
     without hashing a text per row; categories no row uses are left out.
     """
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        codes = column.array.codes
-        uniques: Any = column.cat.categories
-        if len(codes) and codes.min() < 0:
-            raise StoreError(f"observations: {column.name} has missing values")
+    categorical = isinstance(column.dtype, pd.CategoricalDtype)
+    uniques: Any
+    if categorical:
+        codes, uniques = column.array.codes, column.cat.categories
+    else:
+        codes, uniques = pd.factorize(column)
+    if len(codes) and codes.min() < 0:
+        raise StoreError(f"observations: {column.name} has missing values")
+    if categorical:
         used = used_codes(codes, len(uniques))
         if not used.all():  # renumber the used categories 0, 1, ...
             codes = (np.cumsum(used) - 1)[codes]
             uniques = uniques[used]
-    else:
-        codes, uniques = pd.factorize(column)
-        if len(codes) and codes.min() < 0:
-            raise StoreError(f"observations: {column.name} has missing values")
     texts = np.array([str(label) for label in uniques], dtype=object)
     labels, renumbered = np.unique(texts, return_inverse=True)
     return renumbered.astype("int32")[codes], labels
