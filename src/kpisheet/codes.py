@@ -6,6 +6,8 @@ helpers here are shared by them and import nothing of kpisheet.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 #: Rows counted at a time by :func:`used_codes`: temporaries of a few MB, not of the rows' length.
@@ -28,3 +30,13 @@ def used_codes(codes: np.ndarray, count: int) -> np.ndarray:
     for lo in range(0, len(codes), CODE_BLOCK):
         used |= np.bincount(codes[lo : lo + CODE_BLOCK] + 1, minlength=len(used)) > 0
     return used[1:]
+
+
+def without_unused(codes: np.ndarray, categories: Any) -> tuple[np.ndarray, Any]:
+    """The codes and categories with the categories no code uses left out, the others numbered
+    0, 1, ... in their order (code -1, missing, stays -1); unchanged when every one is used."""
+    used = used_codes(codes, len(categories))
+    if used.all():
+        return codes, categories
+    renumbered = np.cumsum(used) - 1
+    return np.where(codes >= 0, renumbered[codes], -1), categories[used]

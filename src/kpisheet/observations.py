@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow
 import pyarrow.compute
 
-from kpisheet.codes import CODE_BLOCK, code_dtype, used_codes
+from kpisheet.codes import CODE_BLOCK, code_dtype, without_unused
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import QUOTED_ROWS, DataError, Problem, RowProblems, quoted, with_suggestion
 from kpisheet.files import display_path
@@ -354,12 +354,8 @@ def _labels(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(raw.dtype, pd.CategoricalDtype):
         # The column's own codes: no hashing of the rows (pd.factorize took about 45 ms for the
         # KPI and entity columns of 3M rows, counting the used categories about 20 ms).
-        codes = raw.array.codes  # the column's own (read-only) codes, not a copy of them
-        uniques = raw.cat.categories
-        used = used_codes(codes, len(uniques))
-        if not used.all():
-            codes = np.where(codes >= 0, (np.cumsum(used) - 1)[codes], -1)
-            uniques = uniques[used]
+        # the column's own (read-only) codes, not a copy of them
+        codes, uniques = without_unused(raw.array.codes, raw.cat.categories)
     else:
         codes, uniques = pd.factorize(raw)
     stripped = pd.Series(np.asarray(uniques, dtype=object)).astype("string").str.strip()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kpisheet.codes import used_codes
+from kpisheet.codes import without_unused
 from kpisheet.constants import ENTITY, KPI, MONTH, OBSERVATION_COLUMNS, VALUE
 from kpisheet.errors import StoreError
 from kpisheet.months import MONTH_DTYPE, month_numbers, month_periods
@@ -136,10 +136,7 @@ def _text_codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     if len(codes) and codes.min() < 0:
         raise StoreError(f"observations: {column.name} has missing values")
     if categorical:
-        used = used_codes(codes, len(uniques))
-        if not used.all():  # renumber the used categories 0, 1, ...
-            codes = (np.cumsum(used) - 1)[codes]
-            uniques = uniques[used]
+        codes, uniques = without_unused(codes, uniques)
     texts = np.array([str(label) for label in uniques], dtype=object)
     labels, renumbered = np.unique(texts, return_inverse=True)
     return renumbered.astype("int32")[codes], labels
